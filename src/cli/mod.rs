@@ -1,0 +1,310 @@
+//! The command-line contract for operators, integrators and tests (clap derive), and dispatch.
+//! One file per command family; human messages go to stderr, `--json` documents to stdout.
+
+mod bench;
+mod inspect;
+mod keys;
+pub mod output;
+mod seal;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::Result;
+
+/// Rempart: sealed LLM model bundles and offline inference for air-gapped networks.
+#[derive(Debug, Parser)]
+#[command(name = "rempart", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// Appliance root holding keys/, models/ and audit/.
+    #[arg(
+        long,
+        global = true,
+        env = "REMPART_ROOT",
+        default_value = "/var/lib/rempart"
+    )]
+    pub root: PathBuf,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which key pair `keygen` creates.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyRole {
+    /// The appliance's decryption key (appliance.key, appliance.pub, appliance.kek).
+    Appliance,
+    /// A publisher's signing key (publisher.key, publisher.pub).
+    Publisher,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create an appliance or publisher key pair in ROOT/keys (or --out-dir).
+    ///
+    /// appliance: appliance.key (secret), appliance.pub (for the post-quantum hybrid recipient)
+    /// and appliance.kek (the AES key-wrap key to hand to the publisher: the default recipient).
+    /// publisher: publisher.key (secret) and publisher.pub (to add to appliances' trust stores).
+    /// Secrets are passphrase-protected (Argon2id) unless --no-passphrase is given.
+    Keygen {
+        /// Which key pair.
+        role: KeyRole,
+        /// Read the passphrase from the first line of this file.
+        #[arg(long, conflicts_with = "no_passphrase")]
+        passphrase_file: Option<PathBuf>,
+        /// Store the secret unencrypted (mode 0600), for unattended appliances.
+        #[arg(long)]
+        no_passphrase: bool,
+        /// A label stored with the key (shown by trust list and inspect).
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Write the files here instead of ROOT/keys.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Manage trusted publisher keys (ROOT/keys/trusted).
+    Trust {
+        /// Trust subcommand.
+        #[command(subcommand)]
+        action: TrustAction,
+    },
+    /// Encrypt and sign a model file into a sealed bundle (.rpk).
+    Seal {
+        /// The plaintext model file (GGUF).
+        #[arg(long)]
+        model: PathBuf,
+        /// Model name: letters, digits, '.', '_' and '-', at most 64 bytes.
+        #[arg(long)]
+        name: String,
+        /// Monotonic version (at least 1); appliances refuse downgrades.
+        #[arg(long)]
+        version: u64,
+        /// Recipient: appliance.kek (AES-256 key wrap) or appliance.pub (ML-KEM-1024 + X25519).
+        #[arg(long = "to", required = true)]
+        to: Vec<PathBuf>,
+        /// Publisher secret key; repeat for k-of-n signing.
+        #[arg(long = "sign", required = true)]
+        sign: Vec<PathBuf>,
+        /// Classification marking shown to analysts (e.g. "UNCLASSIFIED", "SECRET").
+        #[arg(long)]
+        marking: Option<String>,
+        /// Expiry date (YYYY-MM-DD or RFC 3339); appliances refuse expired bundles.
+        #[arg(long)]
+        expires: Option<String>,
+        /// Replace OUT if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Passphrase file for protected keys.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// Output bundle.
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+    },
+    /// Show a bundle's header, manifest and signers (no key needed, nothing verified).
+    Inspect {
+        /// Bundle file.
+        bundle: PathBuf,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a bundle's signatures against the trust store and its ciphertext hashes.
+    Verify {
+        /// Bundle file.
+        bundle: PathBuf,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Also unwrap with ROOT/keys/appliance.key and decrypt into locked memory (then wipe).
+        #[arg(long)]
+        decrypt: bool,
+        /// Refuse to decrypt unless the memory can be locked (mlock).
+        #[arg(long)]
+        require_mlock: bool,
+        /// Check an expired bundle anyway.
+        #[arg(long)]
+        allow_expired: bool,
+        /// Passphrase file for a protected appliance key.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Benchmarks: unseal throughput (--decrypt).
+    Bench {
+        /// Measure decryption throughput on a synthetic payload with 1 and 2 threads.
+        #[arg(long, required = true)]
+        decrypt: bool,
+        /// Synthetic payload size in MiB.
+        #[arg(long, default_value_t = 1024)]
+        size_mib: usize,
+        /// Repetitions per thread count.
+        #[arg(short = 'r', long, default_value_t = 5)]
+        repetitions: usize,
+        /// Also time opening this sealed bundle with ROOT's appliance key and trust store.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// Passphrase file for a protected appliance key.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Trust store actions.
+#[derive(Debug, Subcommand)]
+pub enum TrustAction {
+    /// Trust a publisher public key (FILE.pub); re-adding the same key is harmless.
+    Add {
+        /// Publisher public key file.
+        file: PathBuf,
+    },
+    /// List trusted publisher keys and the signature threshold.
+    List {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop trusting a publisher key.
+    Remove {
+        /// Key id (16 hex digits, as shown by trust list).
+        key_id: String,
+    },
+    /// Set how many distinct trusted signatures a bundle needs (k of n).
+    Policy {
+        /// The threshold k (at least 1).
+        #[arg(long)]
+        threshold: usize,
+    },
+}
+
+impl Cli {
+    fn keys_dir(&self) -> PathBuf {
+        self.root.join("keys")
+    }
+    fn trusted_dir(&self) -> PathBuf {
+        self.keys_dir().join("trusted")
+    }
+}
+
+/// Runs a parsed command.
+pub fn run(cli: &Cli) -> Result<()> {
+    match &cli.command {
+        Command::Keygen {
+            role,
+            passphrase_file,
+            no_passphrase,
+            label,
+            out_dir,
+        } => keys::keygen(
+            *role,
+            passphrase_file.as_deref(),
+            *no_passphrase,
+            label,
+            out_dir.clone().unwrap_or_else(|| cli.keys_dir()).as_path(),
+        ),
+        Command::Trust { action } => keys::trust(&cli.trusted_dir(), action),
+        Command::Seal { .. } => seal::seal(&cli.command),
+        Command::Inspect { bundle, json } => inspect::inspect(&cli.trusted_dir(), bundle, *json),
+        Command::Verify {
+            bundle,
+            json,
+            decrypt,
+            require_mlock,
+            allow_expired,
+            passphrase_file,
+        } => inspect::verify(
+            cli,
+            bundle,
+            &inspect::VerifyOpts {
+                json: *json,
+                decrypt: *decrypt,
+                require_mlock: *require_mlock,
+                allow_expired: *allow_expired,
+                passphrase: pass_source(passphrase_file.as_deref()),
+            },
+        ),
+        Command::Bench {
+            size_mib,
+            repetitions,
+            bundle,
+            passphrase_file,
+            json,
+            ..
+        } => bench::bench(
+            cli,
+            *size_mib,
+            *repetitions,
+            bundle.as_deref(),
+            &pass_source(passphrase_file.as_deref()),
+            *json,
+        ),
+    }
+}
+
+fn pass_source(file: Option<&Path>) -> crate::keys::PassphraseSource {
+    match file {
+        Some(f) => crate::keys::PassphraseSource::File(f.to_owned()),
+        None => crate::keys::PassphraseSource::Prompt,
+    }
+}
+
+/// Loads the appliance secret key from ROOT/keys/appliance.key.
+pub(crate) fn load_appliance(
+    root: &Path,
+    pass: &crate::keys::PassphraseSource,
+) -> Result<crate::keys::ApplianceSecret> {
+    let path = root.join("keys").join("appliance.key");
+    let f = crate::keys::read_key_file(&path, crate::keys::Kind::ApplianceSecret, pass)?;
+    let seed = f.secret.ok_or(crate::keys::Error::Malformed {
+        path,
+        what: "no secret",
+    })?;
+    Ok(crate::keys::ApplianceSecret::from_seed(seed))
+}
+
+/// Opens a bundle file for positioned reads (regular files only, symlinks not followed).
+pub(crate) fn open_bundle(path: &Path) -> Result<crate::bundle::FileAt> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| crate::Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .map_err(io)?;
+    let meta = f.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(crate::Error::Usage(format!(
+            "{}: not a regular file",
+            path.display()
+        )));
+    }
+    crate::bundle::FileAt::new(f).map_err(io)
+}
+
+/// Wraps a bundle error with its path.
+pub(crate) fn berr(path: &Path) -> impl Fn(crate::bundle::Error) -> crate::Error + '_ {
+    move |source| crate::Error::Bundle {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Now, in Unix seconds.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Formats Unix seconds as RFC 3339 (UTC, seconds).
+pub(crate) fn fmt_time(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+        .to_string()
+}

@@ -1,0 +1,20 @@
+//! Rempart: a hardened, air-gapped LLM inference appliance.
+//!
+//! Model weights travel and rest only as sealed bundles (`.rpk`): AES-256-GCM under the C2SP
+//! chunked-encryption construction, signed with Ed25519 AND ML-DSA-87, and decrypted only into
+//! locked, wiped-on-drop memory. See `docs/bundle-format.md` and `SECURITY.md`.
+//!
+//! Modules depend in one direction: `cli → bundle, keys → crypto, secure`.
+
+pub mod bundle;
+pub mod cli;
+pub mod crypto;
+pub mod error;
+pub mod keys;
+pub mod secure;
+
+pub use error::Error;
+
+/// Every heap block is wiped before it is freed (see `secure::sys`).
+#[global_allocator]
+static ALLOC: secure::ZeroizingAlloc = secure::ZeroizingAlloc;

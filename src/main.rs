@@ -1,0 +1,34 @@
+//! The `rempart` binary: harden the process, parse the command line, run, map errors to the
+//! documented exit codes (docs/exit-codes.md).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use rempart::cli::{self, output};
+
+fn main() -> ExitCode {
+    // First thing: no core dumps, not dumpable, no new privileges, umask 077.
+    if let Err(e) = rempart::secure::harden::harden_early() {
+        output::error(&e);
+        return ExitCode::from(rempart::error::EXIT_IO);
+    }
+    let args = match cli::Cli::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                rempart::error::EXIT_USAGE
+            } else {
+                0
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match cli::run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            output::error(&e);
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Memory protection and process hardening.
+//!
+//! [`sys`] is the crate's only `unsafe` code: an anonymous mapping for decrypted weights and a
+//! zeroizing global allocator. [`mem`] builds the locked, wiped-on-drop arena on top of it;
+//! [`harden`] holds the process policy (no core dumps, not dumpable, no new privileges, umask).
+
+pub mod harden;
+pub mod mem;
+mod sys;
+
+pub use mem::{LockStatus, LockedBuf};
+pub use sys::ZeroizingAlloc;
+
+/// A memory or hardening operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The anonymous mapping for the arena could not be created.
+    #[error("cannot map {len} bytes of memory for decrypted data: {source}")]
+    Map {
+        /// Requested size.
+        len: usize,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Locking was required (`--require-mlock`) but the kernel refused it.
+    #[error(
+        "cannot lock {len} bytes in memory ({source}); RLIMIT_MEMLOCK is {limit}: raise it \
+         (systemd LimitMEMLOCK=, ulimit -l) or grant CAP_IPC_LOCK, or drop --require-mlock"
+    )]
+    LockRequired {
+        /// Requested size.
+        len: usize,
+        /// Current soft limit, human readable.
+        limit: String,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// A start-up hardening step failed; the process refuses to run without it.
+    #[error("hardening step `{step}` failed: {source}")]
+    Harden {
+        /// Which step.
+        step: &'static str,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
