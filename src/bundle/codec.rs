@@ -107,10 +107,10 @@ impl<'a> Tlv<'a> {
                 max: u64::from(self.max_value),
             });
         }
-        if let Some(last) = self.last {
-            if tag < last || (tag == last && !repeatable(tag)) {
-                return Err(Error::NonCanonical(self.what));
-            }
+        if let Some(last) = self.last
+            && (tag < last || (tag == last && !repeatable(tag)))
+        {
+            return Err(Error::NonCanonical(self.what));
         }
         self.last = Some(tag);
         let value = self.r.take(

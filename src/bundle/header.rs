@@ -78,13 +78,13 @@ impl ArtifactHeader {
         put_tlv(&mut body, T_VERSION, &self.model_version.to_be_bytes());
         put_tlv(&mut body, T_PT_LEN, &self.pt_len.to_be_bytes());
         for s in &self.stanzas {
-            let mut v = Vec::with_capacity(10 + s.body.len());
+            let mut v = Vec::with_capacity(s.body.len().saturating_add(10));
             v.extend_from_slice(&s.kind.to_be_bytes());
             v.extend_from_slice(&s.key_id);
             v.extend_from_slice(&s.body);
             put_tlv(&mut body, T_STANZA, &v);
         }
-        let mut out = Vec::with_capacity(8 + body.len());
+        let mut out = Vec::with_capacity(body.len().saturating_add(8));
         out.extend_from_slice(&MAGIC);
         out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
         out.extend_from_slice(&body);
@@ -136,7 +136,7 @@ impl ArtifactHeader {
                     if stanzas.len() >= MAX_STANZAS {
                         return Err(Error::TooLong {
                             what: "stanzas",
-                            len: stanzas.len() as u64 + 1,
+                            len: (stanzas.len() as u64).saturating_add(1),
                             max: MAX_STANZAS as u64,
                         });
                     }

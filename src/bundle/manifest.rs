@@ -204,7 +204,7 @@ impl Manifest {
                     if targets.len() >= MAX_TARGETS {
                         return Err(Error::TooLong {
                             what: "targets",
-                            len: targets.len() as u64 + 1,
+                            len: (targets.len() as u64).saturating_add(1),
                             max: MAX_TARGETS as u64,
                         });
                     }
@@ -214,7 +214,7 @@ impl Manifest {
                     if artifacts.len() >= MAX_ARTIFACTS {
                         return Err(Error::TooLong {
                             what: "artifacts",
-                            len: artifacts.len() as u64 + 1,
+                            len: (artifacts.len() as u64).saturating_add(1),
                             max: MAX_ARTIFACTS as u64,
                         });
                     }
@@ -253,7 +253,7 @@ fn decode_artifact(v: &[u8]) -> Result<ArtifactEntry, Error> {
     let role = Role::from_u8(r.u8("artifact.role")?)?;
     let pt_len = r.u64("artifact.pt_len")?;
     let header_len = r.u32("artifact.header_len")?;
-    if header_len > MAX_HEADER_LEN || header_len < super::header::MIN_HEADER_LEN {
+    if !(super::header::MIN_HEADER_LEN..=MAX_HEADER_LEN).contains(&header_len) {
         return Err(Error::InvalidValue("artifact.header_len"));
     }
     let header_sha384 = r.array("artifact.header_sha384")?;

@@ -153,8 +153,10 @@ pub(super) fn verify(cli: &Cli, path: &Path, o: &VerifyOpts) -> Result<()> {
     let env = Envelope::parse(&src).map_err(berr(path))?;
     let v = env.verify(&trust).map_err(berr(path))?;
     let t_sig = t0.elapsed();
-    if let Some(e) = v.manifest.expires.filter(|&e| e <= now()) {
-        if !o.allow_expired {
+    if let Some(e) = v.manifest.expires.filter(|&e| e <= now())
+        && !o.allow_expired
+    {
+        {
             return Err(crate::Error::Expired {
                 path: path.to_owned(),
                 when: fmt_time(e),

@@ -87,7 +87,8 @@ impl ApplianceSecret {
     pub fn kek(&self) -> &Secret<32> {
         &self.kek
     }
-    pub(crate) fn seed(&self) -> &Secret<32> {
+    /// The seed, for writing the key file.
+    pub fn seed(&self) -> &Secret<32> {
         &self.seed
     }
     /// A 32-byte key for a named purpose (e.g. the audit-log MAC), derived from the seed.
@@ -152,7 +153,8 @@ impl PublisherSecret {
             key_id: self.key_id,
         }
     }
-    pub(crate) fn seed(&self) -> &Secret<32> {
+    /// The seed, for writing the key file.
+    pub fn seed(&self) -> &Secret<32> {
         &self.seed
     }
 }

@@ -60,7 +60,7 @@ impl LockedBuf {
                 return Err(Error::LockRequired {
                     len,
                     limit: memlock_limit(),
-                    source: e.into(),
+                    source: e,
                 });
             }
             Err(e) => LockStatus::NotLocked(format!(
@@ -112,6 +112,7 @@ impl Drop for LockedBuf {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods, reason = "tests read /proc")]
 mod tests {
     use super::*;
 

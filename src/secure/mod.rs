@@ -1,6 +1,6 @@
 //! Memory protection and process hardening.
 //!
-//! [`sys`] is the crate's only `unsafe` code: an anonymous mapping for decrypted weights and a
+//! `sys` is the crate's only `unsafe` code: an anonymous mapping for decrypted weights and a
 //! zeroizing global allocator. [`mem`] builds the locked, wiped-on-drop arena on top of it;
 //! [`harden`] holds the process policy (no core dumps, not dumpable, no new privileges, umask).
 

@@ -1,1 +1,16 @@
-fn main() {}
+//! End-to-end tests of the `rempart` binary: one integration binary (STYLE.md §8).
+#![allow(
+    unreachable_pub,
+    reason = "test helpers are shared between test modules"
+)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "test code: a failed unwrap is a failed test, and tests read their own files"
+)]
+
+mod keys;
+mod model;
+mod util;
+mod vectors;
+mod verify;

@@ -1,0 +1,269 @@
+//! Key generation, key files and the trust store through the CLI.
+
+use std::os::unix::fs::PermissionsExt;
+
+use predicates::prelude::PredicateBooleanExt;
+use predicates::str::contains;
+
+use crate::util::{TestEnv, chmod};
+
+#[test]
+fn keygen_writes_owner_only_files_and_never_overwrites() {
+    let env = TestEnv::new().with_keys();
+    for f in ["appliance.key", "appliance.kek", "publisher.key"] {
+        let mode = std::fs::metadata(env.key(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let before = std::fs::read(env.key("appliance.key")).unwrap();
+    env.cmd()
+        .args(["keygen", "appliance", "--no-passphrase"])
+        .assert()
+        .code(5)
+        .stderr(contains("already exists; refusing to overwrite"));
+    assert_eq!(std::fs::read(env.key("appliance.key")).unwrap(), before);
+}
+
+#[test]
+fn secret_key_readable_by_others_is_refused_with_the_fix() {
+    let env = TestEnv::new().with_keys();
+    let model = env.model(1000);
+    chmod(&env.key("publisher.key"), 0o644);
+    env.cmd()
+        .args(["seal", "--name", "m", "--version", "1"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--to")
+        .arg(env.key("appliance.kek"))
+        .arg("--sign")
+        .arg(env.key("publisher.key"))
+        .arg("-o")
+        .arg(env.path("m.rpk"))
+        .assert()
+        .code(5)
+        .stderr(contains("mode 644").and(contains("chmod 600")));
+    assert!(!env.path("m.rpk").exists());
+}
+
+#[test]
+fn passphrase_protected_keys_need_the_right_passphrase() {
+    let env = TestEnv::new();
+    let pass = env.path("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    let wrong = env.path("wrong");
+    std::fs::write(&wrong, "incorrect horse battery\n").unwrap();
+    env.cmd()
+        .args(["keygen", "appliance", "--passphrase-file"])
+        .arg(&pass)
+        .assert()
+        .success();
+    env.cmd()
+        .args(["keygen", "publisher", "--no-passphrase"])
+        .assert()
+        .success();
+    env.cmd()
+        .arg("trust")
+        .arg("add")
+        .arg(env.key("publisher.pub"))
+        .assert()
+        .success();
+    // The kek is protected with the same passphrase.
+    let model = env.model(40_000);
+    let seal = |pf: &std::path::Path| {
+        let mut c = env.cmd();
+        c.args(["seal", "--name", "m", "--version", "1"])
+            .arg("--model")
+            .arg(&model)
+            .arg("--to")
+            .arg(env.key("appliance.kek"))
+            .arg("--sign")
+            .arg(env.key("publisher.key"))
+            .arg("--passphrase-file")
+            .arg(pf)
+            .arg("-o")
+            .arg(env.path("m.rpk"));
+        c
+    };
+    seal(&wrong)
+        .assert()
+        .code(5)
+        .stderr(contains("wrong passphrase"));
+    seal(&pass).assert().success();
+    let rpk = env.path("m.rpk");
+    env.cmd()
+        .arg("verify")
+        .arg(&rpk)
+        .args(["--decrypt", "--passphrase-file"])
+        .arg(&wrong)
+        .assert()
+        .code(5)
+        .stderr(contains("wrong passphrase"));
+    // No terminal and no passphrase file: a clear refusal, not a hang.
+    env.cmd()
+        .arg("verify")
+        .arg(&rpk)
+        .arg("--decrypt")
+        .write_stdin("")
+        .assert()
+        .code(5)
+        .stderr(contains("passphrase-protected; give --passphrase-file"));
+    env.cmd()
+        .arg("verify")
+        .arg(&rpk)
+        .args(["--decrypt", "--passphrase-file"])
+        .arg(&pass)
+        .assert()
+        .success();
+}
+
+#[test]
+fn corrupt_or_wrong_kind_key_files_are_refused() {
+    let env = TestEnv::new().with_keys();
+    let rpk = env.seal(&env.model(100), "m.rpk", &[]);
+    let key = env.key("appliance.key");
+    let mut bytes = std::fs::read(&key).unwrap();
+    bytes.truncate(bytes.len() - 5);
+    std::fs::write(&key, &bytes).unwrap();
+    env.cmd()
+        .arg("verify")
+        .arg(&rpk)
+        .arg("--decrypt")
+        .assert()
+        .code(5)
+        .stderr(contains("not a valid Rempart key file (truncated secret)"));
+    std::fs::copy(env.key("publisher.key"), &key).unwrap();
+    env.cmd()
+        .arg("verify")
+        .arg(&rpk)
+        .arg("--decrypt")
+        .assert()
+        .code(5)
+        .stderr(contains(
+            "expected appliance secret key, found publisher secret key",
+        ));
+    std::fs::write(&key, b"garbage garbage garbage").unwrap();
+    env.cmd()
+        .arg("verify")
+        .arg(&rpk)
+        .arg("--decrypt")
+        .assert()
+        .code(5)
+        .stderr(contains("bad magic"));
+}
+
+#[test]
+fn trust_add_is_idempotent_list_and_remove_work() {
+    let env = TestEnv::new().with_keys();
+    env.cmd()
+        .arg("trust")
+        .arg("add")
+        .arg(env.key("publisher.pub"))
+        .assert()
+        .success()
+        .stderr(contains("already trusted"));
+    let out = env
+        .cmd()
+        .args(["trust", "list", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["threshold"], 1);
+    let keys = v["keys"].as_array().unwrap();
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0]["label"], "test-publisher");
+    let id = keys[0]["key_id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 16);
+    let rpk = env.seal(&env.model(100), "m.rpk", &[]);
+    env.cmd().args(["trust", "remove", &id]).assert().success();
+    env.cmd()
+        .arg("verify")
+        .arg(&rpk)
+        .assert()
+        .code(4)
+        .stderr(contains("no signature from a trusted publisher"));
+    env.cmd()
+        .args(["trust", "remove", &id])
+        .assert()
+        .code(5)
+        .stderr(contains("no trusted publisher key"));
+    env.cmd()
+        .args(["trust", "remove", "xyz"])
+        .assert()
+        .code(2)
+        .stderr(contains("not a key id"));
+}
+
+#[test]
+fn k_of_n_policy_needs_k_distinct_trusted_signers() {
+    let env = TestEnv::new().with_keys();
+    let second = env.path("second");
+    env.cmd()
+        .args(["keygen", "publisher", "--no-passphrase", "--out-dir"])
+        .arg(&second)
+        .assert()
+        .success();
+    env.cmd()
+        .arg("trust")
+        .arg("add")
+        .arg(second.join("publisher.pub"))
+        .assert()
+        .success();
+    env.cmd()
+        .args(["trust", "policy", "--threshold", "2"])
+        .assert()
+        .success();
+    let one = env.seal(&env.model(100), "one.rpk", &[]);
+    env.cmd()
+        .arg("verify")
+        .arg(&one)
+        .assert()
+        .code(4)
+        .stderr(contains(
+            "only 1 valid trusted signature(s), policy requires 2",
+        ));
+    let two = env.seal(
+        &env.model(100),
+        "two.rpk",
+        &["--sign", second.join("publisher.key").to_str().unwrap()],
+    );
+    env.cmd()
+        .arg("verify")
+        .arg(&two)
+        .assert()
+        .success()
+        .stderr(contains("2 of 2 required"));
+    env.cmd()
+        .args(["trust", "policy", "--threshold", "0"])
+        .assert()
+        .code(5)
+        .stderr(contains("at least 1"));
+}
+
+#[test]
+fn secrets_never_appear_in_output() {
+    let env = TestEnv::new().with_keys();
+    let rpk = env.seal(&env.model(100), "m.rpk", &[]);
+    let out = env
+        .cmd()
+        .arg("inspect")
+        .arg(&rpk)
+        .arg("--json")
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = [out.stdout, out.stderr].concat();
+    // The raw seed and KEK are the last 32 bytes of the unprotected key files.
+    for f in ["appliance.key", "appliance.kek", "publisher.key"] {
+        let k = std::fs::read(env.key(f)).unwrap();
+        let secret_hex = hex::encode(&k[k.len() - 32..]);
+        assert!(
+            !String::from_utf8_lossy(&text).contains(&secret_hex),
+            "{f} leaked"
+        );
+    }
+    assert!(!String::from_utf8_lossy(&text).contains("panicked"));
+    let _ = contains("x").not();
+}

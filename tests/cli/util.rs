@@ -1,0 +1,128 @@
+//! Test environment: a fresh appliance root per test, and helpers that drive the real binary.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+/// A fresh appliance root in a temporary directory.
+pub struct TestEnv {
+    pub dir: tempfile::TempDir,
+    pub root: PathBuf,
+}
+
+impl TestEnv {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(root.join("keys")).unwrap();
+        Self { dir, root }
+    }
+
+    /// `rempart --root ROOT` with a clean environment.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::cargo_bin("rempart").unwrap();
+        c.env_remove("REMPART_ROOT").arg("--root").arg(&self.root);
+        c
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn key(&self, name: &str) -> PathBuf {
+        self.root.join("keys").join(name)
+    }
+
+    /// Appliance and publisher keys without passphrase, publisher trusted.
+    pub fn with_keys(self) -> Self {
+        self.cmd()
+            .args([
+                "keygen",
+                "appliance",
+                "--no-passphrase",
+                "--label",
+                "test-appliance",
+            ])
+            .assert()
+            .success();
+        self.cmd()
+            .args([
+                "keygen",
+                "publisher",
+                "--no-passphrase",
+                "--label",
+                "test-publisher",
+            ])
+            .assert()
+            .success();
+        self.cmd()
+            .arg("trust")
+            .arg("add")
+            .arg(self.key("publisher.pub"))
+            .assert()
+            .success();
+        self
+    }
+
+    /// Writes a synthetic "model" of `len` bytes and returns its path.
+    pub fn model(&self, len: usize) -> PathBuf {
+        let p = self.path("model.gguf");
+        let data: Vec<u8> = (0..len).map(|i| (i * 17 + 5) as u8).collect();
+        std::fs::write(&p, data).unwrap();
+        p
+    }
+
+    /// Seals `model` for this appliance's .kek, signed by this root's publisher.
+    pub fn seal(&self, model: &Path, out: &str, extra: &[&str]) -> PathBuf {
+        let out = self.path(out);
+        self.cmd()
+            .args([
+                "seal",
+                "--name",
+                "test-model",
+                "--version",
+                "1",
+                "--marking",
+                "UNCLASSIFIED",
+            ])
+            .arg("--model")
+            .arg(model)
+            .arg("--to")
+            .arg(self.key("appliance.kek"))
+            .arg("--sign")
+            .arg(self.key("publisher.key"))
+            .args(extra)
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .success();
+        out
+    }
+}
+
+pub fn chmod(p: &Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// SHA-384 hex of every file under `dir`, sorted by path: a fingerprint of the directory.
+pub fn tree_digest(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let bytes = std::fs::read(&p).unwrap();
+                out.push((
+                    p.display().to_string(),
+                    hex::encode(rempart::crypto::hash::sha384(&[&bytes])),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}

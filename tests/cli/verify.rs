@@ -1,0 +1,223 @@
+//! Seal, inspect and verify flows through the CLI.
+
+use predicates::str::contains;
+
+use crate::util::{TestEnv, tree_digest};
+
+#[test]
+fn seal_verify_decrypt_inspect_round_trip() {
+    let env = TestEnv::new().with_keys();
+    let rpk = env.seal(&env.model(100_000), "m.rpk", &["--expires", "2999-01-01"]);
+    env.cmd()
+        .arg("verify")
+        .arg(&rpk)
+        .arg("--decrypt")
+        .assert()
+        .success()
+        .stderr(contains("signatures OK"))
+        .stderr(contains("decrypted via aes256-kw"))
+        .stderr(contains("then wiped"));
+    let out = env
+        .cmd()
+        .arg("verify")
+        .arg(&rpk)
+        .args(["--json", "--decrypt"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["ok"], true);
+    assert_eq!(v["manifest"]["name"], "test-model");
+    assert_eq!(v["manifest"]["marking"], "UNCLASSIFIED");
+    assert_eq!(v["manifest"]["expires"], "2999-01-01T00:00:00Z");
+    assert_eq!(v["decrypted"][0]["bytes"], 100_000);
+    let out = env
+        .cmd()
+        .arg("inspect")
+        .arg(&rpk)
+        .arg("--json")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let i: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(i["verified"], false);
+    assert_eq!(i["manifest"]["version"], 1);
+    assert_eq!(i["signatures"][0]["in_trust_store"], true);
+    assert_eq!(i["artifacts"][0]["recipients"][0]["kind"], "aes256-kw");
+    env.cmd()
+        .arg("inspect")
+        .arg(&rpk)
+        .assert()
+        .success()
+        .stdout(contains("model       test-model version 1"));
+}
+
+#[test]
+fn hybrid_post_quantum_recipient_needs_only_the_public_key() {
+    let env = TestEnv::new().with_keys();
+    let model = env.model(50_000);
+    let out = env.path("pq.rpk");
+    env.cmd()
+        .args(["seal", "--name", "pq", "--version", "7"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--to")
+        .arg(env.key("appliance.pub"))
+        .arg("--sign")
+        .arg(env.key("publisher.key"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    env.cmd()
+        .arg("verify")
+        .arg(&out)
+        .arg("--decrypt")
+        .assert()
+        .success()
+        .stderr(contains("via mlkem1024-x25519"));
+}
+
+#[test]
+fn bundle_for_another_appliance_is_refused() {
+    let env = TestEnv::new().with_keys();
+    let other = env.path("other");
+    env.cmd()
+        .args(["keygen", "appliance", "--no-passphrase", "--out-dir"])
+        .arg(&other)
+        .assert()
+        .success();
+    let out = env.path("theirs.rpk");
+    env.cmd()
+        .args(["seal", "--name", "m", "--version", "1"])
+        .arg("--model")
+        .arg(env.model(10))
+        .arg("--to")
+        .arg(other.join("appliance.kek"))
+        .arg("--sign")
+        .arg(env.key("publisher.key"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    // Signatures are fine (verify without --decrypt passes); this appliance cannot open it.
+    env.cmd().arg("verify").arg(&out).assert().success();
+    env.cmd()
+        .arg("verify")
+        .arg(&out)
+        .arg("--decrypt")
+        .assert()
+        .code(6)
+        .stderr(contains("bundle targets other appliances"));
+}
+
+#[test]
+fn seal_refuses_to_overwrite_and_bad_arguments_are_usage_errors() {
+    let env = TestEnv::new().with_keys();
+    let model = env.model(10);
+    let rpk = env.seal(&model, "m.rpk", &[]);
+    let before = std::fs::read(&rpk).unwrap();
+    let base = |e: &TestEnv| {
+        let mut c = e.cmd();
+        c.arg("seal")
+            .arg("--model")
+            .arg(&model)
+            .arg("--to")
+            .arg(e.key("appliance.kek"))
+            .arg("--sign")
+            .arg(e.key("publisher.key"))
+            .arg("--version")
+            .arg("1");
+        c
+    };
+    base(&env)
+        .args(["--name", "m", "-o"])
+        .arg(&rpk)
+        .assert()
+        .code(2)
+        .stderr(contains("already exists"));
+    assert_eq!(std::fs::read(&rpk).unwrap(), before);
+    base(&env)
+        .args(["--name", "../evil", "-o"])
+        .arg(env.path("x.rpk"))
+        .assert()
+        .code(3)
+        .stderr(contains("invalid value in model name"));
+    base(&env)
+        .args(["--name", "m", "--expires", "tomorrow", "-o"])
+        .arg(env.path("x.rpk"))
+        .assert()
+        .code(2)
+        .stderr(contains("expected YYYY-MM-DD"));
+    base(&env)
+        .args(["--name", "m", "--marking", "BAD\u{7}MARK", "-o"])
+        .arg(env.path("x.rpk"))
+        .assert()
+        .code(3)
+        .stderr(contains("invalid value in marking"));
+    // --to with a publisher key is a key error naming the expected kinds.
+    env.cmd()
+        .args(["seal", "--name", "m", "--version", "1"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--to")
+        .arg(env.key("publisher.pub"))
+        .arg("--sign")
+        .arg(env.key("publisher.key"))
+        .arg("-o")
+        .arg(env.path("x.rpk"))
+        .assert()
+        .code(5)
+        .stderr(contains("expected appliance.kek or appliance.pub"));
+    assert!(!env.path("x.rpk").exists());
+}
+
+#[test]
+fn refused_bundles_change_nothing_in_the_root() {
+    let env = TestEnv::new().with_keys();
+    let rpk = env.seal(&env.model(40_000), "m.rpk", &[]);
+    let mut bytes = std::fs::read(&rpk).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 1;
+    let bad = env.path("bad.rpk");
+    std::fs::write(&bad, &bytes).unwrap();
+    let before = tree_digest(&env.root);
+    env.cmd()
+        .arg("verify")
+        .arg(&bad)
+        .arg("--decrypt")
+        .assert()
+        .code(3);
+    env.cmd().arg("inspect").arg(&bad).assert().success();
+    assert_eq!(tree_digest(&env.root), before);
+}
+
+#[test]
+fn missing_directory_and_non_regular_inputs_are_clear_errors() {
+    let env = TestEnv::new().with_keys();
+    env.cmd()
+        .arg("verify")
+        .arg(env.path("nope.rpk"))
+        .assert()
+        .code(1)
+        .stderr(contains("nope.rpk"));
+    env.cmd()
+        .arg("verify")
+        .arg(env.path(""))
+        .assert()
+        .code(2)
+        .stderr(contains("not a regular file"));
+    let link = env.path("link.rpk");
+    let rpk = env.seal(&env.model(10), "m.rpk", &[]);
+    std::os::unix::fs::symlink(&rpk, &link).unwrap();
+    env.cmd()
+        .arg("verify")
+        .arg(&link)
+        .assert()
+        .code(1)
+        .stderr(contains("link.rpk"));
+}
