@@ -10,6 +10,9 @@ pub mod bundle;
 pub mod cli;
 pub mod crypto;
 pub mod error;
+#[cfg(fuzzing)]
+#[allow(clippy::panic, missing_docs, reason = "fuzz assertions")]
+pub mod fuzzing;
 pub mod keys;
 pub mod secure;
 

@@ -374,3 +374,6 @@ pub fn read_header_unverified(
     read_at(src, &mut hb, offset)?;
     ArtifactHeader::decode(&hb)
 }
+
+#[cfg(test)]
+mod tests;

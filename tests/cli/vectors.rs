@@ -309,3 +309,29 @@ fn good_vectors_decrypt_to_the_generator_payload() {
         assert_eq!(v.manifest.marking.as_deref(), Some("UNCLASSIFIED//TEST"));
     }
 }
+
+/// Mix-and-match: the artifact (header and ciphertext) of one validly signed bundle grafted into
+/// another validly signed bundle of the same size is refused before any chunk is decrypted.
+#[test]
+fn artifact_from_another_bundle_is_refused() {
+    let env = TestEnv::new().with_keys();
+    let model = env.model(40_000);
+    let a = std::fs::read(env.seal(&model, "a.rpk", &[])).unwrap();
+    let b = std::fs::read(env.seal(&model, "b.rpk", &[])).unwrap();
+    assert_eq!(a.len(), b.len());
+    let m_len = u32::from_be_bytes(a[12..16].try_into().unwrap()) as usize;
+    let s_len = u32::from_be_bytes(a[16..20].try_into().unwrap()) as usize;
+    let start = 20 + m_len + s_len;
+    let mixed = [&a[..start], &b[start..]].concat();
+    let path = env.path("mixed.rpk");
+    std::fs::write(&path, mixed).unwrap();
+    env.cmd()
+        .arg("verify")
+        .arg(&path)
+        .arg("--decrypt")
+        .assert()
+        .code(3)
+        .stderr(contains(
+            "artifact 0: header does not match the signed manifest",
+        ));
+}

@@ -221,3 +221,53 @@ fn missing_directory_and_non_regular_inputs_are_clear_errors() {
         .code(1)
         .stderr(contains("link.rpk"));
 }
+
+#[test]
+fn unlockable_memory_is_reported_and_require_mlock_refuses() {
+    // Drop CAP_IPC_LOCK (bounding set, so root loses it at exec) and lower RLIMIT_MEMLOCK to
+    // 64 KiB: the 200 KB arena cannot be locked.
+    let env = TestEnv::new().with_keys();
+    let rpk = env.seal(&env.model(200_000), "m.rpk", &[]);
+    let bin = assert_cmd::cargo::cargo_bin("rempart");
+    let run = |extra: &str| {
+        std::process::Command::new("setpriv")
+            .arg("--bounding-set=-ipc_lock")
+            .arg("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -l 64 && exec '{}' --root '{}' verify '{}' --decrypt {extra}",
+                bin.display(),
+                env.root.display(),
+                rpk.display()
+            ))
+            .output()
+            .expect("setpriv (util-linux) is installed")
+    };
+    let out = run("--require-mlock");
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot lock 200000 bytes") && err.contains("RLIMIT_MEMLOCK is 64 KiB"),
+        "{err}"
+    );
+    let out = run("");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NOT locked"));
+    // Without the restriction the same arena is locked.
+    env.cmd()
+        .arg("verify")
+        .arg(&rpk)
+        .args(["--decrypt", "--require-mlock"])
+        .assert()
+        .success()
+        .stderr(contains("memory that is locked"));
+}
