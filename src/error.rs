@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::{bundle, keys, secure};
+use crate::{bundle, engine, keys, secure, store};
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -19,6 +19,10 @@ pub const EXIT_SIGNATURE: u8 = 4;
 pub const EXIT_KEY: u8 = 5;
 /// Exit code: policy refusal (not for this appliance, expired, memory lock required).
 pub const EXIT_POLICY: u8 = 6;
+/// Exit code: no such model installed (or none, or several without --model).
+pub const EXIT_NO_MODEL: u8 = 7;
+/// Exit code: the model or request cannot be run (architecture, tokenizer, template, context).
+pub const EXIT_ENGINE: u8 = 8;
 
 /// Anything a command can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +61,12 @@ pub enum Error {
         /// Expiry date.
         when: String,
     },
+    /// The model or the request cannot be run.
+    #[error(transparent)]
+    Engine(#[from] engine::Error),
+    /// No such installed model.
+    #[error(transparent)]
+    Store(#[from] store::Error),
     /// An output file exists and would be overwritten.
     #[error("{}: already exists (use --force to replace it)", path.display())]
     Exists {
@@ -85,6 +95,11 @@ impl Error {
             Self::Secure(_) | Self::Io { .. } => EXIT_IO,
             Self::Usage(_) | Self::Exists { .. } => EXIT_USAGE,
             Self::Expired { .. } => EXIT_POLICY,
+            Self::Engine(engine::Error::Sampling(_)) => EXIT_USAGE,
+            Self::Engine(_) => EXIT_ENGINE,
+            Self::Store(store::Error::Io { .. }) => EXIT_IO,
+            Self::Store(store::Error::BadSpec(_)) => EXIT_USAGE,
+            Self::Store(_) => EXIT_NO_MODEL,
         }
     }
 
@@ -96,6 +111,8 @@ impl Error {
             EXIT_KEY => "key",
             EXIT_POLICY => "policy",
             EXIT_USAGE => "usage",
+            EXIT_NO_MODEL => "no_model",
+            EXIT_ENGINE => "engine",
             _ => "io",
         }
     }

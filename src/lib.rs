@@ -4,17 +4,19 @@
 //! chunked-encryption construction, signed with Ed25519 AND ML-DSA-87, and decrypted only into
 //! locked, wiped-on-drop memory. See `docs/bundle-format.md` and `SECURITY.md`.
 //!
-//! Modules depend in one direction: `cli → bundle, keys → crypto, secure`.
+//! Modules depend in one direction: `cli → store, engine → bundle, keys → crypto, secure`.
 
 pub mod bundle;
 pub mod cli;
 pub mod crypto;
+pub mod engine;
 pub mod error;
 #[cfg(fuzzing)]
 #[allow(clippy::panic, missing_docs, reason = "fuzz assertions")]
 pub mod fuzzing;
 pub mod keys;
 pub mod secure;
+pub mod store;
 
 pub use error::Error;
 

@@ -5,6 +5,7 @@ mod bench;
 mod inspect;
 mod keys;
 pub mod output;
+mod run;
 mod seal;
 
 use std::path::{Path, PathBuf};
@@ -131,18 +132,85 @@ pub enum Command {
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
-    /// Benchmarks: unseal throughput (--decrypt).
+    /// Ask the installed model a question; the answer streams to stdout.
+    ///
+    /// Works with no network and no terminal. Ctrl-C stops generation and keeps the answer so far.
+    Ask {
+        /// The question, or `-` to read it from stdin.
+        prompt: String,
+        /// Installed model: NAME or NAME@VERSION (default: the only one installed).
+        #[arg(long)]
+        model: Option<String>,
+        /// System prompt.
+        #[arg(long)]
+        system: Option<String>,
+        /// Maximum tokens to generate.
+        #[arg(long, default_value_t = 512)]
+        max_tokens: usize,
+        /// Sampling temperature (0 = greedy, deterministic).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Nucleus sampling threshold in (0, 1].
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        /// Keep only the k most likely tokens (0 = off).
+        #[arg(long, default_value_t = 40)]
+        top_k: usize,
+        /// Drop tokens below min-p times the top probability.
+        #[arg(long, default_value_t = 0.05)]
+        min_p: f32,
+        /// Repeat penalty (1 = off).
+        #[arg(long, default_value_t = 1.0)]
+        repeat_penalty: f32,
+        /// Random seed (same seed, same answer); default: random.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print one JSON document {model, text, tokens_prompt, tokens_generated, stop_reason, timings}.
+        #[arg(long)]
+        json: bool,
+        /// Refuse to run unless the model's memory can be locked.
+        #[arg(long)]
+        require_mlock: bool,
+        /// Passphrase file for a protected appliance key.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Show how the installed model's tokenizer splits TEXT (ids and pieces).
+    Tokenize {
+        /// The text, or `-` for stdin.
+        text: String,
+        /// Installed model: NAME or NAME@VERSION.
+        #[arg(long)]
+        model: Option<String>,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+        /// Passphrase file for a protected appliance key.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Benchmarks like llama-bench: prompt processing and generation tokens/s, load time split
+    /// into read+verify, unwrap+decrypt and build; or unseal throughput with --decrypt.
     Bench {
-        /// Measure decryption throughput on a synthetic payload with 1 and 2 threads.
-        #[arg(long, required = true)]
+        /// Installed model: NAME or NAME@VERSION.
+        #[arg(long)]
+        model: Option<String>,
+        /// Prompt tokens to process.
+        #[arg(short = 'p', default_value_t = 512)]
+        pp: usize,
+        /// Tokens to generate.
+        #[arg(short = 'n', default_value_t = 128)]
+        tg: usize,
+        /// Measure decryption throughput on a synthetic payload with 1 and 2 threads instead.
+        #[arg(long)]
         decrypt: bool,
-        /// Synthetic payload size in MiB.
+        /// Synthetic payload size in MiB (--decrypt).
         #[arg(long, default_value_t = 1024)]
         size_mib: usize,
-        /// Repetitions per thread count.
+        /// Repetitions.
         #[arg(short = 'r', long, default_value_t = 5)]
         repetitions: usize,
-        /// Also time opening this sealed bundle with ROOT's appliance key and trust store.
+        /// Also time opening this sealed bundle with ROOT's appliance key (--decrypt).
         #[arg(long)]
         bundle: Option<PathBuf>,
         /// Passphrase file for a protected appliance key.
@@ -227,21 +295,98 @@ pub fn run(cli: &Cli) -> Result<()> {
                 passphrase: pass_source(passphrase_file.as_deref()),
             },
         ),
+        Command::Ask {
+            prompt,
+            model,
+            system,
+            max_tokens,
+            temperature,
+            top_p,
+            top_k,
+            min_p,
+            repeat_penalty,
+            seed,
+            json,
+            require_mlock,
+            passphrase_file,
+        } => run::ask(
+            cli,
+            &run::AskOpts {
+                model: run::ModelOpts {
+                    model: model.as_deref(),
+                    passphrase: pass_source(passphrase_file.as_deref()),
+                    require_mlock: *require_mlock,
+                },
+                system: system.as_deref(),
+                prompt,
+                max_tokens: *max_tokens,
+                params: crate::engine::SamplingParams {
+                    temperature: *temperature,
+                    top_k: *top_k,
+                    top_p: *top_p,
+                    min_p: *min_p,
+                    repeat_penalty: *repeat_penalty,
+                    repeat_last_n: 64,
+                    seed: seed.unwrap_or_else(|| {
+                        let mut b = [0u8; 8];
+                        let _ = crate::crypto::rng::fill(&mut b);
+                        u64::from_le_bytes(b)
+                    }),
+                },
+                json: *json,
+            },
+        ),
+        Command::Tokenize {
+            text,
+            model,
+            json,
+            passphrase_file,
+        } => run::tokenize(
+            cli,
+            &run::ModelOpts {
+                model: model.as_deref(),
+                passphrase: pass_source(passphrase_file.as_deref()),
+                require_mlock: false,
+            },
+            text,
+            *json,
+        ),
         Command::Bench {
+            model,
+            pp,
+            tg,
+            decrypt,
             size_mib,
             repetitions,
             bundle,
             passphrase_file,
             json,
-            ..
-        } => bench::bench(
-            cli,
-            *size_mib,
-            *repetitions,
-            bundle.as_deref(),
-            &pass_source(passphrase_file.as_deref()),
-            *json,
-        ),
+        } => {
+            let pass = pass_source(passphrase_file.as_deref());
+            if *decrypt {
+                bench::bench(
+                    cli,
+                    *size_mib,
+                    *repetitions,
+                    bundle.as_deref(),
+                    &pass,
+                    *json,
+                )
+            } else {
+                run::bench_model(
+                    cli,
+                    &run::ModelOpts {
+                        model: model.as_deref(),
+                        passphrase: pass,
+                        require_mlock: false,
+                    },
+                    *pp,
+                    *tg,
+                    *repetitions,
+                    *json,
+                )
+            }
+        }
     }
 }
 

@@ -40,6 +40,11 @@ pub fn memlock_limit() -> String {
     }
 }
 
+/// Locks every page currently mapped (the model's weights once built) with `mlockall(MCL_CURRENT)`.
+pub fn lock_current() -> std::io::Result<()> {
+    rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT).map_err(Into::into)
+}
+
 impl LockedBuf {
     /// Allocates `len` zeroed bytes. With `require_lock`, fails unless `mlock` succeeds.
     pub fn new(len: usize, require_lock: bool) -> Result<Self, Error> {

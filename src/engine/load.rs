@@ -1,0 +1,236 @@
+//! Building a model from GGUF bytes held in memory (the decrypted arena; never a file path),
+//! dispatching on `general.architecture`.
+
+use std::collections::HashMap;
+use std::io::Cursor;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::{Device, Tensor};
+use candle_transformers::models::{
+    quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
+};
+
+use super::chat::{CHATML, ChatTemplate};
+use super::generate::Forward;
+use super::{Error, Tok};
+
+/// What the engine knows about a loaded model.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ModelInfo {
+    /// `general.architecture`.
+    pub architecture: String,
+    /// `general.name`.
+    pub name: String,
+    /// Quantisation (from `general.file_type`).
+    pub quantization: String,
+    /// Context window used.
+    pub context_length: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Tensor data bytes.
+    pub weight_bytes: u64,
+    /// Whether the model has its own chat template.
+    pub has_chat_template: bool,
+}
+
+enum Arch {
+    Llama(quantized_llama::ModelWeights),
+    Qwen2(quantized_qwen2::ModelWeights),
+    Qwen3(quantized_qwen3::ModelWeights),
+    Gemma3(quantized_gemma3::ModelWeights),
+    Phi3(quantized_phi3::ModelWeights),
+}
+
+/// A candle model on a device.
+pub struct Model {
+    arch: Arch,
+    device: Device,
+    context: usize,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("context", &self.context)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Forward for Model {
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
+        let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        let logits = match &mut self.arch {
+            Arch::Llama(m) => m.forward(&x, pos)?,
+            Arch::Qwen2(m) => m.forward(&x, pos)?,
+            Arch::Qwen3(m) => m.forward(&x, pos)?,
+            Arch::Gemma3(m) => m.forward(&x, pos)?,
+            Arch::Phi3(m) => m.forward(&x, pos)?,
+        };
+        // Some families return (batch, seq, vocab), others (batch, vocab): take the last row.
+        let logits = match logits.rank() {
+            3 => {
+                let seq = logits.dim(1)?;
+                logits.narrow(1, seq.saturating_sub(1), 1)?.flatten_all()?
+            }
+            _ => logits.flatten_all()?,
+        };
+        Ok(logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?)
+    }
+
+    fn context_len(&self) -> usize {
+        self.context
+    }
+}
+
+/// A loaded model with its tokenizer and chat template.
+pub struct Loaded {
+    /// The model.
+    pub model: Model,
+    /// The tokenizer.
+    pub tok: Tok,
+    /// The chat template (the model's own, or ChatML).
+    pub template: ChatTemplate,
+    /// Facts for status lines and JSON.
+    pub info: ModelInfo,
+    /// Tokens that end an answer besides EOS.
+    pub stop_tokens: Vec<u32>,
+}
+
+impl std::fmt::Debug for Loaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loaded")
+            .field("info", &self.info)
+            .finish_non_exhaustive()
+    }
+}
+
+fn file_type_name(t: u32) -> &'static str {
+    match t {
+        0 => "F32",
+        1 => "F16",
+        2 => "Q4_0",
+        3 => "Q4_1",
+        7 => "Q8_0",
+        8 => "Q5_0",
+        9 => "Q5_1",
+        10 => "Q2_K",
+        11 => "Q3_K_S",
+        12 => "Q3_K_M",
+        13 => "Q3_K_L",
+        14 => "Q4_K_S",
+        15 => "Q4_K_M",
+        16 => "Q5_K_S",
+        17 => "Q5_K_M",
+        18 => "Q6_K",
+        32 => "BF16",
+        _ => "other",
+    }
+}
+
+fn get_str(md: &HashMap<String, Value>, k: &str) -> Option<String> {
+    md.get(k).and_then(|v| v.to_string().ok()).cloned()
+}
+
+/// The largest context the candle model definitions support (their RoPE tables).
+const CANDLE_MAX_CONTEXT: usize = 4096;
+
+/// Parses GGUF metadata only (for `tokenize`, inspection and tests).
+pub fn read_content(bytes: &[u8]) -> Result<gguf_file::Content, Error> {
+    gguf_file::Content::read(&mut Cursor::new(bytes)).map_err(|e| Error::Gguf(e.to_string()))
+}
+
+/// Builds the tokenizer and template from GGUF bytes, without the weights.
+pub fn load_tokenizer(bytes: &[u8]) -> Result<(Tok, ChatTemplate), Error> {
+    let ct = read_content(bytes)?;
+    let tok = Tok::from_gguf(&ct.metadata)?;
+    let template = ChatTemplate::new(
+        &get_str(&ct.metadata, "tokenizer.chat_template").unwrap_or_else(|| CHATML.to_owned()),
+    )?;
+    Ok((tok, template))
+}
+
+/// Builds the model from GGUF bytes in memory.
+pub fn load(bytes: &[u8], device: &Device) -> Result<Loaded, Error> {
+    let mut cursor = Cursor::new(bytes);
+    let ct = gguf_file::Content::read(&mut cursor).map_err(|e| Error::Gguf(e.to_string()))?;
+    let md = &ct.metadata;
+    let arch = get_str(md, "general.architecture")
+        .ok_or_else(|| Error::Metadata("missing general.architecture".into()))?;
+    let tok = Tok::from_gguf(md)?;
+    let template_src = get_str(md, "tokenizer.chat_template");
+    let template = ChatTemplate::new(template_src.as_deref().unwrap_or(CHATML))?;
+    let ctx_meta = md
+        .get(&format!("{arch}.context_length"))
+        .and_then(|v| v.to_u32().ok())
+        .unwrap_or(2048) as usize;
+    let weight_bytes = bytes.len() as u64 - ct.tensor_data_offset.min(bytes.len() as u64);
+    let info = ModelInfo {
+        architecture: arch.clone(),
+        name: get_str(md, "general.name").unwrap_or_default(),
+        quantization: file_type_name(
+            md.get("general.file_type")
+                .and_then(|v| v.to_u32().ok())
+                .unwrap_or(u32::MAX),
+        )
+        .to_owned(),
+        context_length: ctx_meta.min(CANDLE_MAX_CONTEXT),
+        vocab_size: tok.vocab_size(),
+        weight_bytes,
+        has_chat_template: template_src.is_some(),
+    };
+    let mut stop_tokens: Vec<u32> = [
+        "<|im_end|>",
+        "<|eot_id|>",
+        "<|end_of_text|>",
+        "<end_of_turn>",
+        "<|end|>",
+        "<|endoftext|>",
+        "</s>",
+    ]
+    .iter()
+    .filter_map(|s| tok.id_of(s))
+    .collect();
+    stop_tokens.extend(tok.eot);
+    stop_tokens.sort_unstable();
+    stop_tokens.dedup();
+    let arch_model = match arch.as_str() {
+        "llama" | "mistral" => Arch::Llama(quantized_llama::ModelWeights::from_gguf(
+            ct,
+            &mut cursor,
+            device,
+        )?),
+        "qwen2" => Arch::Qwen2(quantized_qwen2::ModelWeights::from_gguf(
+            ct,
+            &mut cursor,
+            device,
+        )?),
+        "qwen3" => Arch::Qwen3(quantized_qwen3::ModelWeights::from_gguf(
+            ct,
+            &mut cursor,
+            device,
+        )?),
+        "gemma3" => Arch::Gemma3(quantized_gemma3::ModelWeights::from_gguf(
+            ct,
+            &mut cursor,
+            device,
+        )?),
+        "phi3" => Arch::Phi3(quantized_phi3::ModelWeights::from_gguf(
+            false,
+            ct,
+            &mut cursor,
+            device,
+        )?),
+        other => return Err(Error::UnsupportedArchitecture(other.to_owned())),
+    };
+    Ok(Loaded {
+        model: Model {
+            arch: arch_model,
+            device: device.clone(),
+            context: info.context_length,
+        },
+        tok,
+        template,
+        info,
+        stop_tokens,
+    })
+}

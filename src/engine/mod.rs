@@ -1,0 +1,156 @@
+//! The inference engine: candle on its own thread, owning the model, fed by a request channel
+//! and answering on a per-request event channel.
+//!
+//! # Security
+//! The model is built from GGUF bytes in the decrypted arena, never from a path. candle copies
+//! weights into its own heap buffers; the zeroizing global allocator wipes them when freed, and
+//! the arena is wiped as soon as the model is built. Prompts and outputs are never logged.
+
+mod chat;
+mod detok;
+mod error;
+mod generate;
+mod load;
+mod sampling;
+mod tokenizer;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::{Receiver, Sender, channel};
+
+pub use chat::{ChatTemplate, Message};
+pub use detok::Detok;
+pub use error::Error;
+pub use generate::{Forward, GenRequest, GenStats, StopReason, generate};
+pub use load::{Loaded, Model, ModelInfo, load, load_tokenizer, read_content};
+pub use sampling::{Sampler, SamplingParams, argmax};
+pub use tokenizer::Tok;
+
+/// A chat request.
+#[derive(Debug)]
+pub struct Request {
+    /// The conversation (system message first if any).
+    pub messages: Vec<Message>,
+    /// Sampling parameters.
+    pub params: SamplingParams,
+    /// Maximum new tokens.
+    pub max_tokens: usize,
+    /// Set to stop generation; the text so far is kept.
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// What the engine reports for a request.
+#[derive(Debug)]
+pub enum Event {
+    /// Text, never splitting a UTF-8 character.
+    Token(String),
+    /// Finished.
+    Done {
+        /// Why.
+        stop: StopReason,
+        /// Counts and timings.
+        stats: GenStats,
+    },
+    /// Failed.
+    Error(Error),
+}
+
+/// Handle to the engine thread.
+#[derive(Debug)]
+pub struct Engine {
+    tx: Option<Sender<(Request, Sender<Event>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// Facts about the loaded model.
+    pub info: ModelInfo,
+}
+
+impl Loaded {
+    /// Renders `messages` with the chat template and tokenizes them (BOS added if the model
+    /// wants it).
+    pub fn prompt_tokens(&self, messages: &[Message]) -> Result<Vec<u32>, Error> {
+        let bos = self
+            .tok
+            .bos
+            .map(|b| self.tok.piece(b).to_owned())
+            .unwrap_or_default();
+        let eos = self
+            .tok
+            .eos
+            .map(|b| self.tok.piece(b).to_owned())
+            .unwrap_or_default();
+        let text = zeroize::Zeroizing::new(self.template.render(messages, true, &bos, &eos)?);
+        let mut ids = Vec::new();
+        if self.tok.add_bos && !text.starts_with(&bos) {
+            ids.extend(self.tok.bos);
+        }
+        ids.extend(self.tok.encode(&text)?);
+        Ok(ids)
+    }
+
+    /// Answers one request, streaming text to `on_text`.
+    pub fn answer(
+        &mut self,
+        req: &Request,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(StopReason, GenStats), Error> {
+        req.params.validate()?;
+        let prompt = self.prompt_tokens(&req.messages)?;
+        let mut sampler = Sampler::new(req.params.clone());
+        let g = GenRequest {
+            prompt: &prompt,
+            max_tokens: req.max_tokens,
+            stop_tokens: &self.stop_tokens,
+            cancel: &req.cancel,
+        };
+        let (_ids, stop, stats) = generate(&mut self.model, &self.tok, &mut sampler, &g, on_text)?;
+        Ok((stop, stats))
+    }
+}
+
+impl Engine {
+    /// Moves the model onto its own thread.
+    pub fn start(mut loaded: Loaded) -> Self {
+        let info = loaded.info.clone();
+        let (tx, rx) = channel::<(Request, Sender<Event>)>();
+        let thread = std::thread::Builder::new()
+            .name("rempart-engine".into())
+            .spawn(move || {
+                for (req, reply) in rx {
+                    let result = loaded.answer(&req, &mut |t| {
+                        let _ = reply.send(Event::Token(t.to_owned()));
+                    });
+                    let _ = reply.send(match result {
+                        Ok((stop, stats)) => Event::Done { stop, stats },
+                        Err(e) => Event::Error(e),
+                    });
+                }
+            })
+            .ok();
+        Self {
+            tx: Some(tx),
+            thread,
+            info,
+        }
+    }
+
+    /// Submits a request; events arrive on the returned receiver.
+    pub fn submit(&self, req: Request) -> Result<Receiver<Event>, Error> {
+        let (reply, events) = channel();
+        self.tx
+            .as_ref()
+            .ok_or(Error::Stopped)?
+            .send((req, reply))
+            .map_err(|_| Error::Stopped)?;
+        Ok(events)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread, which drops (and so wipes) the model.
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

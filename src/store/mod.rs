@@ -1,0 +1,145 @@
+//! The installed models, `ROOT/models`: sealed `.rpk` files only. This is the read side the
+//! engine needs (list and resolve `NAME[@VERSION]`); safe USB import with staging, rollback
+//! protection and the audit log is the "USB model updates" issue.
+//!
+//! # Security
+//! Only regular `*.rpk` files are considered (symlinks are not followed); every candidate's
+//! signatures are verified against the trust store before it is listed or chosen.
+
+use std::path::{Path, PathBuf};
+
+use crate::bundle::{self, Envelope, Manifest};
+use crate::keys::TrustStore;
+
+/// A verified installed bundle.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    /// File.
+    pub path: PathBuf,
+    /// Its authenticated manifest.
+    pub manifest: Manifest,
+    /// File size.
+    pub bytes: u64,
+}
+
+/// Why a model could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No model is installed.
+    #[error("no model is installed in {0} (place or import a sealed .rpk bundle)")]
+    Empty(PathBuf),
+    /// No installed model has this name (and version).
+    #[error("no installed model named {wanted} (installed: {installed})")]
+    NotFound {
+        /// What was asked.
+        wanted: String,
+        /// What exists.
+        installed: String,
+    },
+    /// Several models are installed and none was named.
+    #[error("several models are installed ({0}); choose one with --model NAME")]
+    Ambiguous(String),
+    /// `NAME@VERSION` could not be parsed.
+    #[error("{0:?} is not NAME or NAME@VERSION")]
+    BadSpec(String),
+    /// The models directory could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// Directory.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Bundles that were skipped, with the reason.
+pub type Skipped = Vec<(PathBuf, String)>;
+
+/// Lists installed bundles whose signatures verify; others are skipped with a reason each.
+pub fn catalog(models: &Path, trust: &TrustStore) -> Result<(Vec<Installed>, Skipped), Error> {
+    let mut ok = Vec::new();
+    let mut skipped = Vec::new();
+    let entries = match std::fs::read_dir(models) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((ok, skipped)),
+        Err(source) => {
+            return Err(Error::Io {
+                path: models.to_owned(),
+                source,
+            });
+        }
+    };
+    for e in entries.flatten() {
+        let path = e.path();
+        let Ok(ft) = e.file_type() else { continue };
+        if !ft.is_file() || path.extension().is_none_or(|x| x != "rpk") {
+            continue;
+        }
+        let res = std::fs::File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| bundle::FileAt::new(f).map_err(|e| e.to_string()))
+            .and_then(|src| {
+                let bytes = bundle::ReadAt::len(&src);
+                let env = Envelope::parse(&src).map_err(|e| e.to_string())?;
+                let v = env.verify(trust).map_err(|e| e.to_string())?;
+                Ok(Installed {
+                    path: path.clone(),
+                    manifest: v.manifest,
+                    bytes,
+                })
+            });
+        match res {
+            Ok(i) => ok.push(i),
+            Err(why) => skipped.push((path, why)),
+        }
+    }
+    ok.sort_by(|a, b| {
+        a.manifest
+            .name
+            .cmp(&b.manifest.name)
+            .then(b.manifest.version.cmp(&a.manifest.version))
+    });
+    Ok((ok, skipped))
+}
+
+/// Resolves `NAME`, `NAME@VERSION`, or nothing (the only installed model).
+pub fn resolve(models: &Path, trust: &TrustStore, spec: Option<&str>) -> Result<Installed, Error> {
+    let (all, _) = catalog(models, trust)?;
+    if all.is_empty() {
+        return Err(Error::Empty(models.to_owned()));
+    }
+    let names = || {
+        let mut n: Vec<String> = all
+            .iter()
+            .map(|i| format!("{}@{}", i.manifest.name, i.manifest.version))
+            .collect();
+        n.dedup();
+        n.join(", ")
+    };
+    let Some(spec) = spec else {
+        if let Some(first) = all.first()
+            && all.iter().all(|i| i.manifest.name == first.manifest.name)
+        {
+            return Ok(first.clone());
+        }
+        return Err(Error::Ambiguous(names()));
+    };
+    let (name, version) = match spec.split_once('@') {
+        Some((n, v)) => (
+            n,
+            Some(
+                v.parse::<u64>()
+                    .map_err(|_| Error::BadSpec(spec.to_owned()))?,
+            ),
+        ),
+        None => (spec, None),
+    };
+    all.iter()
+        .find(|i| i.manifest.name == name && version.is_none_or(|v| v == i.manifest.version))
+        .cloned()
+        .ok_or_else(|| Error::NotFound {
+            wanted: spec.to_owned(),
+            installed: names(),
+        })
+}
