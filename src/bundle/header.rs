@@ -14,7 +14,8 @@ use crate::crypto::{kem, kw};
 
 /// Artifact header magic.
 pub const MAGIC: [u8; 4] = *b"RPKA";
-/// Smallest possible header (magic, length, the five fixed fields, one AES-KW stanza).
+/// Smallest header length the manifest may declare: magic and length field (the decoder then
+/// requires every field and at least one stanza).
 pub const MIN_HEADER_LEN: u32 = 8;
 
 const T_BUNDLE_ID: u16 = 0x01;

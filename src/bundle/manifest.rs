@@ -267,11 +267,9 @@ fn decode_artifact(v: &[u8]) -> Result<ArtifactEntry, Error> {
         ct_tree_sha384,
     };
     if e.total_len().is_none() {
-        return Err(Error::TooLong {
-            what: "artifact.pt_len",
-            len: pt_len,
-            max: crate::crypto::chunked::MAX_CHUNKS,
-        });
+        return Err(Error::InvalidValue(
+            "artifact.pt_len (beyond the 4 PiB chunk limit)",
+        ));
     }
     Ok(e)
 }

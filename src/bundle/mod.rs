@@ -11,8 +11,9 @@
 //! Order of operations on an untrusted bundle ([`Envelope::parse`] then [`Envelope::verify`]):
 //! bounded preamble → bounded manifest and signature block read → hybrid signatures checked
 //! against the trust policy over the exact manifest bytes → only then is the manifest decoded →
-//! file length must equal what the manifest implies → artifact headers must hash to the signed
-//! values → file key unwrapped → commitment checked → chunks decrypted into a locked arena.
+//! file length must equal what the manifest implies → the manifest's targets must name this
+//! appliance → artifact headers must hash to the signed values → file key unwrapped →
+//! commitment checked → chunks decrypted into a locked arena.
 //! Any failure releases no plaintext: the arena is wiped and dropped.
 
 pub mod codec;
@@ -169,8 +170,10 @@ pub struct Envelope {
     pub file_len: u64,
 }
 
-/// A bundle whose signatures verified against the trust policy.
+/// A bundle whose signatures verified against the trust policy. Only [`Envelope::verify`] makes
+/// one (`non_exhaustive`: no other crate can construct it), so holding one proves the check ran.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Verified {
     /// The decoded, authenticated manifest.
     pub manifest: Manifest,
@@ -211,7 +214,10 @@ impl Envelope {
         }
         let m_len = r.u32("manifest length")?;
         let s_len = r.u32("signature block length")?;
-        if m_len == 0 || m_len > MAX_MANIFEST_LEN {
+        if m_len == 0 {
+            return Err(Error::MissingField("manifest (length 0)"));
+        }
+        if m_len > MAX_MANIFEST_LEN {
             return Err(Error::TooLong {
                 what: "manifest",
                 len: u64::from(m_len),

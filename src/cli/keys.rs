@@ -149,6 +149,9 @@ pub(super) fn trust(dir: &Path, action: &TrustAction) -> Result<()> {
             output::info(format!("removed publisher key {}", key_id_hex(&id)));
         }
         TrustAction::Policy { threshold } => {
+            if *threshold == 0 {
+                return Err(crate::Error::Usage("--threshold must be at least 1".into()));
+            }
             store.set_threshold(*threshold)?;
             output::info(format!(
                 "bundles now need {threshold} valid trusted signature(s)"

@@ -151,7 +151,11 @@ pub(super) fn seal(cmd: &Command) -> Result<()> {
         &signer_refs,
         &|n| pb.inc(n),
     )
-    .map_err(berr(out))?;
+    .map_err(|e| match e {
+        // Bad names, markings, versions and dates are the operator's arguments, not a bundle.
+        bundle::Error::InvalidValue(what) => crate::Error::Usage(format!("invalid {what}")),
+        e => berr(out)(e),
+    })?;
     pb.finish_and_clear();
     drop(plaintext);
     write_atomic(out, &parts)?;

@@ -15,7 +15,11 @@ pub fn hkdf_expand_sha512(prk: &[u8], info: &[&[u8]], out: &mut [u8]) {
     let mut t_len = 0usize;
     for (i, block) in out.chunks_mut(64).enumerate() {
         // Counter starts at 1; out.len() <= 255*64 is a caller invariant (76 bytes here).
-        let counter = u8::try_from(i + 1).unwrap_or(u8::MAX);
+        #[allow(
+            clippy::expect_used,
+            reason = "HKDF output is at most 255 blocks by construction"
+        )]
+        let counter = u8::try_from(i + 1).expect("HKDF-Expand output of at most 255 blocks");
         #[allow(clippy::expect_used, reason = "HMAC accepts keys of any length")]
         let mut mac = <Hmac<Sha512> as KeyInit>::new_from_slice(prk)
             .expect("HMAC accepts keys of any length");
@@ -38,9 +42,12 @@ pub fn hkdf_sha384(ikm: &[u8], salt: &[u8], info: &[&[u8]], out: &mut [u8]) {
     let hk = hkdf::Hkdf::<Sha384>::new(Some(salt), ikm);
     let info: Vec<u8> = info.concat();
     // out is at most a few hundred bytes by construction; expand only fails beyond 255*48.
-    if hk.expand(&info, out).is_err() {
-        out.zeroize();
-    }
+    #[allow(
+        clippy::expect_used,
+        reason = "output length is a small constant at every call site"
+    )]
+    hk.expand(&info, out)
+        .expect("HKDF-SHA-384 output of at most 255 blocks");
 }
 
 /// Argon2id parameters stored in passphrase-wrapped key files.

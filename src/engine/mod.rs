@@ -12,6 +12,10 @@ mod error;
 mod generate;
 mod load;
 mod sampling;
+#[doc(hidden)]
+pub mod testing;
+#[cfg(test)]
+mod tests;
 mod tokenizer;
 
 use std::sync::Arc;

@@ -170,6 +170,12 @@ impl std::fmt::Debug for KeyFile {
 
 /// Reads at most `max` bytes of a regular file, without following symlinks.
 pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, Error> {
+    read_bounded_mode(path, max).map(|(b, _)| b)
+}
+
+/// Like [`read_bounded`], also returning the permission bits of the file that was read
+/// (fstat of the open descriptor, so the path is not looked up twice).
+fn read_bounded_mode(path: &Path, max: u64) -> Result<(Zeroizing<Vec<u8>>, u32), Error> {
     let io = |source| Error::Io {
         path: path.to_owned(),
         source,
@@ -202,7 +208,7 @@ pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Zeroizing<Vec<u8>>, 
             what: "file too large",
         });
     }
-    Ok(buf)
+    Ok((buf, meta.mode()))
 }
 
 /// Reads and decodes a key file of the `expected` kind, asking `pass` if it is protected.
@@ -215,7 +221,7 @@ pub fn read_key_file(
         path: path.to_owned(),
         what,
     };
-    let buf = read_bounded(path, MAX_KEY_FILE)?;
+    let (buf, file_mode) = read_bounded_mode(path, MAX_KEY_FILE)?;
     let mut r = Reader::new(&buf);
     if r.array::<4>("magic").map_err(|_| bad("too short"))? != MAGIC {
         return Err(bad("bad magic"));
@@ -233,12 +239,7 @@ pub fn read_key_file(
         });
     }
     if kind.is_secret() {
-        let mode = std::fs::metadata(path)
-            .map_err(|source| Error::Io {
-                path: path.to_owned(),
-                source,
-            })?
-            .mode();
+        let mode = file_mode;
         if mode & 0o077 != 0 {
             return Err(Error::PermissionsTooOpen {
                 path: path.to_owned(),
@@ -257,6 +258,9 @@ pub fn read_key_file(
     )
     .map_err(|_| bad("label is not UTF-8"))?
     .to_owned();
+    if label.chars().any(char::is_control) {
+        return Err(bad("label contains control characters"));
+    }
     let aad_end = buf.len();
     if !kind.is_secret() {
         if protection != 0 {

@@ -3,7 +3,8 @@
 //! Key hierarchy (see keys/README.md): an appliance holds one 32-byte seed from which its
 //! AES-KW key-encryption key, its ML-KEM-1024 and X25519 secrets are derived; a publisher holds
 //! one seed from which its Ed25519 and ML-DSA-87 keys are derived. Key ids are the first 8 bytes
-//! of SHA-384 over the public key, shown as 16 hex digits.
+//! of SHA-384(domain || public key) ("rempart appliance v1" / "rempart publisher v1"), shown as
+//! 16 hex digits.
 //!
 //! # Security
 //! Secret key files are mode 0600 (anything looser is refused with the fix), created with

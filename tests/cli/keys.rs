@@ -237,7 +237,7 @@ fn k_of_n_policy_needs_k_distinct_trusted_signers() {
     env.cmd()
         .args(["trust", "policy", "--threshold", "0"])
         .assert()
-        .code(5)
+        .code(2)
         .stderr(contains("at least 1"));
 }
 

@@ -145,8 +145,8 @@ fn seal_refuses_to_overwrite_and_bad_arguments_are_usage_errors() {
         .args(["--name", "../evil", "-o"])
         .arg(env.path("x.rpk"))
         .assert()
-        .code(3)
-        .stderr(contains("invalid value in model name"));
+        .code(2)
+        .stderr(contains("invalid model name"));
     base(&env)
         .args(["--name", "m", "--expires", "tomorrow", "-o"])
         .arg(env.path("x.rpk"))
@@ -157,8 +157,8 @@ fn seal_refuses_to_overwrite_and_bad_arguments_are_usage_errors() {
         .args(["--name", "m", "--marking", "BAD\u{7}MARK", "-o"])
         .arg(env.path("x.rpk"))
         .assert()
-        .code(3)
-        .stderr(contains("invalid value in marking"));
+        .code(2)
+        .stderr(contains("invalid marking"));
     // --to with a publisher key is a key error naming the expected kinds.
     env.cmd()
         .args(["seal", "--name", "m", "--version", "1"])

@@ -1,0 +1,187 @@
+//! Tiny GGUF models built in memory, for fast tests of loading, tokenizing and generation
+//! without the real model (and as a seed for fuzzing the GGUF metadata path).
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+
+/// Options for [`tiny_gguf`].
+#[derive(Debug, Clone)]
+pub struct TinyOpts {
+    /// `general.architecture`.
+    pub arch: &'static str,
+    /// Whether to include `tokenizer.ggml.tokens`.
+    pub with_tokens: bool,
+    /// Context length.
+    pub context: u32,
+    /// Chat template (None: no template metadata).
+    pub template: Option<&'static str>,
+    /// Weight seed.
+    pub seed: u64,
+}
+
+impl Default for TinyOpts {
+    fn default() -> Self {
+        Self {
+            arch: "llama",
+            with_tokens: true,
+            context: 64,
+            template: Some(super::chat::CHATML),
+            seed: 1,
+        }
+    }
+}
+
+/// Byte-level vocabulary: the 256 byte symbols, four merged tokens, three control tokens.
+pub fn tiny_vocab() -> (Vec<String>, Vec<String>, Vec<i32>) {
+    let table = {
+        let mut t = Vec::with_capacity(256);
+        let mut n = 0u32;
+        for b in 0..=255u8 {
+            let printable = (b'!'..=b'~').contains(&b)
+                || (0xA1..=0xAC).contains(&b)
+                || (0xAE..=0xFF).contains(&b);
+            t.push(if printable {
+                char::from(b)
+            } else {
+                let c = char::from_u32(256 + n).unwrap_or('?');
+                n += 1;
+                c
+            });
+        }
+        t
+    };
+    let mut tokens: Vec<String> = table.iter().map(|c| c.to_string()).collect();
+    for t in [
+        "he",
+        "ll",
+        "hell",
+        "hello",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|endoftext|>",
+    ] {
+        tokens.push(t.to_owned());
+    }
+    let merges = ["h e", "l l", "he ll", "hell o"]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    let mut types = vec![1; 260];
+    types.extend([3, 3, 3]);
+    (tokens, merges, types)
+}
+
+fn rand_tensor(shape: &[usize], seed: &mut u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            *seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((*seed >> 33) as f32 / (1u64 << 31) as f32 - 0.5) * 0.2
+        })
+        .collect();
+    #[allow(clippy::expect_used, reason = "test fixture")]
+    Tensor::from_vec(data, shape, &Device::Cpu).expect("shape matches data")
+}
+
+/// A tiny llama-family GGUF (2 layers, width 32) as bytes.
+#[allow(clippy::expect_used, reason = "test fixture")]
+pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
+    let (tokens, merges, types) = tiny_vocab();
+    let (dim, heads, kv_heads, layers, ffn) = (32usize, 4u32, 2u32, 2u32, 64usize);
+    let vocab = tokens.len();
+    let a = o.arch;
+    let s = |v: &str| Value::String(v.to_owned());
+    let mut md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), s(a)),
+        ("general.name".into(), s("tiny-test")),
+        ("general.file_type".into(), Value::U32(0)),
+        (format!("{a}.context_length"), Value::U32(o.context)),
+        (format!("{a}.embedding_length"), Value::U32(dim as u32)),
+        (format!("{a}.block_count"), Value::U32(layers)),
+        (format!("{a}.feed_forward_length"), Value::U32(ffn as u32)),
+        (format!("{a}.attention.head_count"), Value::U32(heads)),
+        (format!("{a}.attention.head_count_kv"), Value::U32(kv_heads)),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        ),
+        (
+            format!("{a}.rope.dimension_count"),
+            Value::U32(dim as u32 / heads),
+        ),
+        (format!("{a}.rope.freq_base"), Value::F32(10000.0)),
+        ("tokenizer.ggml.model".into(), s("gpt2")),
+        ("tokenizer.ggml.pre".into(), s("smollm")),
+        (
+            "tokenizer.ggml.merges".into(),
+            Value::Array(merges.iter().map(|m| s(m)).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.iter().map(|t| Value::I32(*t)).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(260)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(262)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+    ];
+    if o.with_tokens {
+        md.push((
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.iter().map(|t| s(t)).collect()),
+        ));
+    }
+    if let Some(t) = o.template {
+        md.push(("tokenizer.chat_template".into(), s(t)));
+    }
+    let mut seed = o.seed;
+    let kv = dim / heads as usize * kv_heads as usize;
+    let mut tensors: Vec<(String, Tensor)> = vec![
+        (
+            "token_embd.weight".into(),
+            rand_tensor(&[vocab, dim], &mut seed),
+        ),
+        (
+            "output_norm.weight".into(),
+            Tensor::ones(dim, candle_core::DType::F32, &Device::Cpu).expect("ones"),
+        ),
+        (
+            "output.weight".into(),
+            rand_tensor(&[vocab, dim], &mut seed),
+        ),
+    ];
+    for l in 0..layers {
+        let p = |n: &str| format!("blk.{l}.{n}.weight");
+        tensors.push((
+            p("attn_norm"),
+            Tensor::ones(dim, candle_core::DType::F32, &Device::Cpu).expect("ones"),
+        ));
+        tensors.push((
+            p("ffn_norm"),
+            Tensor::ones(dim, candle_core::DType::F32, &Device::Cpu).expect("ones"),
+        ));
+        tensors.push((p("attn_q"), rand_tensor(&[dim, dim], &mut seed)));
+        tensors.push((p("attn_k"), rand_tensor(&[kv, dim], &mut seed)));
+        tensors.push((p("attn_v"), rand_tensor(&[kv, dim], &mut seed)));
+        tensors.push((p("attn_output"), rand_tensor(&[dim, dim], &mut seed)));
+        tensors.push((p("ffn_gate"), rand_tensor(&[ffn, dim], &mut seed)));
+        tensors.push((p("ffn_up"), rand_tensor(&[ffn, dim], &mut seed)));
+        tensors.push((p("ffn_down"), rand_tensor(&[dim, ffn], &mut seed)));
+    }
+    let qt: Vec<(String, QTensor)> = tensors
+        .into_iter()
+        .map(|(n, t)| {
+            (
+                n,
+                QTensor::quantize(&t, GgmlDType::F32).expect("f32 quantize"),
+            )
+        })
+        .collect();
+    let md_ref: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_ref: Vec<(&str, &QTensor)> = qt.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &md_ref, &t_ref).expect("write gguf");
+    out.into_inner()
+}

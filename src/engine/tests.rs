@@ -1,0 +1,247 @@
+//! Engine tests on tiny in-memory GGUF models and a scripted model.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use super::testing::{TinyOpts, tiny_gguf};
+use super::*;
+use candle_core::Device;
+
+fn tiny() -> Loaded {
+    load(&tiny_gguf(&TinyOpts::default()), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn tiny_model_loads_from_memory_and_reports_facts() {
+    let l = tiny();
+    assert_eq!(l.info.architecture, "llama");
+    assert_eq!(l.info.vocab_size, 263);
+    assert_eq!(l.info.context_length, 64);
+    assert!(l.info.has_chat_template);
+    assert_eq!(l.stop_tokens, vec![261, 262]);
+}
+
+#[test]
+fn byte_level_bpe_merges_and_special_tokens_are_single_ids() {
+    let l = tiny();
+    assert_eq!(l.tok.encode("hello").unwrap(), vec![259]);
+    assert_eq!(
+        l.tok.encode("<|im_start|>hell<|im_end|>").unwrap(),
+        vec![260, 258, 261]
+    );
+    // Digits are split one by one (smollm pre-tokenizer), bytes map through the GPT-2 table.
+    let ids = l.tok.encode("12 é").unwrap();
+    assert_eq!(ids.len(), 5, "{ids:?}");
+    assert_eq!(l.tok.decode(&ids), "12 é");
+    assert!(
+        l.tok.token_bytes(261).is_empty(),
+        "control tokens have no text"
+    );
+}
+
+#[test]
+fn chat_prompt_renders_with_the_template() {
+    let l = tiny();
+    let ids = l
+        .prompt_tokens(&[Message::new("system", "s"), Message::new("user", "hello")])
+        .unwrap();
+    assert_eq!(ids.first(), Some(&260));
+    assert!(ids.contains(&259));
+    assert_eq!(ids.iter().filter(|&&i| i == 261).count(), 2);
+}
+
+fn req(params: SamplingParams, max_tokens: usize) -> Request {
+    Request {
+        messages: vec![Message::new("user", "hello")],
+        params,
+        max_tokens,
+        cancel: Arc::new(AtomicBool::new(false)),
+    }
+}
+
+#[test]
+fn greedy_is_deterministic_and_seeded_sampling_reproducible() {
+    let mut l = tiny();
+    let run = |l: &mut Loaded, p: SamplingParams| {
+        let mut text = String::new();
+        let (stop, stats) = l.answer(&req(p, 12), &mut |t| text.push_str(t)).unwrap();
+        (text, stop, stats.generated_tokens)
+    };
+    let g1 = run(&mut l, SamplingParams::greedy());
+    let g2 = run(&mut l, SamplingParams::greedy());
+    assert_eq!(g1, g2);
+    let s = |seed| SamplingParams {
+        seed,
+        temperature: 1.5,
+        top_k: 0,
+        top_p: 1.0,
+        min_p: 0.0,
+        ..Default::default()
+    };
+    assert_eq!(run(&mut l, s(5)), run(&mut l, s(5)));
+    let distinct: std::collections::HashSet<_> =
+        (0..6).map(|seed| run(&mut l, s(seed)).0).collect();
+    assert!(
+        distinct.len() > 1,
+        "different seeds should give different text"
+    );
+}
+
+#[test]
+fn max_tokens_cancel_and_context_limits() {
+    let mut l = tiny();
+    let (stop, stats) = l
+        .answer(
+            &req(
+                SamplingParams {
+                    top_k: 0,
+                    min_p: 0.0,
+                    ..Default::default()
+                },
+                3,
+            ),
+            &mut |_| {},
+        )
+        .unwrap();
+    assert!(matches!(
+        stop,
+        StopReason::Length | StopReason::Eos | StopReason::StopToken
+    ));
+    assert!(stats.generated_tokens <= 3);
+    let r = req(SamplingParams::greedy(), 50);
+    r.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (stop, stats) = l.answer(&r, &mut |_| {}).unwrap();
+    assert_eq!(stop, StopReason::Canceled);
+    assert_eq!(stats.generated_tokens, 0);
+    let long = Request {
+        messages: vec![Message::new("user", "x ".repeat(100))],
+        ..req(SamplingParams::greedy(), 5)
+    };
+    match l.answer(&long, &mut |_| {}) {
+        Err(Error::PromptTooLong { context: 64, .. }) => {}
+        other => panic!("expected PromptTooLong, got {other:?}"),
+    }
+}
+
+#[test]
+fn engine_thread_streams_events_and_finishes() {
+    let eng = Engine::start(tiny());
+    let rx = eng.submit(req(SamplingParams::greedy(), 8)).unwrap();
+    let mut done = false;
+    for ev in rx {
+        match ev {
+            Event::Token(t) => assert!(!t.is_empty()),
+            Event::Done { stats, .. } => {
+                assert!(stats.prompt_tokens > 0);
+                done = true;
+            }
+            Event::Error(e) => panic!("{e}"),
+        }
+    }
+    assert!(done);
+}
+
+#[test]
+fn bad_models_get_clear_errors() {
+    let e = load(
+        &tiny_gguf(&TinyOpts {
+            arch: "mamba",
+            ..TinyOpts::default()
+        }),
+        &Device::Cpu,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, Error::UnsupportedArchitecture(ref a) if a == "mamba"),
+        "{e}"
+    );
+    let e = load(
+        &tiny_gguf(&TinyOpts {
+            with_tokens: false,
+            ..TinyOpts::default()
+        }),
+        &Device::Cpu,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("tokenizer.ggml.tokens"), "{e}");
+    let e = load(b"GGUF but not really", &Device::Cpu).unwrap_err();
+    assert!(matches!(e, Error::Gguf(_)), "{e}");
+    let e = load(
+        &tiny_gguf(&TinyOpts {
+            template: Some("{% for m in messages %}"),
+            ..TinyOpts::default()
+        }),
+        &Device::Cpu,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Template(_)), "{e}");
+    // A template that raises: a clear error at render time.
+    let mut l = load(
+        &tiny_gguf(&TinyOpts {
+            template: Some("{{ raise_exception('roles must alternate') }}"),
+            ..TinyOpts::default()
+        }),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let e = l
+        .answer(&req(SamplingParams::greedy(), 2), &mut |_| {})
+        .unwrap_err();
+    assert!(e.to_string().contains("roles must alternate"), "{e}");
+}
+
+/// A scripted model: always predicts the next token of `script`.
+struct Scripted {
+    script: Vec<u32>,
+    vocab: usize,
+    calls: usize,
+}
+
+impl Forward for Scripted {
+    fn forward(&mut self, _tokens: &[u32], _pos: usize) -> Result<Vec<f32>, Error> {
+        let mut l = vec![0.0; self.vocab];
+        if let Some(&t) = self.script.get(self.calls) {
+            l[t as usize] = 10.0;
+        }
+        self.calls += 1;
+        Ok(l)
+    }
+    fn context_len(&self) -> usize {
+        1000
+    }
+}
+
+#[test]
+fn streaming_never_splits_utf8_and_stops_on_stop_tokens() {
+    let l = tiny();
+    // "é" is bytes C3 A9: two byte tokens; then "hello", then <|im_end|>.
+    let c3 = l.tok.encode("é").unwrap();
+    assert_eq!(c3.len(), 2);
+    let mut script = c3.clone();
+    script.push(259);
+    script.push(261);
+    let mut m = Scripted {
+        script,
+        vocab: 263,
+        calls: 0,
+    };
+    let mut pieces = Vec::new();
+    let cancel = AtomicBool::new(false);
+    let g = GenRequest {
+        prompt: &[259],
+        max_tokens: 10,
+        stop_tokens: &l.stop_tokens,
+        cancel: &cancel,
+    };
+    let (ids, stop, _) = generate(
+        &mut m,
+        &l.tok,
+        &mut Sampler::new(SamplingParams::greedy()),
+        &g,
+        &mut |t| pieces.push(t.to_owned()),
+    )
+    .unwrap();
+    assert_eq!(stop, StopReason::StopToken);
+    assert_eq!(ids.len(), 3);
+    assert_eq!(pieces, vec!["é".to_owned(), "hello".to_owned()]);
+}
