@@ -217,7 +217,7 @@ fn streaming_never_splits_utf8_and_stops_on_stop_tokens() {
     // "é" is bytes C3 A9: two byte tokens; then "hello", then <|im_end|>.
     let c3 = l.tok.encode("é").unwrap();
     assert_eq!(c3.len(), 2);
-    let mut script = c3.clone();
+    let mut script = c3;
     script.push(259);
     script.push(261);
     let mut m = Scripted {

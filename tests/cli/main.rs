@@ -9,6 +9,7 @@
     reason = "test code: a failed unwrap is a failed test, and tests read their own files"
 )]
 
+mod engine;
 mod keys;
 mod model;
 mod util;

@@ -10,7 +10,7 @@ use crate::util::TestEnv;
 
 const MODEL_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
 
-fn model_path() -> PathBuf {
+pub fn model_path() -> PathBuf {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("build/cache/SmolLM2-135M-Instruct.Q4_1.gguf");
     assert!(
