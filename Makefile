@@ -15,7 +15,7 @@ BUNDLE = build/cache/smollm2-135m-instruct-v1.rpk
 .PHONY: help demo release model test bench fuzz-build clean-demo
 
 help:
-	@echo "make demo        fetch the pinned model, create demo keys in keys/, seal, verify --decrypt, inspect"
+	@echo "make demo        fetch the pinned model, create demo keys in keys/, seal, verify, inspect, install, ask"
 	@echo "make test        fmt, clippy, tests, rustdoc: what CI runs"
 	@echo "make bench       cargo bench, then rempart bench --decrypt"
 	@echo "make fuzz-build  build the fuzz targets (needs cargo-fuzz)"
@@ -55,6 +55,12 @@ demo: release model
 	$(REMPART) verify $(BUNDLE) --decrypt
 	@echo "==> Inspecting the bundle (header, manifest, signers; no key needed)"
 	$(REMPART) inspect $(BUNDLE)
+	@echo "==> Installing the sealed bundle in $(ROOT)/models/ (only sealed bytes are stored)"
+	@mkdir -p "$(ROOT)/models"
+	cp $(BUNDLE) $(ROOT)/models/smollm2-135m-instruct-v1.rpk
+	@echo "==> Asking the model: unsealed into locked memory, answer streamed, nothing written to disk"
+	$(REMPART) ask --model smollm2-135m-instruct --temperature 0 --max-tokens 96 \
+		"In two sentences, what is an air-gapped network?"
 	@echo "==> Demo done: bundle $(BUNDLE), keys in $(KEYS)/ (remove them with: make clean-demo)"
 
 test: model
@@ -95,4 +101,4 @@ clean-demo:
 		echo "clean-demo only removes the demo keys of this checkout; ROOT=$(ROOT) is elsewhere: refusing" >&2; \
 		exit 1; \
 	fi
-	rm -f keys/*.key keys/*.pub keys/*.kek keys/trusted/*.pub build/cache/*.rpk
+	rm -f keys/*.key keys/*.pub keys/*.kek keys/trusted/*.pub keys/trusted/policy.toml build/cache/*.rpk models/*.rpk

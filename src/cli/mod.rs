@@ -413,24 +413,16 @@ pub(crate) fn load_appliance(
 
 /// Opens a bundle file for positioned reads (regular files only, symlinks not followed).
 pub(crate) fn open_bundle(path: &Path) -> Result<crate::bundle::FileAt> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| crate::Error::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-        .map_err(io)?;
-    let meta = f.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(crate::Error::Usage(format!(
-            "{}: not a regular file",
-            path.display()
-        )));
-    }
-    crate::bundle::FileAt::new(f).map_err(io)
+    crate::store::open_regular(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::InvalidInput {
+            crate::Error::Usage(format!("{}: not a regular file", path.display()))
+        } else {
+            crate::Error::Io {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })
 }
 
 /// Wraps a bundle error with its path.

@@ -78,11 +78,15 @@ fn with_arena<T>(
     let t2 = Instant::now();
     let built = build(arena.as_slice())?;
     drop(arena);
-    let weights_locked = crate::secure::mem::lock_current().is_ok();
-    if o.require_mlock && !weights_locked {
-        return Err(crate::Error::Usage(
-            "--require-mlock: the model's memory could not be locked (mlockall refused)".into(),
-        ));
+    let lock = crate::secure::mem::lock_current();
+    let weights_locked = lock.is_ok();
+    if let (true, Err(source)) = (o.require_mlock, lock) {
+        return Err(crate::secure::Error::LockRequired {
+            len,
+            limit: crate::secure::mem::memlock_limit(),
+            source,
+        }
+        .into());
     }
     let report = LoadReport {
         model: v.manifest.name.clone(),

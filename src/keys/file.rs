@@ -11,7 +11,7 @@
 #![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
 
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use aes_gcm::Aes256Gcm;
@@ -408,6 +408,11 @@ pub fn write_key_file(
             }
         })?;
     f.write_all(&out).map_err(io)?;
+    // Public keys are meant to be shared: 0644 regardless of the process umask (077).
+    if !kind.is_secret() {
+        f.set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(io)?;
+    }
     f.sync_all().map_err(io)?;
     Ok(())
 }

@@ -14,6 +14,8 @@ pub struct TrustStore {
     dir: PathBuf,
     /// Trusted keys with their labels.
     pub keys: Vec<(PublisherPublic, String)>,
+    /// The file each trusted key was read from (same order as `keys` before sorting).
+    files: Vec<([u8; 8], PathBuf)>,
     /// Distinct valid trusted signatures required.
     pub threshold: usize,
 }
@@ -29,6 +31,7 @@ impl TrustStore {
     /// `policy.toml` are ignored; a `*.pub` that does not parse is an error naming it.
     pub fn load(dir: &Path) -> Result<Self, Error> {
         let mut keys = Vec::new();
+        let mut files = Vec::new();
         let mut threshold = 1;
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => Some(e),
@@ -49,6 +52,7 @@ impl TrustStore {
             if path.extension().is_some_and(|x| x == "pub") {
                 let f = read_key_file(&path, Kind::PublisherPublic, &PassphraseSource::None)?;
                 let pk = PublisherPublic::from_bytes(&f.public)?;
+                files.push((pk.key_id, path.clone()));
                 keys.push((pk, f.label));
             }
         }
@@ -78,6 +82,7 @@ impl TrustStore {
         Ok(Self {
             dir: dir.to_owned(),
             keys,
+            files,
             threshold,
         })
     }
@@ -103,6 +108,7 @@ impl TrustStore {
             &f.public,
             None,
         )?;
+        self.files.push((id, dest));
         self.keys.push((pk, f.label));
         self.keys.sort_by_key(|(k, _)| k.key_id);
         Ok((id, true))
@@ -113,8 +119,14 @@ impl TrustStore {
         if !self.keys.iter().any(|(k, _)| &k.key_id == id) {
             return Err(Error::UnknownKeyId(key_id_hex(id)));
         }
-        let path = self.dir.join(format!("{}.pub", key_id_hex(id)));
-        std::fs::remove_file(&path).map_err(|source| Error::Io { path, source })?;
+        // Every file that holds this key, whatever its name.
+        for (_, path) in self.files.iter().filter(|(k, _)| k == id) {
+            std::fs::remove_file(path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        self.files.retain(|(k, _)| k != id);
         self.keys.retain(|(k, _)| &k.key_id != id);
         Ok(())
     }
@@ -137,10 +149,22 @@ impl TrustStore {
             what: e.to_string(),
         })?;
         let tmp = self.dir.join(".policy.toml.tmp");
-        std::fs::write(&tmp, text).map_err(|source| Error::Io {
+        let io = |source| Error::Io {
             path: tmp.clone(),
             source,
-        })?;
+        };
+        // A stale temporary (or a symlink planted there) is removed, never followed.
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io)?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
         std::fs::rename(&tmp, &path).map_err(|source| Error::Io {
             path: path.clone(),
             source,

@@ -53,6 +53,23 @@ pub enum Error {
     },
 }
 
+/// Opens a bundle for positioned reads: regular files only, symlinks never followed, the length
+/// taken from the open descriptor.
+pub fn open_regular(path: &Path) -> std::io::Result<bundle::FileAt> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    bundle::FileAt::new(f)
+}
+
 /// Bundles that were skipped, with the reason.
 pub type Skipped = Vec<(PathBuf, String)>;
 
@@ -76,9 +93,8 @@ pub fn catalog(models: &Path, trust: &TrustStore) -> Result<(Vec<Installed>, Ski
         if !ft.is_file() || path.extension().is_none_or(|x| x != "rpk") {
             continue;
         }
-        let res = std::fs::File::open(&path)
+        let res = open_regular(&path)
             .map_err(|e| e.to_string())
-            .and_then(|f| bundle::FileAt::new(f).map_err(|e| e.to_string()))
             .and_then(|src| {
                 let bytes = bundle::ReadAt::len(&src);
                 let env = Envelope::parse(&src).map_err(|e| e.to_string())?;
