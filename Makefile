@@ -12,7 +12,7 @@ REMPART = $(BIN) --root $(ROOT)
 MODEL = build/cache/SmolLM2-135M-Instruct.Q4_1.gguf
 BUNDLE = build/cache/smollm2-135m-instruct-v1.rpk
 
-.PHONY: help demo release model test bench fuzz-build clean-demo
+.PHONY: help demo release model test bench bench-alloc fuzz-build clean-demo
 
 help:
 	@echo "make demo        fetch the pinned model, create demo keys in keys/, seal, verify, inspect, install, ask"
@@ -78,6 +78,15 @@ bench: release
 	$(CARGO) bench --locked
 	@echo "==> Unseal throughput of the release binary"
 	$(REMPART) bench --decrypt
+
+# What the zeroizing allocator costs: the same benchmark with it and with the system allocator
+# (a measurement-only build, never shipped).
+bench-alloc: release model
+	$(CARGO) build --release --locked --features system-alloc --target-dir target/system-alloc
+	@echo "==> zeroizing allocator (shipped)"
+	$(REMPART) bench -p 128 -n 128 -r 5
+	@echo "==> system allocator (measurement only)"
+	target/system-alloc/release/rempart --root $(ROOT) bench -p 128 -n 128 -r 5
 
 # cargo-fuzz: with a nightly toolchain installed the targets build with AddressSanitizer;
 # otherwise they build on the pinned stable toolchain without a sanitizer.

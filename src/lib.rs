@@ -21,5 +21,6 @@ pub mod store;
 pub use error::Error;
 
 /// Every heap block is wiped before it is freed (see `secure::sys`).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static ALLOC: secure::ZeroizingAlloc = secure::ZeroizingAlloc;

@@ -40,6 +40,15 @@ pub enum KeyRole {
     Publisher,
 }
 
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU (the static, default build).
+    Cpu,
+    /// The first CUDA GPU (needs a build with `--features cuda`; GPU memory is not wiped).
+    Cuda,
+}
+
 /// Commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -171,6 +180,9 @@ pub enum Command {
         /// Refuse to run unless the model's memory can be locked.
         #[arg(long)]
         require_mlock: bool,
+        /// Where inference runs.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
         /// Passphrase file for a protected appliance key.
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
@@ -201,6 +213,9 @@ pub enum Command {
         /// Tokens to generate.
         #[arg(short = 'n', default_value_t = 128)]
         tg: usize,
+        /// Where inference runs.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
         /// Measure decryption throughput on a synthetic payload with 1 and 2 threads instead.
         #[arg(long)]
         decrypt: bool,
@@ -308,6 +323,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             seed,
             json,
             require_mlock,
+            device,
             passphrase_file,
         } => run::ask(
             cli,
@@ -316,6 +332,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                     model: model.as_deref(),
                     passphrase: pass_source(passphrase_file.as_deref()),
                     require_mlock: *require_mlock,
+                    device: *device,
                 },
                 system: system.as_deref(),
                 prompt,
@@ -347,6 +364,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                 model: model.as_deref(),
                 passphrase: pass_source(passphrase_file.as_deref()),
                 require_mlock: false,
+                device: DeviceArg::Cpu,
             },
             text,
             *json,
@@ -355,6 +373,7 @@ pub fn run(cli: &Cli) -> Result<()> {
             model,
             pp,
             tg,
+            device,
             decrypt,
             size_mib,
             repetitions,
@@ -379,6 +398,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                         model: model.as_deref(),
                         passphrase: pass,
                         require_mlock: false,
+                        device: *device,
                     },
                     *pp,
                     *tg,

@@ -35,6 +35,7 @@ pub(crate) struct ModelOpts<'a> {
     pub model: Option<&'a str>,
     pub passphrase: PassphraseSource,
     pub require_mlock: bool,
+    pub device: super::DeviceArg,
 }
 
 /// Unseals the model into the arena and hands the arena to `build`; the arena is wiped after.
@@ -104,9 +105,21 @@ fn with_arena<T>(
 
 /// Loads the installed model for inference.
 pub(crate) fn load_model(cli: &Cli, o: &ModelOpts<'_>) -> Result<(Loaded, LoadReport)> {
-    with_arena(cli, o, |bytes| {
-        Ok(engine::load(bytes, &candle_core::Device::Cpu)?)
-    })
+    let device = device(o.device)?;
+    with_arena(cli, o, |bytes| Ok(engine::load(bytes, &device)?))
+}
+
+/// The candle device for `--device`.
+fn device(d: super::DeviceArg) -> Result<candle_core::Device> {
+    match d {
+        super::DeviceArg::Cpu => Ok(candle_core::Device::Cpu),
+        #[cfg(feature = "cuda")]
+        super::DeviceArg::Cuda => Ok(candle_core::Device::new_cuda(0).map_err(engine::Error::from)?),
+        #[cfg(not(feature = "cuda"))]
+        super::DeviceArg::Cuda => Err(crate::Error::Usage(
+            "this build has no CUDA support (rebuild with --features cuda; unverified, see SECURITY.md)".into(),
+        )),
+    }
 }
 
 pub(crate) struct AskOpts<'a> {
@@ -195,6 +208,12 @@ pub(super) fn ask(cli: &Cli, o: &AskOpts<'_>) -> Result<()> {
                 } else {
                     let _ = writeln!(stdout);
                     drop(stdout);
+                    if stop == engine::StopReason::ContextFull {
+                        output::info(format!(
+                            "note: the conversation filled the model's context ({} tokens); the answer is cut there",
+                            eng.info.context_length
+                        ));
+                    }
                     output::info(format!(
                         "[{} v{} | {} prompt + {} generated tokens | {:.1} tok/s | stop: {}]",
                         report.model,
