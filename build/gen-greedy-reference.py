@@ -135,6 +135,16 @@ PROMPTS = [
         ],
     },
     {
+        "name": "boiling_point",
+        "messages": [
+            {"role": "user", "content": "At what temperature does water boil at sea level?"}
+        ],
+    },
+    {
+        "name": "days_of_week",
+        "messages": [{"role": "user", "content": "Name the days of the week in order."}],
+    },
+    {
         "name": "definition",
         "messages": [{"role": "user", "content": "What does the word 'ephemeral' mean?"}],
     },

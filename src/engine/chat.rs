@@ -129,6 +129,13 @@ impl ChatTemplate {
     /// Compiles a template source.
     pub fn new(source: &str) -> Result<Self, Error> {
         let mut env = Environment::new();
+        // As Hugging Face's apply_chat_template (and llama.cpp's Jinja formatter) configure Jinja.
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| Error::Template(e.to_string()))?;
+        env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);

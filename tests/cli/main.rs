@@ -12,6 +12,7 @@
 mod engine;
 mod keys;
 mod model;
+mod reference;
 mod util;
 mod vectors;
 mod verify;
