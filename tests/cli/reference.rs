@@ -86,7 +86,6 @@ fn greedy_decoding_agrees_with_llama_cpp_up_to_its_first_near_tie() {
             .map_or(reference.len(), |t| t as usize);
         // Free-running greedy decoding must match exactly before the first near tie.
         let mut logits = l.model.forward(&prompt, 0).unwrap();
-        let mut pos = prompt.len();
         for (step, &want) in reference.iter().enumerate().take(tie) {
             let got = engine::argmax(&logits);
             assert_eq!(
@@ -94,17 +93,14 @@ fn greedy_decoding_agrees_with_llama_cpp_up_to_its_first_near_tie() {
                 "{name}: step {step} of {tie} before llama.cpp's first near tie"
             );
             exact_steps += 1;
-            logits = l.model.forward(&[got], pos).unwrap();
-            pos += 1;
+            logits = l.model.forward(&[got], prompt.len() + step).unwrap();
         }
         // Teacher-forced over the whole continuation: how often our top token is llama.cpp's.
         let mut logits = l.model.forward(&prompt, 0).unwrap();
-        let mut pos = prompt.len();
         let mut here = 0;
-        for &want in &reference {
+        for (step, &want) in reference.iter().enumerate() {
             here += usize::from(engine::argmax(&logits) == want);
-            logits = l.model.forward(&[want], pos).unwrap();
-            pos += 1;
+            logits = l.model.forward(&[want], prompt.len() + step).unwrap();
         }
         agree += here;
         total += reference.len();
