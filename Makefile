@@ -18,6 +18,7 @@ help:
 	@echo "make demo        fetch the pinned model, create demo keys in keys/, seal, verify, inspect, install, ask"
 	@echo "make test        fmt, clippy, tests, rustdoc: what CI runs"
 	@echo "make bench       cargo bench, then rempart bench --decrypt"
+	@echo "make bench-alloc what the zeroizing allocator costs (model bench with and without it)"
 	@echo "make fuzz-build  build the fuzz targets (needs cargo-fuzz)"
 	@echo "make clean-demo  remove the demo keys and bundles"
 

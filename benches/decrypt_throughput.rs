@@ -4,52 +4,17 @@
 #![allow(missing_docs, clippy::unwrap_used, reason = "benchmark harness")]
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rempart::bundle::{
-    self, ArtifactInput, Envelope, RecipientSpec, Role, SealParams, SignerLookup,
-};
-use rempart::crypto::sig::PublisherPublicKey;
-use rempart::keys::{ApplianceSecret, PublisherSecret};
+use rempart::bundle::{self, Envelope};
+use rempart::cli::bench::{synthetic_bundle, synthetic_byte};
 use rempart::secure::LockedBuf;
-
-struct One([u8; 8], PublisherPublicKey);
-impl SignerLookup for One {
-    fn trusted(&self, id: &[u8; 8]) -> Option<&PublisherPublicKey> {
-        (id == &self.0).then_some(&self.1)
-    }
-    fn threshold(&self) -> usize {
-        1
-    }
-}
 
 fn decrypt(c: &mut Criterion) {
     const LEN: usize = 64 << 20;
-    let app = ApplianceSecret::generate().unwrap();
-    let publisher = PublisherSecret::generate().unwrap();
-    let pt: Vec<u8> = (0..LEN).map(|i| (i as u8) ^ (i >> 9) as u8).collect();
-    let sealed = bundle::seal(
-        &SealParams {
-            name: "bench".into(),
-            version: 1,
-            created: 1,
-            expires: None,
-            marking: None,
-            targets: vec![],
-        },
-        &[ArtifactInput {
-            role: Role::Gguf,
-            plaintext: &pt,
-        }],
-        &[RecipientSpec::Kw {
-            key_id: app.key_id(),
-            kek: app.kek(),
-        }],
-        &[(publisher.key_id(), publisher.signing_key())],
-        &|_| {},
-    )
-    .unwrap()
-    .concat();
-    let trust = One(publisher.key_id(), publisher.signing_key().public());
-    let v = Envelope::parse(&sealed).unwrap().verify(&trust).unwrap();
+    let s = synthetic_bundle(LEN).unwrap();
+    let v = Envelope::parse(&s.sealed)
+        .unwrap()
+        .verify(&s.trust)
+        .unwrap();
     let mut arena = LockedBuf::new(LEN, false).unwrap();
     let mut g = c.benchmark_group("unseal_64MiB");
     g.throughput(Throughput::Bytes(LEN as u64));
@@ -61,12 +26,20 @@ fn decrypt(c: &mut Criterion) {
             .unwrap();
         g.bench_function(format!("{threads}_threads"), |b| {
             b.iter(|| {
-                pool.install(|| bundle::open_artifact(&sealed, &v, 0, &app, &mut arena).unwrap())
+                pool.install(|| {
+                    bundle::open_artifact(&s.sealed, &v, 0, &s.appliance, &mut arena).unwrap()
+                })
             });
         });
     }
     g.finish();
-    assert_eq!(arena.as_slice(), &pt[..]);
+    assert!(
+        arena
+            .as_slice()
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == synthetic_byte(i))
+    );
 }
 
 criterion_group!(benches, decrypt);

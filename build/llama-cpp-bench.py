@@ -13,8 +13,10 @@ reported as mean +/- sample stddev of tokens/s. Token ids are a fixed determinis
 sequence of ordinary (non-special) ids. Python overhead per llm.eval call is included
 (small next to a decode step, but it makes tg a slight underestimate of llama-bench).
 
-Usage: /work/venv-lcp/bin/python build/llama-cpp-bench.py [--json OUT]
-Run it on an otherwise idle machine.
+Usage: /work/venv-lcp/bin/python build/llama-cpp-bench.py [--json OUT] [--threads 1 2]
+Run it on an otherwise idle machine: this build uses OpenMP, whose worker threads spin at
+barriers, so with n_threads equal to the core count any other busy process makes the
+figures collapse (and their stddev explode).
 """
 
 import argparse
@@ -66,11 +68,18 @@ def cpu_name() -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", help="also write the results to this JSON file")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=list(THREADS),
+        help="thread counts to measure (default: 1 2)",
+    )
     args = ap.parse_args()
 
     load = os.getloadavg()
     results = []
-    for nt in THREADS:
+    for nt in args.threads:
         llm = llama_cpp.Llama(
             model_path=MODEL,
             n_ctx=1024,
@@ -96,6 +105,7 @@ def main() -> int:
                 "tokens_per_s_mean": round(mean, 2),
                 "tokens_per_s_stddev": round(sd, 2),
                 "runs": [round(r, 2) for r in rates],
+                "loadavg_1min_after": round(os.getloadavg()[0], 2),
             }
             results.append(row)
             print(f"{row['test']:>6}  threads={nt}  {mean:9.2f} ± {sd:6.2f} tok/s", flush=True)

@@ -99,6 +99,7 @@ impl Error {
             Self::Engine(_) => EXIT_ENGINE,
             Self::Store(store::Error::Io { .. }) => EXIT_IO,
             Self::Store(store::Error::BadSpec(_)) => EXIT_USAGE,
+            Self::Store(store::Error::Unverified { .. }) => EXIT_SIGNATURE,
             Self::Store(_) => EXIT_NO_MODEL,
         }
     }

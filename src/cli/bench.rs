@@ -13,7 +13,9 @@ use crate::error::Result;
 use crate::keys::{ApplianceSecret, PassphraseSource, PublisherSecret, TrustStore};
 use crate::secure::LockedBuf;
 
-struct OneSigner([u8; 8], PublisherPublicKey);
+/// A trust policy of exactly one publisher key (for synthetic bundles).
+#[derive(Debug)]
+pub struct OneSigner([u8; 8], PublisherPublicKey);
 
 impl SignerLookup for OneSigner {
     fn trusted(&self, key_id: &[u8; 8]) -> Option<&PublisherPublicKey> {
@@ -22,6 +24,60 @@ impl SignerLookup for OneSigner {
     fn threshold(&self) -> usize {
         1
     }
+}
+
+/// A sealed synthetic payload with the throw-away keys that open it.
+#[derive(Debug)]
+pub struct Synthetic {
+    /// The whole bundle.
+    pub sealed: Vec<u8>,
+    /// The appliance it is sealed for.
+    pub appliance: ApplianceSecret,
+    /// A trust policy holding its publisher.
+    pub trust: OneSigner,
+    /// The plaintext pattern's length.
+    pub len: usize,
+}
+
+/// The byte at offset `i` of the synthetic payload.
+pub fn synthetic_byte(i: usize) -> u8 {
+    (i as u8).wrapping_mul(31) ^ (i >> 12) as u8
+}
+
+/// Seals `len` bytes of [`synthetic_byte`] for a fresh in-memory appliance key.
+pub fn synthetic_bundle(len: usize) -> Result<Synthetic> {
+    let internal = |e: crate::crypto::Error| crate::Error::from(crate::keys::Error::from(e));
+    let appliance = ApplianceSecret::generate().map_err(internal)?;
+    let publisher = PublisherSecret::generate().map_err(internal)?;
+    let payload: Vec<u8> = (0..len).map(synthetic_byte).collect();
+    let parts = bundle::seal(
+        &SealParams {
+            name: "bench".into(),
+            version: 1,
+            created: 1,
+            expires: None,
+            marking: None,
+            targets: vec![],
+        },
+        &[ArtifactInput {
+            role: Role::Gguf,
+            plaintext: &payload,
+        }],
+        &[RecipientSpec::Kw {
+            key_id: appliance.key_id(),
+            kek: appliance.kek(),
+        }],
+        &[(publisher.key_id(), publisher.signing_key())],
+        &|_| {},
+    )
+    .map_err(berr(Path::new("<synthetic>")))?;
+    let trust = OneSigner(publisher.key_id(), publisher.signing_key().public());
+    Ok(Synthetic {
+        sealed: parts.concat(),
+        appliance,
+        trust,
+        len,
+    })
 }
 
 fn stats(v: &[f64]) -> (f64, f64) {
@@ -50,38 +106,13 @@ pub(super) fn bench(
     let len = size_mib
         .checked_mul(1 << 20)
         .ok_or_else(|| crate::Error::Usage("--size-mib too large".into()))?;
-    let internal = |e: crate::crypto::Error| crate::Error::from(crate::keys::Error::from(e));
-    let appliance = ApplianceSecret::generate().map_err(internal)?;
-    let publisher = PublisherSecret::generate().map_err(internal)?;
-    let payload: Vec<u8> = (0..len)
-        .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 12) as u8)
-        .collect();
     output::info(format!("sealing a {size_mib} MiB synthetic payload..."));
-    let parts = bundle::seal(
-        &SealParams {
-            name: "bench".into(),
-            version: 1,
-            created: 1,
-            expires: None,
-            marking: None,
-            targets: vec![],
-        },
-        &[ArtifactInput {
-            role: Role::Gguf,
-            plaintext: &payload,
-        }],
-        &[RecipientSpec::Kw {
-            key_id: appliance.key_id(),
-            kek: appliance.kek(),
-        }],
-        &[(publisher.key_id(), publisher.signing_key())],
-        &|_| {},
-    )
-    .map_err(berr(Path::new("<synthetic>")))?;
-    drop(payload);
-    let sealed: Vec<u8> = parts.concat();
-    drop(parts);
-    let trust = OneSigner(publisher.key_id(), publisher.signing_key().public());
+    let Synthetic {
+        sealed,
+        appliance,
+        trust,
+        ..
+    } = synthetic_bundle(len)?;
     let here = Path::new("<synthetic>");
     let mut rows = Vec::new();
     let mut locked = String::new();

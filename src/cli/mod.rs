@@ -1,7 +1,7 @@
 //! The command-line contract for operators, integrators and tests (clap derive), and dispatch.
 //! One file per command family; human messages go to stderr, `--json` documents to stdout.
 
-mod bench;
+pub mod bench;
 mod inspect;
 mod keys;
 pub mod output;

@@ -159,6 +159,13 @@ pub(super) fn ask(cli: &Cli, o: &AskOpts<'_>) -> Result<()> {
     // Ctrl-C stops generation cleanly; the answer so far is kept and the stop reason says so.
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
     let (loaded, report) = load_model(cli, &o.model)?;
+    if !o.json && (!report.arena_locked || !report.weights_locked) {
+        output::info(format!(
+            "warning: the model's memory is NOT locked (RLIMIT_MEMLOCK {}): it could be swapped out; \
+             see SECURITY.md (LimitMEMLOCK / CAP_IPC_LOCK) or use --require-mlock",
+            crate::secure::mem::memlock_limit()
+        ));
+    }
     let eng = engine::Engine::start(loaded);
     let mut messages = Vec::new();
     if let Some(s) = o.system {

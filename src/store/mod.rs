@@ -29,6 +29,14 @@ pub enum Error {
     /// No model is installed.
     #[error("no model is installed in {0} (place or import a sealed .rpk bundle)")]
     Empty(PathBuf),
+    /// Bundles are installed but none verifies against the trust store.
+    #[error("{count} installed bundle(s) failed verification, none usable; first: {first}")]
+    Unverified {
+        /// How many were skipped.
+        count: usize,
+        /// The first one and why.
+        first: String,
+    },
     /// No installed model has this name (and version).
     #[error("no installed model named {wanted} (installed: {installed})")]
     NotFound {
@@ -121,9 +129,15 @@ pub fn catalog(models: &Path, trust: &TrustStore) -> Result<(Vec<Installed>, Ski
 
 /// Resolves `NAME`, `NAME@VERSION`, or nothing (the only installed model).
 pub fn resolve(models: &Path, trust: &TrustStore, spec: Option<&str>) -> Result<Installed, Error> {
-    let (all, _) = catalog(models, trust)?;
+    let (all, skipped) = catalog(models, trust)?;
     if all.is_empty() {
-        return Err(Error::Empty(models.to_owned()));
+        return Err(match skipped.first() {
+            None => Error::Empty(models.to_owned()),
+            Some((path, why)) => Error::Unverified {
+                count: skipped.len(),
+                first: format!("{}: {why}", path.display()),
+            },
+        });
     }
     let names = || {
         let mut n: Vec<String> = all

@@ -227,6 +227,28 @@ fn bad_requests_get_distinct_clear_errors() {
         .args(["ask", "--model", "test-model@1", "--max-tokens", "1", "hi"])
         .assert()
         .success();
+    // Installed but no longer trusted: a signature error naming the bundle, not "no model".
+    let out = env
+        .cmd()
+        .args(["trust", "list", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    env.cmd()
+        .args(["trust", "remove", v["keys"][0]["key_id"].as_str().unwrap()])
+        .assert()
+        .success();
+    env.cmd()
+        .args(["ask", "hi"])
+        .assert()
+        .code(4)
+        .stderr(contains("1 installed bundle(s) failed verification"))
+        .stderr(contains(
+            "test-model-v1.rpk: no signature from a trusted publisher",
+        ));
 }
 
 #[test]
@@ -264,4 +286,49 @@ fn tokenize_and_bench_report_real_figures() {
     assert!(b["tg"]["tokens_per_s_mean"].as_f64().unwrap() > 1.0);
     assert_eq!(b["quantization"], "Q4_1");
     assert!(b["load"]["unwrap_decrypt_ms"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn ask_reports_locked_memory_and_require_mlock_refuses_without_it() {
+    let env = env_with_model();
+    let a = ask_json(
+        &env,
+        &["--temperature", "0", "--max-tokens", "1", "--require-mlock"],
+        "hi",
+    );
+    assert_eq!(a["memory"]["arena_locked"], true);
+    assert_eq!(a["memory"]["weights_locked"], true);
+    // Without CAP_IPC_LOCK and with a 64 KiB RLIMIT_MEMLOCK nothing can be locked.
+    let bin = assert_cmd::cargo::cargo_bin("rempart");
+    let run = |extra: &str| {
+        std::process::Command::new("setpriv")
+            .arg("--bounding-set=-ipc_lock")
+            .arg("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -l 64 && exec '{}' --root '{}' ask --temperature 0 --max-tokens 2 {extra} hi",
+                bin.display(),
+                env.root.display()
+            ))
+            .output()
+            .expect("setpriv (util-linux) is installed")
+    };
+    let out = run("--require-mlock");
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("RLIMIT_MEMLOCK is 64 KiB"));
+    let out = run("");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("warning: the model's memory is NOT locked")
+    );
+    assert!(!out.stdout.is_empty());
 }

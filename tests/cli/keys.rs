@@ -28,16 +28,8 @@ fn secret_key_readable_by_others_is_refused_with_the_fix() {
     let env = TestEnv::new().with_keys();
     let model = env.model(1000);
     chmod(&env.key("publisher.key"), 0o644);
-    env.cmd()
-        .args(["seal", "--name", "m", "--version", "1"])
-        .arg("--model")
-        .arg(&model)
-        .arg("--to")
-        .arg(env.key("appliance.kek"))
-        .arg("--sign")
-        .arg(env.key("publisher.key"))
-        .arg("-o")
-        .arg(env.path("m.rpk"))
+    env.seal_cmd(&model, env.key("appliance.kek"), env.path("m.rpk"))
+        .args(["--name", "m", "--version", "1"])
         .assert()
         .code(5)
         .stderr(contains("mode 644").and(contains("chmod 600")));
@@ -69,18 +61,9 @@ fn passphrase_protected_keys_need_the_right_passphrase() {
     // The kek is protected with the same passphrase.
     let model = env.model(40_000);
     let seal = |pf: &std::path::Path| {
-        let mut c = env.cmd();
-        c.args(["seal", "--name", "m", "--version", "1"])
-            .arg("--model")
-            .arg(&model)
-            .arg("--to")
-            .arg(env.key("appliance.kek"))
-            .arg("--sign")
-            .arg(env.key("publisher.key"))
-            .arg("--passphrase-file")
-            .arg(pf)
-            .arg("-o")
-            .arg(env.path("m.rpk"));
+        let mut c = env.seal_cmd(&model, env.key("appliance.kek"), env.path("m.rpk"));
+        c.args(["--name", "m", "--version", "1", "--passphrase-file"])
+            .arg(pf);
         c
     };
     seal(&wrong)

@@ -73,12 +73,32 @@ impl TestEnv {
         p
     }
 
+    /// `rempart seal --model MODEL --to TO --sign ROOT/keys/publisher.key -o OUT`; callers add
+    /// the name, version and anything else.
+    pub fn seal_cmd(
+        &self,
+        model: impl AsRef<Path>,
+        to: impl AsRef<Path>,
+        out: impl AsRef<Path>,
+    ) -> Command {
+        let mut c = self.cmd();
+        c.arg("seal")
+            .arg("--model")
+            .arg(model.as_ref())
+            .arg("--to")
+            .arg(to.as_ref())
+            .arg("--sign")
+            .arg(self.key("publisher.key"))
+            .arg("-o")
+            .arg(out.as_ref());
+        c
+    }
+
     /// Seals `model` for this appliance's .kek, signed by this root's publisher.
     pub fn seal(&self, model: &Path, out: &str, extra: &[&str]) -> PathBuf {
         let out = self.path(out);
-        self.cmd()
+        self.seal_cmd(model, self.key("appliance.kek"), &out)
             .args([
-                "seal",
                 "--name",
                 "test-model",
                 "--version",
@@ -86,15 +106,7 @@ impl TestEnv {
                 "--marking",
                 "UNCLASSIFIED",
             ])
-            .arg("--model")
-            .arg(model)
-            .arg("--to")
-            .arg(self.key("appliance.kek"))
-            .arg("--sign")
-            .arg(self.key("publisher.key"))
             .args(extra)
-            .arg("-o")
-            .arg(&out)
             .assert()
             .success();
         out

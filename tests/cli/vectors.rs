@@ -191,7 +191,12 @@ fn vectors_give_their_exact_outcome_through_the_cli() {
 use predicates::prelude::PredicateBooleanExt;
 
 /// What the decrypt path alone reports for a payload attack.
-fn payload_error(name: &str) -> bundle::Error {
+/// The vector appliance key and a trust store holding the vector publisher, for library calls.
+fn vector_keys() -> (
+    rempart::keys::ApplianceSecret,
+    TrustStore,
+    tempfile::TempDir,
+) {
     let dir = vectors_dir();
     let tmp = tempfile::tempdir().unwrap();
     let key_path = tmp.path().join("appliance.key");
@@ -202,9 +207,14 @@ fn payload_error(name: &str) -> bundle::Error {
         .secret
         .unwrap();
     let appliance = rempart::keys::ApplianceSecret::from_seed(seed);
-    let tdir = tmp.path().join("trusted");
-    let mut trust = TrustStore::load(&tdir).unwrap();
+    let mut trust = TrustStore::load(&tmp.path().join("trusted")).unwrap();
     trust.add(&dir.join("keys/publisher.pub")).unwrap();
+    (appliance, trust, tmp)
+}
+
+fn payload_error(name: &str) -> bundle::Error {
+    let dir = vectors_dir();
+    let (appliance, trust, _tmp) = vector_keys();
     let src = FileAt::new(std::fs::File::open(dir.join(format!("{name}.rpk"))).unwrap()).unwrap();
     let v = Envelope::parse(&src).unwrap().verify(&trust).unwrap();
     let mut arena = LockedBuf::new(v.manifest.artifacts[0].pt_len as usize, false).unwrap();
@@ -280,17 +290,7 @@ fn payload_attacks_are_caught_by_the_decrypt_path_alone() {
 #[test]
 fn good_vectors_decrypt_to_the_generator_payload() {
     let dir = vectors_dir();
-    let tmp = tempfile::tempdir().unwrap();
-    let key_path = tmp.path().join("appliance.key");
-    std::fs::copy(dir.join("keys/appliance.key"), &key_path).unwrap();
-    chmod(&key_path, 0o600);
-    let seed = read_key_file(&key_path, Kind::ApplianceSecret, &PassphraseSource::None)
-        .unwrap()
-        .secret
-        .unwrap();
-    let appliance = rempart::keys::ApplianceSecret::from_seed(seed);
-    let mut trust = TrustStore::load(&tmp.path().join("trusted")).unwrap();
-    trust.add(&dir.join("keys/publisher.pub")).unwrap();
+    let (appliance, trust, _tmp) = vector_keys();
     for (name, len) in [
         ("good_aes_kw", 2 * 16384 + 232),
         ("good_hybrid", 2 * 16384 + 232),

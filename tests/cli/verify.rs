@@ -61,16 +61,8 @@ fn hybrid_post_quantum_recipient_needs_only_the_public_key() {
     let env = TestEnv::new().with_keys();
     let model = env.model(50_000);
     let out = env.path("pq.rpk");
-    env.cmd()
-        .args(["seal", "--name", "pq", "--version", "7"])
-        .arg("--model")
-        .arg(&model)
-        .arg("--to")
-        .arg(env.key("appliance.pub"))
-        .arg("--sign")
-        .arg(env.key("publisher.key"))
-        .arg("-o")
-        .arg(&out)
+    env.seal_cmd(&model, env.key("appliance.pub"), &out)
+        .args(["--name", "pq", "--version", "7"])
         .assert()
         .success();
     env.cmd()
@@ -92,16 +84,8 @@ fn bundle_for_another_appliance_is_refused() {
         .assert()
         .success();
     let out = env.path("theirs.rpk");
-    env.cmd()
-        .args(["seal", "--name", "m", "--version", "1"])
-        .arg("--model")
-        .arg(env.model(10))
-        .arg("--to")
-        .arg(other.join("appliance.kek"))
-        .arg("--sign")
-        .arg(env.key("publisher.key"))
-        .arg("-o")
-        .arg(&out)
+    env.seal_cmd(env.model(10), other.join("appliance.kek"), &out)
+        .args(["--name", "m", "--version", "1"])
         .assert()
         .success();
     // Signatures are fine (verify without --decrypt passes); this appliance cannot open it.
@@ -121,55 +105,32 @@ fn seal_refuses_to_overwrite_and_bad_arguments_are_usage_errors() {
     let model = env.model(10);
     let rpk = env.seal(&model, "m.rpk", &[]);
     let before = std::fs::read(&rpk).unwrap();
-    let base = |e: &TestEnv| {
-        let mut c = e.cmd();
-        c.arg("seal")
-            .arg("--model")
-            .arg(&model)
-            .arg("--to")
-            .arg(e.key("appliance.kek"))
-            .arg("--sign")
-            .arg(e.key("publisher.key"))
-            .arg("--version")
-            .arg("1");
+    let seal_to = |out: &std::path::Path, args: &[&str]| {
+        let mut c = env.seal_cmd(&model, env.key("appliance.kek"), out);
+        c.args(["--version", "1"]).args(args);
         c
     };
-    base(&env)
-        .args(["--name", "m", "-o"])
-        .arg(&rpk)
+    seal_to(&rpk, &["--name", "m"])
         .assert()
         .code(2)
         .stderr(contains("already exists"));
     assert_eq!(std::fs::read(&rpk).unwrap(), before);
-    base(&env)
-        .args(["--name", "../evil", "-o"])
-        .arg(env.path("x.rpk"))
+    let x = env.path("x.rpk");
+    seal_to(&x, &["--name", "../evil"])
         .assert()
         .code(2)
         .stderr(contains("invalid model name"));
-    base(&env)
-        .args(["--name", "m", "--expires", "tomorrow", "-o"])
-        .arg(env.path("x.rpk"))
+    seal_to(&x, &["--name", "m", "--expires", "tomorrow"])
         .assert()
         .code(2)
         .stderr(contains("expected YYYY-MM-DD"));
-    base(&env)
-        .args(["--name", "m", "--marking", "BAD\u{7}MARK", "-o"])
-        .arg(env.path("x.rpk"))
+    seal_to(&x, &["--name", "m", "--marking", "BAD\u{7}MARK"])
         .assert()
         .code(2)
         .stderr(contains("invalid marking"));
     // --to with a publisher key is a key error naming the expected kinds.
-    env.cmd()
-        .args(["seal", "--name", "m", "--version", "1"])
-        .arg("--model")
-        .arg(&model)
-        .arg("--to")
-        .arg(env.key("publisher.pub"))
-        .arg("--sign")
-        .arg(env.key("publisher.key"))
-        .arg("-o")
-        .arg(env.path("x.rpk"))
+    env.seal_cmd(&model, env.key("publisher.pub"), env.path("x.rpk"))
+        .args(["--name", "m", "--version", "1"])
         .assert()
         .code(5)
         .stderr(contains("expected appliance.kek or appliance.pub"));
