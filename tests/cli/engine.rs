@@ -228,17 +228,8 @@ fn bad_requests_get_distinct_clear_errors() {
         .assert()
         .success();
     // Installed but no longer trusted: a signature error naming the bundle, not "no model".
-    let out = env
-        .cmd()
-        .args(["trust", "list", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
     env.cmd()
-        .args(["trust", "remove", v["keys"][0]["key_id"].as_str().unwrap()])
+        .args(["trust", "remove", &env.first_trusted_id()])
         .assert()
         .success();
     env.cmd()
@@ -299,20 +290,8 @@ fn ask_reports_locked_memory_and_require_mlock_refuses_without_it() {
     assert_eq!(a["memory"]["arena_locked"], true);
     assert_eq!(a["memory"]["weights_locked"], true);
     // Without CAP_IPC_LOCK and with a 64 KiB RLIMIT_MEMLOCK nothing can be locked.
-    let bin = assert_cmd::cargo::cargo_bin("rempart");
-    let run = |extra: &str| {
-        std::process::Command::new("setpriv")
-            .arg("--bounding-set=-ipc_lock")
-            .arg("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -l 64 && exec '{}' --root '{}' ask --temperature 0 --max-tokens 2 {extra} hi",
-                bin.display(),
-                env.root.display()
-            ))
-            .output()
-            .expect("setpriv (util-linux) is installed")
-    };
+    let run =
+        |extra: &str| env.run_unlockable(&format!("ask --temperature 0 --max-tokens 2 {extra} hi"));
     let out = run("--require-mlock");
     assert_eq!(
         out.status.code(),

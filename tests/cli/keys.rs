@@ -261,16 +261,7 @@ fn a_key_trusted_under_another_file_name_can_be_removed() {
         .unwrap()
         .path();
     std::fs::rename(&file, trusted.join("renamed-by-hand.pub")).unwrap();
-    let out = env
-        .cmd()
-        .args(["trust", "list", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    let id = v["keys"][0]["key_id"].as_str().unwrap().to_owned();
+    let id = env.first_trusted_id();
     env.cmd().args(["trust", "remove", &id]).assert().success();
     assert_eq!(
         std::fs::read_dir(&trusted)

@@ -5,6 +5,7 @@
 )]
 #![allow(
     clippy::unwrap_used,
+    clippy::expect_used,
     clippy::disallowed_methods,
     reason = "test code: a failed unwrap is a failed test, and tests read their own files"
 )]

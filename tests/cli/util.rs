@@ -113,6 +113,40 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// Runs `rempart --root ROOT ARGS` without CAP_IPC_LOCK (dropped from the bounding set, so
+    /// root loses it at exec) and with RLIMIT_MEMLOCK at 64 KiB: nothing large can be locked.
+    /// `args` is shell-quoted by the caller.
+    pub fn run_unlockable(&self, args: &str) -> std::process::Output {
+        let bin = assert_cmd::cargo::cargo_bin("rempart");
+        std::process::Command::new("setpriv")
+            .arg("--bounding-set=-ipc_lock")
+            .arg("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -l 64 && exec '{}' --root '{}' {args}",
+                bin.display(),
+                self.root.display()
+            ))
+            .output()
+            .expect("setpriv (util-linux) is installed")
+    }
+
+    /// The key id of the first trusted publisher.
+    pub fn first_trusted_id(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["trust", "list", "--json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        v["keys"][0]["key_id"].as_str().unwrap().to_owned()
+    }
+}
+
 pub fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }

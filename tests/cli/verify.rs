@@ -189,21 +189,8 @@ fn unlockable_memory_is_reported_and_require_mlock_refuses() {
     // 64 KiB: the 200 KB arena cannot be locked.
     let env = TestEnv::new().with_keys();
     let rpk = env.seal(&env.model(200_000), "m.rpk", &[]);
-    let bin = assert_cmd::cargo::cargo_bin("rempart");
-    let run = |extra: &str| {
-        std::process::Command::new("setpriv")
-            .arg("--bounding-set=-ipc_lock")
-            .arg("sh")
-            .arg("-c")
-            .arg(format!(
-                "ulimit -l 64 && exec '{}' --root '{}' verify '{}' --decrypt {extra}",
-                bin.display(),
-                env.root.display(),
-                rpk.display()
-            ))
-            .output()
-            .expect("setpriv (util-linux) is installed")
-    };
+    let run =
+        |extra: &str| env.run_unlockable(&format!("verify '{}' --decrypt {extra}", rpk.display()));
     let out = run("--require-mlock");
     assert_eq!(
         out.status.code(),
