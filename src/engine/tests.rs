@@ -245,3 +245,53 @@ fn streaming_never_splits_utf8_and_stops_on_stop_tokens() {
     assert_eq!(ids.len(), 3);
     assert_eq!(pieces, vec!["é".to_owned(), "hello".to_owned()]);
 }
+
+/// SentencePiece-style (`tokenizer.ggml.model = "llama"`) vocabularies: merges follow the
+/// merged token's score, spaces become `▁` with a prefix space, unknown characters fall back to
+/// `<0xNN>` byte tokens, and output bytes map back exactly.
+#[test]
+fn sentencepiece_vocabulary_merges_by_score_with_byte_fallback() {
+    use candle_core::quantized::gguf_file::Value;
+    let mut tokens: Vec<String> = vec!["<unk>".into(), "<s>".into(), "</s>".into()];
+    tokens.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    let words = [
+        "▁", "h", "e", "l", "o", "w", "r", "d", "he", "ll", "▁he", "llo", "▁hello", "▁w", "or",
+        "▁wor", "ld", "▁world",
+    ];
+    tokens.extend(words.iter().map(|w| (*w).to_owned()));
+    let n = tokens.len();
+    // Longer pieces score higher, so they win merges (as in SentencePiece vocabularies).
+    let scores: Vec<Value> = tokens
+        .iter()
+        .map(|t| Value::F32(t.chars().count() as f32))
+        .collect();
+    let mut types = vec![Value::I32(2), Value::I32(3), Value::I32(3)];
+    types.extend((0..256).map(|_| Value::I32(6)));
+    types.extend(words.iter().map(|_| Value::I32(1)));
+    let md: std::collections::HashMap<String, Value> = [
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(tokens.iter().map(|t| Value::String(t.clone())).collect()),
+        ),
+        ("tokenizer.ggml.scores", Value::Array(scores)),
+        ("tokenizer.ggml.token_type", Value::Array(types)),
+        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let tok = Tok::from_gguf(&md).unwrap();
+    assert!(tok.add_bos, "llama vocabularies prepend BOS by default");
+    let id = |p: &str| tokens.iter().position(|t| t == p).unwrap() as u32;
+    assert_eq!(
+        tok.encode("hello world").unwrap(),
+        vec![id("▁hello"), id("▁world")]
+    );
+    // "é" is not in the vocabulary: its two UTF-8 bytes fall back to byte tokens.
+    let ids = tok.encode("hello é").unwrap();
+    assert_eq!(ids, vec![id("▁hello"), id("▁"), id("<0xC3>"), id("<0xA9>")]);
+    assert_eq!(tok.decode(&ids), " hello é");
+    assert_eq!(tok.vocab_size(), n);
+}

@@ -298,3 +298,42 @@ fn public_keys_are_shareable_and_secret_labels_are_printable() {
         .code(5)
         .stderr(contains("label"));
 }
+
+/// `harden_early` runs before anything else: while `ask -` waits for its prompt on stdin, the
+/// process already has no core-dump size and no-new-privileges set.
+#[test]
+fn the_process_is_hardened_before_reading_any_input() {
+    let env = TestEnv::new().with_keys();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("rempart"))
+        .arg("--root")
+        .arg(&env.root)
+        .args(["ask", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let proc_dir = format!("/proc/{}", child.id());
+    let mut status = String::new();
+    for _ in 0..200 {
+        status = std::fs::read_to_string(format!("{proc_dir}/status")).unwrap_or_default();
+        if status.contains("NoNewPrivs:\t1") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let limits = std::fs::read_to_string(format!("{proc_dir}/limits")).unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
+    let core = limits
+        .lines()
+        .find(|l| l.starts_with("Max core file size"))
+        .unwrap();
+    assert_eq!(
+        core.split_whitespace().collect::<Vec<_>>()[4..6],
+        ["0", "0"],
+        "{core}"
+    );
+    // The empty prompt is then refused cleanly.
+    assert_eq!(out.status.code(), Some(2));
+}
