@@ -10,7 +10,9 @@ KEYS = $(ROOT)/keys
 REMPART = $(BIN) --root $(ROOT)
 
 MODEL = build/cache/SmolLM2-135M-Instruct.Q4_1.gguf
-BUNDLE = build/cache/smollm2-135m-instruct-v1.rpk
+BUNDLE = build/cache/smollm2-135m-instruct-demo.rpk
+# Each demo run seals a new version (appliances refuse rollbacks, so a re-run needs a newer one).
+DEMO_VERSION := $(shell date +%s)
 
 .PHONY: help demo release model test bench bench-alloc fuzz-build clean-demo
 
@@ -49,16 +51,15 @@ demo: release model
 	@echo "==> Trusting the demo publisher on this appliance"
 	$(REMPART) trust add $(KEYS)/publisher.pub
 	@echo "==> Sealing the model for this appliance, signed by the demo publisher"
-	$(REMPART) seal --model $(MODEL) --name smollm2-135m-instruct --version 1 \
+	$(REMPART) seal --model $(MODEL) --name smollm2-135m-instruct --version $(DEMO_VERSION) \
 		--to $(KEYS)/appliance.kek --sign $(KEYS)/publisher.key \
 		--marking "UNCLASSIFIED" --force -o $(BUNDLE)
 	@echo "==> Verifying signatures and ciphertext, then decrypting into locked memory (wiped after)"
 	$(REMPART) verify $(BUNDLE) --decrypt
 	@echo "==> Inspecting the bundle (header, manifest, signers; no key needed)"
 	$(REMPART) inspect $(BUNDLE)
-	@echo "==> Installing the sealed bundle in $(ROOT)/models/ (only sealed bytes are stored)"
-	@mkdir -p "$(ROOT)/models"
-	cp $(BUNDLE) $(ROOT)/models/smollm2-135m-instruct-v1.rpk
+	@echo "==> Importing the bundle into $(ROOT)/models/ (verified again, rollback-checked; only sealed bytes are stored)"
+	$(REMPART) import $(BUNDLE)
 	@echo "==> Asking the model: unsealed into locked memory, answer streamed, nothing written to disk"
 	$(REMPART) ask --model smollm2-135m-instruct --temperature 0 --max-tokens 96 \
 		"In two sentences, what is an air-gapped network?"

@@ -67,6 +67,21 @@ pub enum Error {
     /// No such installed model.
     #[error(transparent)]
     Store(#[from] store::Error),
+    /// A bundle older than (or as old as) the highest version ever installed.
+    #[error("{}: {name} version {version} is not newer than version {highest} installed before (rollback refused; --allow-downgrade overrides)", path.display())]
+    Rollback {
+        /// Bundle file.
+        path: PathBuf,
+        /// Model name.
+        name: String,
+        /// Its version.
+        version: u64,
+        /// Highest version ever installed.
+        highest: u64,
+    },
+    /// The store state is unusable.
+    #[error(transparent)]
+    StoreState(#[from] store::state::StateError),
     /// An output file exists and would be overwritten.
     #[error("{}: already exists (use --force to replace it)", path.display())]
     Exists {
@@ -94,7 +109,9 @@ impl Error {
             Self::Secure(secure::Error::LockRequired { .. }) => EXIT_POLICY,
             Self::Secure(_) | Self::Io { .. } => EXIT_IO,
             Self::Usage(_) | Self::Exists { .. } => EXIT_USAGE,
-            Self::Expired { .. } => EXIT_POLICY,
+            Self::Expired { .. } | Self::Rollback { .. } => EXIT_POLICY,
+            Self::StoreState(store::state::StateError::Io { .. }) => EXIT_IO,
+            Self::StoreState(_) => EXIT_TAMPERED,
             Self::Engine(engine::Error::Sampling(_)) => EXIT_USAGE,
             Self::Engine(_) => EXIT_ENGINE,
             Self::Store(store::Error::Io { .. }) => EXIT_IO,

@@ -55,6 +55,34 @@ fn read_header(
     Ok((header, h, offset + u64::from(entry.header_len)))
 }
 
+/// Checks artifact `index` against the manifest and this appliance (targets, header hash,
+/// recipient stanza) and unwraps its file key. Nothing is decrypted.
+pub fn unwrap_file_key(
+    src: &(impl ReadAt + ?Sized),
+    v: &Verified,
+    index: usize,
+    recipient: &impl Recipient,
+) -> Result<(ArtifactHeader, [u8; 48], u64, Secret<32>, &'static str), Error> {
+    let me = recipient.key_id();
+    if !v.manifest.targets.is_empty() && !v.manifest.targets.contains(&me) {
+        return Err(Error::NotTargeted(KeyIdHex(me)));
+    }
+    let (header, header_hash, ct_offset) = read_header(src, v, index)?;
+    let mut matched = false;
+    for s in header.stanzas.iter().filter(|s| s.key_id == me) {
+        matched = true;
+        if let Some(Ok(k)) = recipient.unwrap(s) {
+            let kind = s.kind_name();
+            return Ok((header, header_hash, ct_offset, k, kind));
+        }
+    }
+    Err(if matched {
+        Error::UnwrapFailed(KeyIdHex(me))
+    } else {
+        Error::NoRecipient(KeyIdHex(me))
+    })
+}
+
 /// Decrypts artifact `index` into `arena`, which must be exactly `pt_len` bytes. On any error
 /// the arena is wiped: no unauthenticated plaintext is ever left in it.
 pub fn open_artifact(
@@ -64,28 +92,9 @@ pub fn open_artifact(
     recipient: &impl Recipient,
     arena: &mut LockedBuf,
 ) -> Result<Opened, Error> {
-    let me = recipient.key_id();
-    if !v.manifest.targets.is_empty() && !v.manifest.targets.contains(&me) {
-        return Err(Error::NotTargeted(KeyIdHex(me)));
-    }
-    let (header, header_hash, ct_offset) = read_header(src, v, index)?;
+    let (header, header_hash, ct_offset, file_key, kind) =
+        unwrap_file_key(src, v, index, recipient)?;
     let artifact = header.index;
-    let mut file_key: Option<Secret<32>> = None;
-    let mut kind = "none";
-    let mut matched = false;
-    for s in header.stanzas.iter().filter(|s| s.key_id == me) {
-        matched = true;
-        if let Some(Ok(k)) = recipient.unwrap(s) {
-            file_key = Some(k);
-            kind = s.kind_name();
-            break;
-        }
-    }
-    let file_key = match (file_key, matched) {
-        (Some(k), _) => k,
-        (None, true) => return Err(Error::UnwrapFailed(KeyIdHex(me))),
-        (None, false) => return Err(Error::NoRecipient(KeyIdHex(me))),
-    };
     if arena.len() as u64 != header.pt_len {
         return Err(Error::InvalidValue("arena size"));
     }

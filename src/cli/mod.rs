@@ -2,6 +2,7 @@
 //! One file per command family; human messages go to stderr, `--json` documents to stdout.
 
 pub mod bench;
+mod import;
 mod inspect;
 mod keys;
 pub mod output;
@@ -140,6 +141,38 @@ pub enum Command {
         /// Passphrase file for a protected appliance key.
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
+    },
+    /// Import sealed bundles from files or a directory (e.g. a mounted USB stick) into
+    /// ROOT/models: signatures, targets, expiry and rollback are checked before anything is
+    /// copied, and the copy is verified again before it is installed.
+    Import {
+        /// Bundle files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Accept an expired bundle.
+        #[arg(long)]
+        allow_expired: bool,
+        /// Accept a version not newer than the highest ever installed.
+        #[arg(long)]
+        allow_downgrade: bool,
+        /// How many older versions of a model to keep.
+        #[arg(long, default_value_t = 1)]
+        keep_previous: usize,
+        /// Passphrase file for a protected appliance key.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// List installed models.
+    List {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an installed model (NAME: every version; NAME@VERSION: one). The rollback
+    /// counter is kept.
+    Remove {
+        /// NAME or NAME@VERSION.
+        spec: String,
     },
     /// Ask the installed model a question; the answer streams to stdout.
     ///
@@ -310,6 +343,24 @@ pub fn run(cli: &Cli) -> Result<()> {
                 passphrase: pass_source(passphrase_file.as_deref()),
             },
         ),
+        Command::Import {
+            paths,
+            allow_expired,
+            allow_downgrade,
+            keep_previous,
+            passphrase_file,
+        } => import::import(
+            cli,
+            paths,
+            &import::ImportOpts {
+                allow_expired: *allow_expired,
+                allow_downgrade: *allow_downgrade,
+                keep_previous: *keep_previous,
+                passphrase: pass_source(passphrase_file.as_deref()),
+            },
+        ),
+        Command::List { json } => import::list(cli, *json),
+        Command::Remove { spec } => import::remove(cli, spec),
         Command::Ask {
             prompt,
             model,

@@ -6,6 +6,8 @@
 //! Only regular `*.rpk` files are considered (symlinks are not followed); every candidate's
 //! signatures are verified against the trust store before it is listed or chosen.
 
+pub mod state;
+
 use std::path::{Path, PathBuf};
 
 use crate::bundle::{self, Envelope, Manifest};

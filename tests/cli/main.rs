@@ -11,6 +11,7 @@
 )]
 
 mod engine;
+mod import;
 mod keys;
 mod model;
 mod reference;

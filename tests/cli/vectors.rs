@@ -128,11 +128,11 @@ const EXPECTED: &[(&str, i32, &str)] = &[
     ("signed_trailing_garbage", 3, "truncated"),
 ];
 
-fn vectors_dir() -> PathBuf {
+pub fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
 }
 
-fn vector_env() -> TestEnv {
+pub fn vector_env() -> TestEnv {
     let env = TestEnv::new();
     let key = env.key("appliance.key");
     std::fs::copy(vectors_dir().join("keys/appliance.key"), &key).unwrap();

@@ -1,0 +1,288 @@
+//! `import`, `list` and `remove` through the CLI: the store under ROOT/models.
+
+use predicates::str::contains;
+
+use crate::util::{TestEnv, tree_digest};
+
+fn sealed(env: &TestEnv, name: &str, version: &str, extra: &[&str]) -> std::path::PathBuf {
+    let out = env.path(&format!("{name}-{version}.rpk"));
+    env.seal_cmd(env.model(30_000), env.key("appliance.kek"), &out)
+        .args(["--name", name, "--version", version])
+        .args(extra)
+        .assert()
+        .success();
+    out
+}
+
+fn list(env: &TestEnv) -> Vec<(String, u64)> {
+    let out = env
+        .cmd()
+        .args(["list", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["name"].as_str().unwrap().to_owned(),
+                m["version"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn import_installs_twice_is_harmless_and_list_and_remove_work() {
+    let env = TestEnv::new().with_keys();
+    let b = sealed(&env, "m", "1", &[]);
+    env.cmd()
+        .arg("import")
+        .arg(&b)
+        .assert()
+        .success()
+        .stderr(contains("m version 1 installed"));
+    env.cmd()
+        .arg("import")
+        .arg(&b)
+        .assert()
+        .success()
+        .stderr(contains("was already installed"));
+    assert_eq!(list(&env), vec![("m".to_owned(), 1)]);
+    assert!(env.root.join("models/m-v1.rpk").exists());
+    assert!(env.root.join("models/state.json").exists());
+    env.cmd().args(["remove", "m@1"]).assert().success();
+    assert!(list(&env).is_empty());
+    env.cmd()
+        .args(["remove", "m"])
+        .assert()
+        .code(7)
+        .stderr(contains("no installed model named m"));
+    // The rollback counter survives removal.
+    env.cmd()
+        .arg("import")
+        .arg(&b)
+        .assert()
+        .code(6)
+        .stderr(contains("not newer than version 1"));
+}
+
+#[test]
+fn rollback_is_refused_unless_explicitly_allowed_and_old_versions_are_pruned() {
+    let env = TestEnv::new().with_keys();
+    let v1 = sealed(&env, "m", "1", &[]);
+    let v2 = sealed(&env, "m", "2", &[]);
+    let v3 = sealed(&env, "m", "3", &[]);
+    env.cmd().arg("import").arg(&v2).assert().success();
+    let before = tree_digest(&env.root.join("models"));
+    env.cmd()
+        .arg("import")
+        .arg(&v1)
+        .assert()
+        .code(6)
+        .stderr(contains("m version 1 is not newer than version 2"))
+        .stderr(contains("rollback refused"));
+    assert_eq!(
+        tree_digest(&env.root.join("models")),
+        before,
+        "a refusal changes nothing"
+    );
+    env.cmd().arg("import").arg(&v3).assert().success();
+    // Version 3 installed, version 2 kept as the one previous version.
+    assert_eq!(list(&env), vec![("m".to_owned(), 3), ("m".to_owned(), 2)]);
+    // An explicit downgrade installs the old version beside the newer ones (the newest still
+    // answers by default; `--model m@1` selects it).
+    env.cmd()
+        .arg("import")
+        .arg(&v1)
+        .arg("--allow-downgrade")
+        .assert()
+        .success();
+    assert_eq!(
+        list(&env),
+        vec![
+            ("m".to_owned(), 3),
+            ("m".to_owned(), 2),
+            ("m".to_owned(), 1)
+        ]
+    );
+    // The next upgrade keeps it and one previous version only.
+    env.cmd()
+        .arg("import")
+        .arg(sealed(&env, "m", "4", &[]))
+        .assert()
+        .success();
+    assert_eq!(list(&env), vec![("m".to_owned(), 4), ("m".to_owned(), 3)]);
+}
+
+#[test]
+fn a_usb_directory_with_junk_imports_only_regular_bundles() {
+    let env = TestEnv::new().with_keys();
+    let stick = env.path("stick");
+    std::fs::create_dir_all(stick.join("subdir")).unwrap();
+    std::fs::copy(sealed(&env, "good", "1", &[]), stick.join("good.rpk")).unwrap();
+    std::fs::copy(
+        sealed(&env, "nested", "1", &[]),
+        stick.join("subdir/nested.rpk"),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", stick.join("shadow.rpk")).unwrap();
+    std::fs::write(stick.join("empty.rpk"), b"").unwrap();
+    std::fs::write(stick.join("README.txt"), b"hello").unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        stick.join("fifo.rpk"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    for i in 0..1000 {
+        std::fs::write(stick.join(format!("junk{i}.dat")), b"x").unwrap();
+    }
+    env.cmd()
+        .arg("import")
+        .arg(&stick)
+        .assert()
+        .code(3)
+        .stderr(contains("accepted").and(contains("good version 1 installed")))
+        .stderr(contains("skipped").and(contains("shadow.rpk: symbolic link (never followed)")))
+        .stderr(contains("fifo.rpk: not a regular file"))
+        .stderr(contains("subdir: directory (not searched)"))
+        .stderr(contains("refused").and(contains("empty.rpk")))
+        .stderr(contains("panicked").not());
+    assert_eq!(list(&env), vec![("good".to_owned(), 1)]);
+}
+
+use predicates::prelude::PredicateBooleanExt;
+
+#[test]
+fn tampered_expired_foreign_and_untrusted_bundles_are_refused_and_change_nothing() {
+    let env = TestEnv::new().with_keys();
+    env.cmd()
+        .arg("import")
+        .arg(sealed(&env, "base", "1", &[]))
+        .assert()
+        .success();
+    let models = env.root.join("models");
+    let before = tree_digest(&models);
+    let good = sealed(&env, "m", "1", &[]);
+    let mut bytes = std::fs::read(&good).unwrap();
+    let n = bytes.len();
+    bytes[n - 200] ^= 1;
+    let bad = env.path("bad.rpk");
+    std::fs::write(&bad, &bytes).unwrap();
+    env.cmd()
+        .arg("import")
+        .arg(&bad)
+        .assert()
+        .code(3)
+        .stderr(contains("ciphertext does not match"));
+    let other = env.path("other");
+    env.cmd()
+        .args(["keygen", "appliance", "--no-passphrase", "--out-dir"])
+        .arg(&other)
+        .assert()
+        .success();
+    let foreign = env.path("foreign.rpk");
+    env.seal_cmd(env.model(100), other.join("appliance.kek"), &foreign)
+        .args(["--name", "f", "--version", "1"])
+        .assert()
+        .success();
+    env.cmd()
+        .arg("import")
+        .arg(&foreign)
+        .assert()
+        .code(6)
+        .stderr(contains("targets other appliances"));
+    let stranger = env.path("stranger");
+    env.cmd()
+        .args(["keygen", "publisher", "--no-passphrase", "--out-dir"])
+        .arg(&stranger)
+        .assert()
+        .success();
+    let untrusted = env.path("untrusted.rpk");
+    env.cmd()
+        .arg("seal")
+        .arg("--model")
+        .arg(env.model(100))
+        .arg("--to")
+        .arg(env.key("appliance.kek"))
+        .arg("--sign")
+        .arg(stranger.join("publisher.key"))
+        .args(["--name", "u", "--version", "1", "-o"])
+        .arg(&untrusted)
+        .assert()
+        .success();
+    env.cmd()
+        .arg("import")
+        .arg(&untrusted)
+        .assert()
+        .code(4)
+        .stderr(contains("no signature from a trusted publisher"));
+    assert_eq!(tree_digest(&models), before);
+}
+
+#[test]
+fn tampered_store_state_and_leftovers() {
+    let env = TestEnv::new().with_keys();
+    env.cmd()
+        .arg("import")
+        .arg(sealed(&env, "m", "1", &[]))
+        .assert()
+        .success();
+    let models = env.root.join("models");
+    // A crash leaves a staging file: the next import removes it.
+    std::fs::write(models.join(".staging-deadbeef.partial"), b"half a bundle").unwrap();
+    env.cmd()
+        .arg("import")
+        .arg(sealed(&env, "m", "2", &[]))
+        .assert()
+        .success();
+    assert!(!models.join(".staging-deadbeef.partial").exists());
+    // Lowering the rollback counter by hand is detected (MAC under the appliance key).
+    let state = models.join("state.json");
+    let text = std::fs::read_to_string(&state)
+        .unwrap()
+        .replace("\"m\": 2", "\"m\": 0");
+    std::fs::write(&state, text).unwrap();
+    env.cmd()
+        .arg("import")
+        .arg(sealed(&env, "n", "1", &[]))
+        .assert()
+        .code(3)
+        .stderr(contains(
+            "store state is corrupt or was modified (MAC mismatch)",
+        ));
+}
+
+#[test]
+fn expired_bundles_need_allow_expired() {
+    let env = crate::vectors::vector_env();
+    let expired = crate::vectors::vectors_dir().join("expired.rpk");
+    env.cmd()
+        .arg("import")
+        .arg(&expired)
+        .assert()
+        .code(6)
+        .stderr(contains("bundle expired on"));
+    assert!(list(&env).is_empty());
+    env.cmd()
+        .arg("import")
+        .arg(&expired)
+        .arg("--allow-expired")
+        .assert()
+        .success();
+    assert_eq!(list(&env), vec![("vector-model".to_owned(), 3)]);
+    // Installed but expired: ask refuses it too.
+    env.cmd()
+        .args(["ask", "hi"])
+        .assert()
+        .code(6)
+        .stderr(contains("expired"));
+}
