@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::{bundle, engine, keys, secure, store};
+use crate::{audit, bundle, engine, keys, secure, store};
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -79,6 +79,9 @@ pub enum Error {
         /// Highest version ever installed.
         highest: u64,
     },
+    /// The audit log is unusable or was tampered with.
+    #[error(transparent)]
+    Audit(#[from] audit::Error),
     /// The store state is unusable.
     #[error(transparent)]
     StoreState(#[from] store::state::StateError),
@@ -112,6 +115,8 @@ impl Error {
             Self::Expired { .. } | Self::Rollback { .. } => EXIT_POLICY,
             Self::StoreState(store::state::StateError::Io { .. }) => EXIT_IO,
             Self::StoreState(_) => EXIT_TAMPERED,
+            Self::Audit(audit::Error::Io { .. }) => EXIT_IO,
+            Self::Audit(_) => EXIT_TAMPERED,
             Self::Engine(engine::Error::Sampling(_)) => EXIT_USAGE,
             Self::Engine(_) => EXIT_ENGINE,
             Self::Store(store::Error::Io { .. }) => EXIT_IO,

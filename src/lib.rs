@@ -6,6 +6,7 @@
 //!
 //! Modules depend in one direction: `cli → store, engine → bundle, keys → crypto, secure`.
 
+pub mod audit;
 pub mod bundle;
 pub mod cli;
 pub mod crypto;

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use super::{Cli, berr, fmt_time, now, output};
+use super::{Cli, audit_cmd, berr, fmt_time, now, output};
 use crate::bundle::{self, Envelope, ReadAt};
 use crate::error::Result;
 use crate::keys::{ApplianceSecret, PassphraseSource, TrustStore};
@@ -126,6 +126,13 @@ pub(super) fn import(cli: &Cli, paths: &[PathBuf], o: &ImportOpts) -> Result<()>
             match import_one(&models, &f, &trust, &appliance, &mut state, o) {
                 Ok(Outcome::Accepted(name, v)) => {
                     state.save(&models, &key)?;
+                    audit_cmd::record(
+                        &cli.root,
+                        &appliance,
+                        "import_accepted",
+                        json!({"file": f.display().to_string(), "model": name, "version": v,
+                               "allow_downgrade": o.allow_downgrade, "allow_expired": o.allow_expired}),
+                    )?;
                     prune(&models, &trust, &name, v, o.keep_previous);
                     output::info(format!(
                         "accepted {}: {name} version {v} installed",
@@ -140,6 +147,12 @@ pub(super) fn import(cli: &Cli, paths: &[PathBuf], o: &ImportOpts) -> Result<()>
                 }
                 Err(e) => {
                     output::info(format!("refused {}: {e}", f.display()));
+                    audit_cmd::record(
+                        &cli.root,
+                        &appliance,
+                        "import_refused",
+                        json!({"file": f.display().to_string(), "class": e.class(), "reason": e.to_string()}),
+                    )?;
                     first_err.get_or_insert(e);
                 }
             }
@@ -375,6 +388,12 @@ pub(super) fn remove(cli: &Cli, spec: &str) -> Result<()> {
         .into());
     }
     for i in doomed {
+        audit_cmd::record_if_appliance(
+            &cli.root,
+            &PassphraseSource::Prompt,
+            "remove",
+            json!({"model": i.manifest.name, "version": i.manifest.version}),
+        )?;
         std::fs::remove_file(&i.path).map_err(|source| crate::Error::Io {
             path: i.path.clone(),
             source,

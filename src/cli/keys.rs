@@ -16,7 +16,7 @@ pub(super) fn keygen(
     no_passphrase: bool,
     label: &str,
     dir: &Path,
-) -> Result<()> {
+) -> Result<[u8; 8]> {
     let (names, kind_names): (&[&str], &str) = match role {
         KeyRole::Appliance => (
             &["appliance.key", "appliance.pub", "appliance.kek"],
@@ -105,7 +105,7 @@ pub(super) fn keygen(
         dir.display(),
         names.join(", ")
     ));
-    Ok(())
+    Ok(id)
 }
 
 pub(super) fn trust(dir: &Path, action: &TrustAction) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The command-line contract for operators, integrators and tests (clap derive), and dispatch.
 //! One file per command family; human messages go to stderr, `--json` documents to stdout.
 
+mod audit_cmd;
 pub mod bench;
 mod import;
 mod inspect;
@@ -80,6 +81,9 @@ pub enum Command {
         /// Trust subcommand.
         #[command(subcommand)]
         action: TrustAction,
+        /// Passphrase file for a protected appliance key (changes are audited under it).
+        #[arg(long, global = true)]
+        passphrase_file: Option<PathBuf>,
     },
     /// Encrypt and sign a model file into a sealed bundle (.rpk).
     Seal {
@@ -160,6 +164,15 @@ pub enum Command {
         keep_previous: usize,
         /// Passphrase file for a protected appliance key.
         #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Check or show the tamper-evident audit log (ROOT/audit).
+    Audit {
+        /// Audit subcommand.
+        #[command(subcommand)]
+        action: AuditAction,
+        /// Passphrase file for a protected appliance key.
+        #[arg(long, global = true)]
         passphrase_file: Option<PathBuf>,
     },
     /// List installed models.
@@ -270,6 +283,26 @@ pub enum Command {
     },
 }
 
+/// Audit log actions.
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// Verify every record (MAC, hash chain, head); names the first bad record.
+    Verify {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the records (after verifying them).
+    Show {
+        /// Only this event (e.g. query, import_accepted).
+        #[arg(long)]
+        event: Option<String>,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Trust store actions.
 #[derive(Debug, Subcommand)]
 pub enum TrustAction {
@@ -315,14 +348,48 @@ pub fn run(cli: &Cli) -> Result<()> {
             no_passphrase,
             label,
             out_dir,
-        } => keys::keygen(
-            *role,
-            passphrase_file.as_deref(),
-            *no_passphrase,
-            label,
-            out_dir.clone().unwrap_or_else(|| cli.keys_dir()).as_path(),
-        ),
-        Command::Trust { action } => keys::trust(&cli.trusted_dir(), action),
+        } => {
+            let dir = out_dir.clone().unwrap_or_else(|| cli.keys_dir());
+            let id = keys::keygen(
+                *role,
+                passphrase_file.as_deref(),
+                *no_passphrase,
+                label,
+                &dir,
+            )?;
+            // The appliance's own key generation is an appliance event; publisher keys are made
+            // on publishing stations.
+            if out_dir.is_none() && matches!(role, KeyRole::Appliance) {
+                audit_cmd::record_if_appliance(
+                    &cli.root,
+                    &pass_source(passphrase_file.as_deref()),
+                    "keygen",
+                    serde_json::json!({"role": format!("{role:?}").to_lowercase(), "key_id": crate::keys::key_id_hex(&id)}),
+                )?;
+            }
+            Ok(())
+        }
+        Command::Trust {
+            action,
+            passphrase_file,
+        } => {
+            // Unlock the audit key first: a change that cannot be audited is not made.
+            let auditor = if matches!(action, TrustAction::List { .. }) {
+                None
+            } else {
+                audit_cmd::appliance_if_any(&cli.root, &pass_source(passphrase_file.as_deref()))?
+            };
+            keys::trust(&cli.trusted_dir(), action)?;
+            if let Some(a) = auditor {
+                audit_cmd::record(
+                    &cli.root,
+                    &a,
+                    "trust_change",
+                    serde_json::json!({"action": format!("{action:?}")}),
+                )?;
+            }
+            Ok(())
+        }
         Command::Seal { .. } => seal::seal(&cli.command),
         Command::Inspect { bundle, json } => inspect::inspect(&cli.trusted_dir(), bundle, *json),
         Command::Verify {
@@ -360,6 +427,18 @@ pub fn run(cli: &Cli) -> Result<()> {
             },
         ),
         Command::List { json } => import::list(cli, *json),
+        Command::Audit {
+            action,
+            passphrase_file,
+        } => {
+            let pass = pass_source(passphrase_file.as_deref());
+            match action {
+                AuditAction::Verify { json } => audit_cmd::verify(cli, &pass, *json),
+                AuditAction::Show { event, json } => {
+                    audit_cmd::show(cli, &pass, event.as_deref(), *json)
+                }
+            }
+        }
         Command::Remove { spec } => import::remove(cli, spec),
         Command::Ask {
             prompt,

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::{Cli, berr, output};
 use crate::bundle::{self, Envelope};
+use crate::crypto::Secret;
 use crate::engine::{self, Event, Forward, Loaded, Message, Request, SamplingParams};
 use crate::error::Result;
 use crate::keys::{PassphraseSource, TrustStore};
@@ -43,7 +44,7 @@ fn with_arena<T>(
     cli: &Cli,
     o: &ModelOpts<'_>,
     build: impl FnOnce(&[u8]) -> Result<T>,
-) -> Result<(T, LoadReport)> {
+) -> Result<(T, LoadReport, Secret<32>)> {
     let t0 = Instant::now();
     let trust = TrustStore::load(&cli.trusted_dir())?;
     let inst = store::resolve(&cli.root.join("models"), &trust, o.model)?;
@@ -73,6 +74,7 @@ fn with_arena<T>(
         .map_err(|_| crate::Error::Usage("model too large for this machine".into()))?;
     let mut arena = LockedBuf::new(len, o.require_mlock)?;
     bundle::open_artifact(&src, &v, idx, &appliance, &mut arena).map_err(berr(path))?;
+    let audit_key = appliance.derive_key(crate::audit::AUDIT_KEY);
     drop(appliance);
     let unwrap_decrypt = t1.elapsed();
     let arena_locked = matches!(arena.lock_status(), LockStatus::Locked);
@@ -100,11 +102,21 @@ fn with_arena<T>(
         arena_locked,
         weights_locked,
     };
-    Ok((built, report))
+    crate::audit::append(
+        &cli.root.join("audit"),
+        &audit_key,
+        "model_load",
+        json!({
+            "model": report.model, "version": report.version, "bundle": report.bundle,
+            "arena_locked": report.arena_locked, "weights_locked": report.weights_locked,
+            "load_ms": report.read_verify_ms + report.unwrap_decrypt_ms + report.build_ms,
+        }),
+    )?;
+    Ok((built, report, audit_key))
 }
 
 /// Loads the installed model for inference.
-pub(crate) fn load_model(cli: &Cli, o: &ModelOpts<'_>) -> Result<(Loaded, LoadReport)> {
+pub(crate) fn load_model(cli: &Cli, o: &ModelOpts<'_>) -> Result<(Loaded, LoadReport, Secret<32>)> {
     let device = device(o.device)?;
     with_arena(cli, o, |bytes| Ok(engine::load(bytes, &device)?))
 }
@@ -158,7 +170,7 @@ pub(super) fn ask(cli: &Cli, o: &AskOpts<'_>) -> Result<()> {
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C stops generation cleanly; the answer so far is kept and the stop reason says so.
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
-    let (loaded, report) = load_model(cli, &o.model)?;
+    let (loaded, report, audit_key) = load_model(cli, &o.model)?;
     if !o.json && (!report.arena_locked || !report.weights_locked) {
         output::info(format!(
             "warning: the model's memory is NOT locked (RLIMIT_MEMLOCK {}): it could be swapped out; \
@@ -190,6 +202,22 @@ pub(super) fn ask(cli: &Cli, o: &AskOpts<'_>) -> Result<()> {
                 }
             }
             Event::Done { stop, stats } => {
+                // Metadata only: the prompt and answer are recorded as SHA-384, never as text.
+                crate::audit::append(
+                    &cli.root.join("audit"),
+                    &audit_key,
+                    "query",
+                    json!({
+                        "model": report.model,
+                        "version": report.version,
+                        "tokens_prompt": stats.prompt_tokens,
+                        "tokens_generated": stats.generated_tokens,
+                        "seconds": stats.prompt_seconds + stats.generation_seconds,
+                        "stop_reason": stop,
+                        "prompt_sha384": hex::encode(crate::crypto::hash::sha384(&[prompt.as_bytes()])),
+                        "answer_sha384": hex::encode(crate::crypto::hash::sha384(&[text.as_bytes()])),
+                    }),
+                )?;
                 if o.json {
                     drop(stdout);
                     output::json(&json!({
@@ -244,7 +272,7 @@ pub(super) fn ask(cli: &Cli, o: &AskOpts<'_>) -> Result<()> {
 
 pub(super) fn tokenize(cli: &Cli, o: &ModelOpts<'_>, text: &str, json_out: bool) -> Result<()> {
     let text = read_prompt(text)?;
-    let ((tok, _), _) = with_arena(cli, o, |bytes| Ok(engine::load_tokenizer(bytes)?))?;
+    let ((tok, _), _, _) = with_arena(cli, o, |bytes| Ok(engine::load_tokenizer(bytes)?))?;
     let ids = tok.encode(&text)?;
     if json_out {
         let pieces: Vec<_> = ids
@@ -276,7 +304,7 @@ pub(super) fn bench_model(
     reps: usize,
     json_out: bool,
 ) -> Result<()> {
-    let (mut loaded, report) = load_model(cli, o)?;
+    let (mut loaded, report, _) = load_model(cli, o)?;
     let reps = reps.max(1);
     let ctx = loaded.model.context_len();
     if pp + 1 >= ctx || tg + 2 >= ctx {

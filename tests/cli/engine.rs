@@ -10,7 +10,7 @@ use predicates::str::contains;
 use crate::model::model_path;
 use crate::util::TestEnv;
 
-fn env_with_model() -> TestEnv {
+pub fn env_with_model() -> TestEnv {
     let env = TestEnv::new().with_keys();
     let rpk = env.seal(&model_path(), "smollm2.rpk", &[]);
     std::fs::create_dir_all(env.root.join("models")).unwrap();

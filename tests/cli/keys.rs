@@ -52,10 +52,21 @@ fn passphrase_protected_keys_need_the_right_passphrase() {
         .args(["keygen", "publisher", "--no-passphrase"])
         .assert()
         .success();
+    // Trust changes are audited under the appliance key: a protected key needs its passphrase.
     env.cmd()
         .arg("trust")
         .arg("add")
         .arg(env.key("publisher.pub"))
+        .write_stdin("")
+        .assert()
+        .code(5)
+        .stderr(contains("passphrase-protected"));
+    env.cmd()
+        .arg("trust")
+        .arg("add")
+        .arg(env.key("publisher.pub"))
+        .arg("--passphrase-file")
+        .arg(&pass)
         .assert()
         .success();
     // The kek is protected with the same passphrase.

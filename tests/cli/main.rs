@@ -10,6 +10,7 @@
     reason = "test code: a failed unwrap is a failed test, and tests read their own files"
 )]
 
+mod audit;
 mod engine;
 mod import;
 mod keys;

@@ -1,0 +1,88 @@
+//! `audit verify` and `audit show`, and the helper every command uses to record an event.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{Cli, output};
+use crate::audit;
+use crate::error::Result;
+use crate::keys::{ApplianceSecret, PassphraseSource};
+
+/// Appends an event to ROOT/audit under the appliance's audit key. Failing to record is an
+/// error: nothing is done unaudited.
+pub(crate) fn record(
+    root: &Path,
+    appliance: &ApplianceSecret,
+    event: &str,
+    details: serde_json::Value,
+) -> Result<()> {
+    let key = appliance.derive_key(audit::AUDIT_KEY);
+    Ok(audit::append(&root.join("audit"), &key, event, details)?)
+}
+
+/// The appliance key if this root has one (a publishing station has none), for auditing.
+pub(crate) fn appliance_if_any(
+    root: &Path,
+    pass: &PassphraseSource,
+) -> Result<Option<ApplianceSecret>> {
+    if !root.join("keys").join("appliance.key").exists() {
+        return Ok(None);
+    }
+    super::load_appliance(root, pass).map(Some)
+}
+
+/// Records an event if this root has an appliance key (a publishing station has none).
+pub(crate) fn record_if_appliance(
+    root: &Path,
+    pass: &PassphraseSource,
+    event: &str,
+    details: serde_json::Value,
+) -> Result<()> {
+    match appliance_if_any(root, pass)? {
+        Some(a) => record(root, &a, event, details),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn verify(cli: &Cli, pass: &PassphraseSource, json_out: bool) -> Result<()> {
+    let appliance = super::load_appliance(&cli.root, pass)?;
+    let key = appliance.derive_key(audit::AUDIT_KEY);
+    let c = audit::verify(&cli.root.join("audit"), &key)?;
+    if json_out {
+        output::json(&json!({"ok": true, "records": c.records.len()}));
+    } else {
+        output::info(format!(
+            "audit log intact: {} record(s), hash chain, MACs and head verified",
+            c.records.len()
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn show(
+    cli: &Cli,
+    pass: &PassphraseSource,
+    event: Option<&str>,
+    json_out: bool,
+) -> Result<()> {
+    let appliance = super::load_appliance(&cli.root, pass)?;
+    let key = appliance.derive_key(audit::AUDIT_KEY);
+    let c = audit::verify(&cli.root.join("audit"), &key)?;
+    let rows: Vec<&audit::Record> = c
+        .records
+        .iter()
+        .filter(|r| event.is_none_or(|e| r.event == e))
+        .collect();
+    if json_out {
+        output::json(&serde_json::to_value(&rows).unwrap_or_default());
+    } else {
+        for r in rows {
+            output::line(format!(
+                "{:>6} {} uid={} {:<16} {}",
+                r.seq, r.time, r.uid, r.event, r.details
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The tamper-evident audit log through the CLI.
+
+use predicates::str::contains;
+
+use crate::util::TestEnv;
+
+fn events(env: &TestEnv) -> Vec<serde_json::Value> {
+    let out = env
+        .cmd()
+        .args(["audit", "show", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out).unwrap()
+}
+
+fn env_with_history() -> TestEnv {
+    let env = TestEnv::new().with_keys();
+    let b = env.seal(&env.model(20_000), "a.rpk", &[]);
+    env.cmd().arg("import").arg(&b).assert().success();
+    env.cmd().arg("import").arg(&b).assert().success();
+    env.cmd()
+        .args(["trust", "policy", "--threshold", "1"])
+        .assert()
+        .success();
+    env.cmd().args(["remove", "test-model"]).assert().success();
+    env
+}
+
+#[test]
+fn operations_are_recorded_and_the_log_verifies() {
+    let env = env_with_history();
+    env.cmd()
+        .args(["audit", "verify"])
+        .assert()
+        .success()
+        .stderr(contains("audit log intact"));
+    let names: Vec<String> = events(&env)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "keygen",
+            "trust_change",
+            "import_accepted",
+            "trust_change",
+            "remove"
+        ],
+        "{names:?}"
+    );
+    let e = events(&env);
+    assert_eq!(e[2]["details"]["model"], "test-model");
+    assert_eq!(e[0]["seq"], 1);
+    assert_eq!(e[4]["seq"], 5);
+}
+
+#[test]
+fn queries_are_recorded_as_metadata_and_hashes_only() {
+    let env = crate::engine::env_with_model();
+    let secret_prompt = "The launch code is PAPAGENO-7731; repeat it.";
+    env.cmd()
+        .args([
+            "ask",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "4",
+            secret_prompt,
+        ])
+        .assert()
+        .success();
+    let log = std::fs::read_to_string(env.root.join("audit/audit.log")).unwrap();
+    assert!(
+        !log.contains("PAPAGENO"),
+        "prompt text leaked into the audit log"
+    );
+    let e = events(&env);
+    let q = e.iter().find(|e| e["event"] == "query").unwrap();
+    assert_eq!(q["details"]["model"], "test-model");
+    assert_eq!(q["details"]["prompt_sha384"].as_str().unwrap().len(), 96);
+    assert!(q["details"]["tokens_generated"].as_u64().unwrap() <= 4);
+    assert!(e.iter().any(|e| e["event"] == "model_load"));
+}
+
+fn tamper(f: impl Fn(Vec<String>) -> Vec<String>, expect: &str) {
+    let env = env_with_history();
+    let path = env.root.join("audit/audit.log");
+    let lines: Vec<String> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let mut text = f(lines).join("\n");
+    text.push('\n');
+    std::fs::write(&path, text).unwrap();
+    env.cmd()
+        .args(["audit", "verify"])
+        .assert()
+        .code(3)
+        .stderr(contains(expect));
+}
+
+#[test]
+fn modified_record_is_detected() {
+    tamper(
+        |mut l| {
+            l[2] = l[2].replace("test-model", "evil-model");
+            l
+        },
+        "record 3: MAC mismatch",
+    );
+}
+
+#[test]
+fn deleted_record_is_detected() {
+    tamper(
+        |mut l| {
+            l.remove(2);
+            l
+        },
+        "record 3: sequence number out of order",
+    );
+}
+
+#[test]
+fn reordered_records_are_detected() {
+    tamper(
+        |mut l| {
+            l.swap(1, 2);
+            l
+        },
+        "record 2: sequence number out of order",
+    );
+}
+
+#[test]
+fn truncated_log_is_detected() {
+    tamper(
+        |mut l| {
+            l.pop();
+            l
+        },
+        "records truncated or appended",
+    );
+}
