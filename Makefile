@@ -112,4 +112,5 @@ clean-demo:
 		echo "clean-demo only removes the demo keys of this checkout; ROOT=$(ROOT) is elsewhere: refusing" >&2; \
 		exit 1; \
 	fi
-	rm -f keys/*.key keys/*.pub keys/*.kek keys/trusted/*.pub keys/trusted/policy.toml build/cache/*.rpk models/*.rpk
+	rm -f keys/*.key keys/*.pub keys/*.kek keys/trusted/*.pub keys/trusted/policy.toml build/cache/*.rpk models/*.rpk models/state.json
+	rm -rf audit

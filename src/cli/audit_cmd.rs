@@ -29,7 +29,9 @@ pub(crate) fn appliance_if_any(
     if !root.join("keys").join("appliance.key").exists() {
         return Ok(None);
     }
-    super::load_appliance(root, pass).map(Some)
+    let appliance = super::load_appliance(root, pass)?;
+    audit::ready(&root.join("audit"), &appliance.derive_key(audit::AUDIT_KEY))?;
+    Ok(Some(appliance))
 }
 
 /// Records an event if this root has an appliance key (a publishing station has none).

@@ -97,6 +97,11 @@ pub(super) fn import(cli: &Cli, paths: &[PathBuf], o: &ImportOpts) -> Result<()>
     clean_leftovers(&models);
     let trust = TrustStore::load(&cli.trusted_dir())?;
     let appliance = super::load_appliance(&cli.root, &o.passphrase)?;
+    // Nothing is installed that could not be audited.
+    crate::audit::ready(
+        &cli.root.join("audit"),
+        &appliance.derive_key(crate::audit::AUDIT_KEY),
+    )?;
     let key = appliance.derive_key(STATE_KEY);
     let mut state = State::load(&models, &key)?;
     // A crash between the rename and the state update is repaired here: installed versions
@@ -318,6 +323,7 @@ pub(super) fn list(cli: &Cli, json_out: bool) -> Result<()> {
                 "name": m.name,
                 "version": m.version,
                 "bytes": i.bytes,
+                "publishers": i.signers.iter().map(crate::keys::key_id_hex).collect::<Vec<_>>(),
                 "marking": m.marking,
                 "created": fmt_time(m.created),
                 "expires": m.expires.map(fmt_time),

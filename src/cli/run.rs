@@ -109,7 +109,7 @@ fn with_arena<T>(
         json!({
             "model": report.model, "version": report.version, "bundle": report.bundle,
             "arena_locked": report.arena_locked, "weights_locked": report.weights_locked,
-            "load_ms": report.read_verify_ms + report.unwrap_decrypt_ms + report.build_ms,
+            "load_ms": (report.read_verify_ms + report.unwrap_decrypt_ms + report.build_ms) as u64,
         }),
     )?;
     Ok((built, report, audit_key))
@@ -212,7 +212,7 @@ pub(super) fn ask(cli: &Cli, o: &AskOpts<'_>) -> Result<()> {
                         "version": report.version,
                         "tokens_prompt": stats.prompt_tokens,
                         "tokens_generated": stats.generated_tokens,
-                        "seconds": stats.prompt_seconds + stats.generation_seconds,
+                        "ms": ((stats.prompt_seconds + stats.generation_seconds) * 1e3) as u64,
                         "stop_reason": stop,
                         "prompt_sha384": hex::encode(crate::crypto::hash::sha384(&[prompt.as_bytes()])),
                         "answer_sha384": hex::encode(crate::crypto::hash::sha384(&[text.as_bytes()])),

@@ -1,6 +1,6 @@
-//! The installed models, `ROOT/models`: sealed `.rpk` files only. This is the read side the
-//! engine needs (list and resolve `NAME[@VERSION]`); safe USB import with staging, rollback
-//! protection and the audit log is the "USB model updates" issue.
+//! The installed models, `ROOT/models`: sealed `.rpk` files only, named `NAME-vVERSION.rpk`,
+//! plus the MAC'd rollback state ([`state`]). This module is the read side (list and resolve
+//! `NAME[@VERSION]`); `rempart import` (src/cli/import.rs) is the only writer.
 //!
 //! # Security
 //! Only regular `*.rpk` files are considered (symlinks are not followed); every candidate's
@@ -22,6 +22,8 @@ pub struct Installed {
     pub manifest: Manifest,
     /// File size.
     pub bytes: u64,
+    /// Trusted publisher keys whose signatures verified.
+    pub signers: Vec<[u8; 8]>,
 }
 
 /// Why a model could not be resolved.
@@ -111,6 +113,7 @@ pub fn catalog(models: &Path, trust: &TrustStore) -> Result<(Vec<Installed>, Ski
                 let v = env.verify(trust).map_err(|e| e.to_string())?;
                 Ok(Installed {
                     path: path.clone(),
+                    signers: v.signers,
                     manifest: v.manifest,
                     bytes,
                 })

@@ -147,3 +147,24 @@ fn truncated_log_is_detected() {
         "records truncated or appended",
     );
 }
+
+#[test]
+fn a_change_that_cannot_be_audited_is_not_made() {
+    let env = env_with_history();
+    // Break the head: the next trust change must be refused before it touches the trust store.
+    std::fs::write(
+        env.root.join("audit/head.json"),
+        b"{\"seq\":1,\"last\":\"00\",\"mac\":\"00\"}",
+    )
+    .unwrap();
+    let before = crate::util::tree_digest(&env.root.join("keys"));
+    env.cmd()
+        .args(["trust", "policy", "--threshold", "2"])
+        .assert()
+        .code(3)
+        .stderr(contains("head MAC mismatch"));
+    assert_eq!(crate::util::tree_digest(&env.root.join("keys")), before);
+    let b = env.seal(&env.model(1000), "z.rpk", &[]);
+    env.cmd().arg("import").arg(&b).assert().code(3);
+    assert!(!env.root.join("models/test-model-v1.rpk").exists());
+}
