@@ -37,6 +37,8 @@ fn params(targets: Vec<[u8; 8]>) -> SealParams {
         created: 1_780_000_000,
         expires: None,
         marking: Some("UNCLASSIFIED//TEST".into()),
+        architecture: None,
+        quantization: None,
         targets,
     }
 }

@@ -22,6 +22,8 @@ pub const AUDIT_KEY: &[u8] = b"audit log mac v1";
 const LOG: &str = "audit.log";
 const HEAD: &str = "head.json";
 const MAX_LINE: usize = 64 * 1024;
+/// Most bytes an append accepts after the head: a few records of an interrupted append.
+const MAX_TAIL: u64 = 4 * MAX_LINE as u64;
 /// Largest log `verify` reads (about 16 million records); rotate before it.
 const MAX_LOG: u64 = 4 << 30;
 
@@ -93,6 +95,7 @@ pub struct Record {
 #[serde(deny_unknown_fields)]
 struct Head {
     seq: u64,
+    len: u64,
     last: String,
     mac: String,
 }
@@ -118,48 +121,86 @@ fn record_mac(key: &Secret<32>, r: &Record) -> Result<String, serde_json::Error>
     ))
 }
 
-fn head_mac(key: &Secret<32>, seq: u64, last: &str) -> String {
+fn head_mac(key: &Secret<32>, h: &Head) -> String {
     hmac(
         key,
         &[
-            b"rempart audit head v1\0",
-            &seq.to_be_bytes(),
-            last.as_bytes(),
+            b"rempart audit head v2\0",
+            &h.seq.to_be_bytes(),
+            &h.len.to_be_bytes(),
+            h.last.as_bytes(),
         ],
     )
+}
+
+fn zero_hash() -> String {
+    "0".repeat(96)
 }
 
 /// A verified summary of the log.
 #[derive(Debug, Clone)]
 pub struct Checked {
-    /// The records, in order.
+    /// The records, in order (committed ones, then any pending ones).
     pub records: Vec<Record>,
+    /// Valid records after the one the head names: an append was interrupted between writing
+    /// the record and updating the head; the next append commits them.
+    pub pending: u64,
+    /// Bytes of an unterminated line after the last record: an append was interrupted while
+    /// writing; the next append discards them and records that it did.
+    pub fragment: u64,
 }
 
-/// Reads and verifies the whole log against its head.
-pub fn verify(dir: &Path, key: &Secret<32>) -> Result<Checked, Error> {
-    let log = dir.join(LOG);
-    let text = match read_capped(&log, MAX_LOG) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(source) => return Err(Error::Io { path: log, source }),
-    };
-    let mut prev = "0".repeat(96);
+/// Where a chain of records stands: the last sequence number, the hash of its line, and the
+/// byte length of the log up to and including it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Chain {
+    seq: u64,
+    last: String,
+    len: u64,
+}
+
+impl Chain {
+    fn empty() -> Self {
+        Self {
+            seq: 0,
+            last: zero_hash(),
+            len: 0,
+        }
+    }
+}
+
+/// What [`scan`] found.
+struct Scanned {
+    records: Vec<Record>,
+    /// The chain after the last record.
+    end: Chain,
+    /// The chain after record number `mark`, if the scan passed it.
+    marked: Option<Chain>,
+    /// Bytes of a final unterminated line.
+    fragment: u64,
+}
+
+/// Verifies the complete lines of `text` (the log from `at.len` on) as records that continue
+/// the chain `at`. `Err` names the first record that does not verify.
+fn scan(text: &[u8], key: &Secret<32>, at: &Chain, mark: u64) -> Result<Scanned, Error> {
+    let mut chain = at.clone();
+    let mut marked = (at.seq == mark).then(|| at.clone());
     let mut records = Vec::new();
-    let mut n = 0u64;
-    for line in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        n += 1;
-        let bad = |why| Error::Tampered { record: n, why };
+    let mut rest = text;
+    while let Some(nl) = rest.iter().position(|&b| b == b'\n') {
+        let (line, tail) = rest.split_at(nl);
+        let next = chain.seq.saturating_add(1);
+        let bad = |why| Error::Tampered { record: next, why };
         if line.len() > MAX_LINE {
             return Err(bad("record too long"));
         }
         let r: Record = serde_json::from_slice(line).map_err(|_| bad("not a valid record"))?;
-        if r.seq != n {
+        if r.seq != next {
             return Err(bad(
                 "sequence number out of order (record deleted, inserted or moved)",
             ));
         }
-        if r.prev != prev {
+        if r.prev != chain.last {
             return Err(bad(
                 "hash chain broken (previous record changed, deleted or moved)",
             ));
@@ -168,123 +209,115 @@ pub fn verify(dir: &Path, key: &Secret<32>) -> Result<Checked, Error> {
         if !ct_eq(want.as_bytes(), r.mac.as_bytes()) {
             return Err(bad("MAC mismatch (record modified)"));
         }
-        prev = hex::encode(hash::sha384(&[line]));
+        chain = Chain {
+            seq: next,
+            last: hex::encode(hash::sha384(&[line])),
+            len: chain.len.saturating_add(line.len() as u64 + 1),
+        };
+        if chain.seq == mark {
+            marked = Some(chain.clone());
+        }
         records.push(r);
+        rest = tail.get(1..).unwrap_or_default();
     }
-    let head_path = dir.join(HEAD);
-    match read_capped(&head_path, 4096) {
-        Ok(h) => {
-            let h: Head = serde_json::from_slice(&h).map_err(|_| Error::Tampered {
-                record: n,
-                why: "head is not valid",
-            })?;
-            if !ct_eq(head_mac(key, h.seq, &h.last).as_bytes(), h.mac.as_bytes()) {
-                return Err(Error::Tampered {
-                    record: n,
-                    why: "head MAC mismatch",
-                });
-            }
-            if h.seq != n || h.last != prev {
-                return Err(Error::Tampered {
-                    record: n.min(h.seq).saturating_add(1),
-                    why: "log does not end where its head says (records truncated or appended)",
-                });
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && n == 0 => {}
-        Err(_) => {
-            return Err(Error::Tampered {
-                record: n,
-                why: "head missing",
-            });
-        }
+    Ok(Scanned {
+        records,
+        end: chain,
+        marked,
+        fragment: rest.len() as u64,
+    })
+}
+
+/// Reads the head: `Ok(None)` if there is none.
+fn read_head(dir: &Path, key: &Secret<32>) -> Result<Option<Chain>, Error> {
+    let path = dir.join(HEAD);
+    let h = match read_capped(&path, 4096) {
+        Ok(h) => h,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(Error::Io { path, source }),
+    };
+    let h: Head = serde_json::from_slice(&h).map_err(|_| Error::Tampered {
+        record: 0,
+        why: "head is not valid",
+    })?;
+    if !ct_eq(head_mac(key, &h).as_bytes(), h.mac.as_bytes()) {
+        return Err(Error::Tampered {
+            record: h.seq,
+            why: "head MAC mismatch",
+        });
     }
-    Ok(Checked { records })
+    Ok(Some(Chain {
+        seq: h.seq,
+        last: h.last,
+        len: h.len,
+    }))
+}
+
+fn log_len(dir: &Path) -> Result<u64, Error> {
+    let log = dir.join(LOG);
+    match std::fs::symlink_metadata(&log) {
+        Ok(m) => Ok(m.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(source) => Err(Error::Io { path: log, source }),
+    }
+}
+
+/// The head, or the empty chain for a new log; a log with records but no head was tampered.
+fn head_or_new(dir: &Path, key: &Secret<32>) -> Result<Chain, Error> {
+    match read_head(dir, key)? {
+        Some(h) => Ok(h),
+        None if log_len(dir)? == 0 => Ok(Chain::empty()),
+        None => Err(Error::Tampered {
+            record: 0,
+            why: "head missing",
+        }),
+    }
+}
+
+/// Reads and verifies the whole log against its head.
+pub fn verify(dir: &Path, key: &Secret<32>) -> Result<Checked, Error> {
+    let head = head_or_new(dir, key)?;
+    let log = dir.join(LOG);
+    let text = match read_capped(&log, MAX_LOG) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(source) => return Err(Error::Io { path: log, source }),
+    };
+    let found = scan(&text, key, &Chain::empty(), head.seq)?;
+    if found.end.seq < head.seq {
+        return Err(Error::Tampered {
+            record: found.end.seq.saturating_add(1),
+            why: "log ends before its head (records truncated)",
+        });
+    }
+    // The head must name one of the records exactly (sequence, hash and offset).
+    if found.marked.as_ref() != Some(&head) {
+        return Err(Error::Tampered {
+            record: head.seq,
+            why: "log does not match its head (records modified, truncated or replaced)",
+        });
+    }
+    Ok(Checked {
+        pending: found.end.seq.saturating_sub(head.seq),
+        fragment: found.fragment,
+        records: found.records,
+    })
 }
 
 /// Checks that a record can be appended under `key` (the head, if any, verifies), so a command
 /// can refuse before it changes anything it could not then audit.
 pub fn ready(dir: &Path, key: &Secret<32>) -> Result<(), Error> {
-    match read_capped(&dir.join(HEAD), 4096) {
-        Ok(h) => {
-            let h: Head = serde_json::from_slice(&h).map_err(|_| Error::Tampered {
-                record: 0,
-                why: "head is not valid",
-            })?;
-            if ct_eq(head_mac(key, h.seq, &h.last).as_bytes(), h.mac.as_bytes()) {
-                Ok(())
-            } else {
-                Err(Error::Tampered {
-                    record: h.seq,
-                    why: "head MAC mismatch",
-                })
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(Error::Io {
-            path: dir.join(HEAD),
-            source,
-        }),
-    }
+    head_or_new(dir, key).map(|_| ())
 }
 
-/// Appends one record (after verifying the chain end through the head), fsyncs log and head.
-pub fn append(
-    dir: &Path,
-    key: &Secret<32>,
-    event: &str,
-    details: serde_json::Value,
-) -> Result<(), Error> {
-    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let head_path = dir.join(HEAD);
-    let (seq, prev) = match read_capped(&head_path, 4096) {
-        Ok(h) => {
-            let h: Head = serde_json::from_slice(&h).map_err(|_| Error::Tampered {
-                record: 0,
-                why: "head is not valid",
-            })?;
-            if !ct_eq(head_mac(key, h.seq, &h.last).as_bytes(), h.mac.as_bytes()) {
-                return Err(Error::Tampered {
-                    record: h.seq,
-                    why: "head MAC mismatch",
-                });
-            }
-            (h.seq + 1, h.last)
-        }
-        Err(_) => (1, "0".repeat(96)),
-    };
-    let mut r = Record {
-        seq,
-        time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        uid: rustix::process::getuid().as_raw(),
-        event: event.to_owned(),
-        details,
-        prev,
+fn write_head(dir: &Path, key: &Secret<32>, c: &Chain) -> Result<(), Error> {
+    let mut head = Head {
+        seq: c.seq,
+        len: c.len,
+        last: c.last.clone(),
         mac: String::new(),
     };
-    let log = dir.join(LOG);
-    let io = |source| Error::Io {
-        path: log.clone(),
-        source,
-    };
-    r.mac = record_mac(key, &r).map_err(|e| io(std::io::Error::other(e)))?;
-    let line = serde_json::to_vec(&r).map_err(|e| io(std::io::Error::other(e)))?;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log)
-        .map_err(io)?;
-    f.write_all(&[&line[..], b"\n"].concat()).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    let last = hex::encode(hash::sha384(&[&line]));
-    let head = Head {
-        seq,
-        mac: head_mac(key, seq, &last),
-        last,
-    };
+    head.mac = head_mac(key, &head);
     let tmp = dir.join(".head.json.tmp");
     let hio = |source| Error::Io {
         path: tmp.clone(),
@@ -299,14 +332,114 @@ pub fn append(
     hf.write_all(&serde_json::to_vec(&head).map_err(|e| hio(std::io::Error::other(e)))?)
         .map_err(hio)?;
     hf.sync_all().map_err(hio)?;
-    std::fs::rename(&tmp, &head_path).map_err(|source| Error::Io {
-        path: head_path.clone(),
+    std::fs::rename(&tmp, dir.join(HEAD)).map_err(|source| Error::Io {
+        path: dir.join(HEAD),
         source,
     })?;
     crate::store::state::sync_dir(dir).map_err(|source| Error::Io {
         path: dir.to_owned(),
         source,
     })
+}
+
+/// Appends one record and fsyncs it, then moves the head to it (temporary file, fsync, rename,
+/// fsync of the directory). Appenders are serialised by an exclusive lock on the log.
+///
+/// Crash recovery: a record written before an interrupted append could move the head is
+/// verified and committed; an unterminated line (a write cut short) is cut off and an
+/// `audit_recovered` record says how many bytes were discarded. Anything else after the head
+/// (a complete line that does not verify, or more than a few records) is tampering: refused.
+pub fn append(
+    dir: &Path,
+    key: &Secret<32>,
+    event: &str,
+    details: serde_json::Value,
+) -> Result<(), Error> {
+    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let log = dir.join(LOG);
+    let io = |source| Error::Io {
+        path: log.clone(),
+        source,
+    };
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&log)
+        .map_err(io)?;
+    rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io(e.into()))?;
+    let mut chain = head_or_new(dir, key)?;
+    if chain.seq == 0 && read_head(dir, key)?.is_none() {
+        // The head exists before the first record, so a log without one is always tampered.
+        write_head(dir, key, &chain)?;
+    }
+    let file_len = f.metadata().map_err(io)?.len();
+    let beyond = file_len.checked_sub(chain.len).ok_or(Error::Tampered {
+        record: chain.seq,
+        why: "log ends before its head (records truncated)",
+    })?;
+    let mut pending = Vec::new();
+    let mut discarded = 0;
+    if beyond > 0 {
+        if beyond > MAX_TAIL {
+            return Err(Error::Tampered {
+                record: chain.seq.saturating_add(1),
+                why: "unexpected data after the last committed record",
+            });
+        }
+        let mut tail = vec![0u8; usize::try_from(beyond).unwrap_or(0)];
+        f.read_exact_at(&mut tail, chain.len).map_err(io)?;
+        let found = scan(&tail, key, &chain, 0)?;
+        pending = found.records;
+        chain = found.end;
+        discarded = found.fragment;
+        if discarded > 0 {
+            f.set_len(chain.len).map_err(io)?;
+        }
+    }
+    let mut events = Vec::new();
+    if !pending.is_empty() || discarded > 0 {
+        events.push((
+            "audit_recovered".to_owned(),
+            serde_json::json!({
+                "committed_records": pending.len(),
+                "discarded_bytes": discarded,
+            }),
+        ));
+    }
+    events.push((event.to_owned(), details));
+    let mut bytes = Vec::new();
+    for (event, details) in events {
+        let mut r = Record {
+            seq: chain.seq.saturating_add(1),
+            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            uid: rustix::process::getuid().as_raw(),
+            event,
+            details,
+            prev: chain.last.clone(),
+            mac: String::new(),
+        };
+        r.mac = record_mac(key, &r).map_err(|e| io(std::io::Error::other(e)))?;
+        let line = serde_json::to_vec(&r).map_err(|e| io(std::io::Error::other(e)))?;
+        chain = Chain {
+            seq: r.seq,
+            last: hex::encode(hash::sha384(&[&line])),
+            len: chain.len.saturating_add(line.len() as u64 + 1),
+        };
+        bytes.extend_from_slice(&line);
+        bytes.push(b'\n');
+    }
+    f.write_all_at(&bytes, chain.len.saturating_sub(bytes.len() as u64))
+        .map_err(io)?;
+    f.sync_all().map_err(io)?;
+    write_head(dir, key, &chain)
+    // The lock is released when `f` is closed.
 }
 
 #[cfg(test)]
@@ -330,9 +463,13 @@ mod tests {
         assert_eq!(c.records.len(), 3);
         assert_eq!(c.records[0].details, details[0]);
         let wrong = Secret::<32>::init_with(|k| k.fill(8));
+        // The head is checked first, under the same key.
         assert!(matches!(
             verify(&dir, &wrong),
-            Err(Error::Tampered { record: 1, .. })
+            Err(Error::Tampered {
+                why: "head MAC mismatch",
+                ..
+            })
         ));
         let log = dir.join(LOG);
         let original = std::fs::read(&log).unwrap();
@@ -347,6 +484,109 @@ mod tests {
         }
         std::fs::write(&log, &original).unwrap();
         verify(&dir, &key).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn key() -> Secret<32> {
+        Secret::<32>::init_with(|k| k.fill(7))
+    }
+
+    fn events(dir: &Path) -> Vec<String> {
+        verify(dir, &key())
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.event)
+            .collect()
+    }
+
+    #[test]
+    fn a_record_written_before_the_head_moved_is_committed_by_the_next_append() {
+        let dir = tempfile_dir();
+        append(&dir, &key(), "a", serde_json::json!({})).unwrap();
+        let head_after_a = std::fs::read(dir.join(HEAD)).unwrap();
+        append(&dir, &key(), "b", serde_json::json!({})).unwrap();
+        // The crash: b's line is on disk, the head still names a.
+        std::fs::write(dir.join(HEAD), &head_after_a).unwrap();
+        let c = verify(&dir, &key()).unwrap();
+        assert_eq!((c.records.len(), c.pending, c.fragment), (2, 1, 0));
+        append(&dir, &key(), "c", serde_json::json!({})).unwrap();
+        assert_eq!(events(&dir), ["a", "b", "audit_recovered", "c"]);
+        let c = verify(&dir, &key()).unwrap();
+        assert_eq!((c.pending, c.fragment), (0, 0));
+        assert_eq!(c.records[2].details["committed_records"], 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unterminated_line_is_discarded_and_the_discard_recorded() {
+        let dir = tempfile_dir();
+        append(&dir, &key(), "a", serde_json::json!({})).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(LOG))
+            .unwrap();
+        f.write_all(b"{\"seq\":2,\"time\":\"20").unwrap();
+        drop(f);
+        let c = verify(&dir, &key()).unwrap();
+        assert_eq!((c.records.len(), c.pending, c.fragment), (1, 0, 19));
+        append(&dir, &key(), "b", serde_json::json!({})).unwrap();
+        assert_eq!(events(&dir), ["a", "audit_recovered", "b"]);
+        let c = verify(&dir, &key()).unwrap();
+        assert_eq!(c.records[1].details["discarded_bytes"], 19);
+        assert_eq!(c.fragment, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn forged_lines_missing_head_and_truncation_are_refused_by_append_and_verify() {
+        let dir = tempfile_dir();
+        append(&dir, &key(), "a", serde_json::json!({})).unwrap();
+        append(&dir, &key(), "b", serde_json::json!({})).unwrap();
+        let log = std::fs::read(dir.join(LOG)).unwrap();
+        let head = std::fs::read(dir.join(HEAD)).unwrap();
+        // A complete line that does not verify after the head.
+        let mut forged = log.clone();
+        forged.extend_from_slice(b"{\"seq\":3}\n");
+        std::fs::write(dir.join(LOG), &forged).unwrap();
+        assert!(matches!(
+            verify(&dir, &key()),
+            Err(Error::Tampered { record: 3, .. })
+        ));
+        assert!(append(&dir, &key(), "c", serde_json::json!({})).is_err());
+        // The head removed.
+        std::fs::write(dir.join(LOG), &log).unwrap();
+        std::fs::remove_file(dir.join(HEAD)).unwrap();
+        assert!(verify(&dir, &key()).is_err());
+        assert!(ready(&dir, &key()).is_err());
+        assert!(append(&dir, &key(), "c", serde_json::json!({})).is_err());
+        // The last record cut off (the head still names it).
+        std::fs::write(dir.join(HEAD), &head).unwrap();
+        let first_line = log.iter().position(|&b| b == b'\n').unwrap() + 1;
+        std::fs::write(dir.join(LOG), &log[..first_line]).unwrap();
+        assert!(verify(&dir, &key()).is_err());
+        assert!(append(&dir, &key(), "c", serde_json::json!({})).is_err());
+        // An older head with the full log is "pending", never a loss; the intact pair verifies.
+        std::fs::write(dir.join(LOG), &log).unwrap();
+        assert_eq!(events(&dir), ["a", "b"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn concurrent_appenders_keep_one_chain() {
+        let dir = tempfile_dir();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let dir = &dir;
+                s.spawn(move || {
+                    for i in 0..10 {
+                        append(dir, &key(), &format!("t{t}"), serde_json::json!({"i": i})).unwrap();
+                    }
+                });
+            }
+        });
+        assert_eq!(events(&dir).len(), 40);
+        assert_eq!(verify(&dir, &key()).unwrap().pending, 0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

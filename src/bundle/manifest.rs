@@ -16,6 +16,8 @@ const T_VERSION: u16 = 0x0003;
 const T_CREATED: u16 = 0x0004;
 const T_EXPIRES: u16 = 0x0005;
 const T_MARKING: u16 = 0x0006;
+const T_ARCHITECTURE: u16 = 0x0007;
+const T_QUANTIZATION: u16 = 0x0008;
 const T_TARGET: u16 = 0x0010;
 const T_ARTIFACT: u16 = 0x0020;
 
@@ -23,6 +25,8 @@ const T_ARTIFACT: u16 = 0x0020;
 pub const MAX_NAME_LEN: usize = 64;
 /// Longest marking.
 pub const MAX_MARKING_LEN: usize = 128;
+/// Longest architecture or quantisation label.
+pub const MAX_LABEL_LEN: usize = 32;
 /// Encoded size of one artifact entry.
 pub const ARTIFACT_ENTRY_LEN: usize = 1 + 8 + 4 + SHA384_LEN + SHA384_LEN;
 
@@ -108,6 +112,11 @@ pub struct Manifest {
     pub expires: Option<u64>,
     /// Classification marking, e.g. "UNCLASSIFIED".
     pub marking: Option<String>,
+    /// Model architecture as the publisher's GGUF declares it (e.g. "llama"); informational,
+    /// the engine dispatches on the decrypted model's own metadata.
+    pub architecture: Option<String>,
+    /// Quantisation as the publisher's GGUF declares it (e.g. "Q4_1"); informational.
+    pub quantization: Option<String>,
     /// Appliance key ids this bundle is for, ascending; empty means any appliance it unwraps for.
     pub targets: Vec<[u8; 8]>,
     /// The artifacts, in file order.
@@ -123,6 +132,15 @@ pub fn valid_name(name: &str) -> bool {
         && b.iter()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
         && !name.contains("..")
+}
+
+/// Whether `l` is a valid architecture or quantisation label: 1..=32 bytes of
+/// `[A-Za-z0-9._-]`.
+pub fn valid_label(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= MAX_LABEL_LEN
+        && l.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 /// Whether `m` is a valid marking: printable, no control characters.
@@ -144,6 +162,12 @@ impl Manifest {
         if let Some(m) = &self.marking {
             put_tlv(&mut out, T_MARKING, m.as_bytes());
         }
+        if let Some(a) = &self.architecture {
+            put_tlv(&mut out, T_ARCHITECTURE, a.as_bytes());
+        }
+        if let Some(q) = &self.quantization {
+            put_tlv(&mut out, T_QUANTIZATION, q.as_bytes());
+        }
         for t in &self.targets {
             put_tlv(&mut out, T_TARGET, t);
         }
@@ -164,6 +188,7 @@ impl Manifest {
         let mut tlv = Tlv::new(buf, "manifest", super::MAX_MANIFEST_LEN);
         let (mut id, mut name, mut version, mut created) = (None, None, None, None);
         let (mut expires, mut marking) = (None, None);
+        let (mut architecture, mut quantization) = (None, None);
         let mut targets: Vec<[u8; 8]> = Vec::new();
         let mut artifacts = Vec::new();
         while let Some((tag, v)) = tlv.next_record(|t| t == T_TARGET || t == T_ARTIFACT)? {
@@ -195,6 +220,14 @@ impl Manifest {
                         return Err(Error::InvalidValue("marking"));
                     }
                     set_once(&mut marking, s.to_owned(), "manifest.marking")?;
+                }
+                T_ARCHITECTURE => {
+                    let s = label(v, "architecture")?;
+                    set_once(&mut architecture, s, "manifest.architecture")?;
+                }
+                T_QUANTIZATION => {
+                    let s = label(v, "quantization")?;
+                    set_once(&mut quantization, s, "manifest.quantization")?;
                 }
                 T_TARGET => {
                     let t: [u8; 8] = v.try_into().map_err(|_| Error::InvalidValue("target"))?;
@@ -242,10 +275,20 @@ impl Manifest {
             created,
             expires,
             marking,
+            architecture,
+            quantization,
             targets,
             artifacts,
         })
     }
+}
+
+fn label(v: &[u8], what: &'static str) -> Result<String, Error> {
+    std::str::from_utf8(v)
+        .ok()
+        .filter(|s| valid_label(s))
+        .map(str::to_owned)
+        .ok_or(Error::InvalidValue(what))
 }
 
 fn decode_artifact(v: &[u8]) -> Result<ArtifactEntry, Error> {

@@ -22,6 +22,10 @@ pub struct SealParams {
     pub expires: Option<u64>,
     /// Optional classification marking.
     pub marking: Option<String>,
+    /// Optional architecture label (e.g. "llama").
+    pub architecture: Option<String>,
+    /// Optional quantisation label (e.g. "Q4_1").
+    pub quantization: Option<String>,
     /// Target appliance ids (sorted and de-duplicated here).
     pub targets: Vec<[u8; 8]>,
 }
@@ -79,6 +83,12 @@ pub fn seal(
         .is_some_and(|m| !manifest::valid_marking(m))
     {
         return Err(Error::InvalidValue("marking"));
+    }
+    if [&params.architecture, &params.quantization]
+        .iter()
+        .any(|l| l.as_deref().is_some_and(|l| !manifest::valid_label(l)))
+    {
+        return Err(Error::InvalidValue("architecture or quantization label"));
     }
     if params.version == 0 {
         return Err(Error::InvalidValue("version (must be at least 1)"));
@@ -149,6 +159,8 @@ pub fn seal(
         created: params.created,
         expires: params.expires,
         marking: params.marking.clone(),
+        architecture: params.architecture.clone(),
+        quantization: params.quantization.clone(),
         targets,
         artifacts: entries,
     }

@@ -29,17 +29,33 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
         0u64..(1 << 40),
         proptest::option::of(1u64..1000),
         proptest::option::of("[ -~]{1,60}"),
+        (
+            proptest::option::of("[A-Za-z0-9._-]{1,32}"),
+            proptest::option::of("[A-Za-z0-9._-]{1,32}"),
+        ),
         proptest::collection::btree_set(any::<[u8; 8]>(), 0..5),
         proptest::collection::vec(arb_entry(), 1..4),
     )
         .prop_map(
-            |(bundle_id, name, version, created, exp, marking, targets, artifacts)| Manifest {
+            |(
+                bundle_id,
+                name,
+                version,
+                created,
+                exp,
+                marking,
+                (architecture, quantization),
+                targets,
+                artifacts,
+            )| Manifest {
                 bundle_id,
                 name,
                 version,
                 created,
                 expires: exp.map(|d| created + d),
                 marking,
+                architecture,
+                quantization,
                 targets: targets.into_iter().collect(),
                 artifacts,
             },

@@ -57,6 +57,8 @@ pub fn synthetic_bundle(len: usize) -> Result<Synthetic> {
             created: 1,
             expires: None,
             marking: None,
+            architecture: None,
+            quantization: None,
             targets: vec![],
         },
         &[ArtifactInput {

@@ -312,6 +312,16 @@ fn prune(models: &Path, trust: &TrustStore, name: &str, current: u64, keep: usiz
     let _ = sync_dir(models);
 }
 
+/// `98.4 MB`-style sizes for the human listing (`--json` gives exact bytes).
+fn human_bytes(n: u64) -> String {
+    let f = n as f64;
+    match n {
+        0..1_000_000 => format!("{:.1} kB", f / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", f / 1e6),
+        _ => format!("{:.2} GB", f / 1e9),
+    }
+}
+
 pub(super) fn list(cli: &Cli, json_out: bool) -> Result<()> {
     let trust = TrustStore::load(&cli.trusted_dir())?;
     let (all, skipped) = store::catalog(&cli.root.join("models"), &trust)?;
@@ -324,7 +334,10 @@ pub(super) fn list(cli: &Cli, json_out: bool) -> Result<()> {
                 "version": m.version,
                 "bytes": i.bytes,
                 "publishers": i.signers.iter().map(crate::keys::key_id_hex).collect::<Vec<_>>(),
+                "architecture": m.architecture,
+                "quantization": m.quantization,
                 "marking": m.marking,
+                "installed": i.installed_at.map(fmt_time),
                 "created": fmt_time(m.created),
                 "expires": m.expires.map(fmt_time),
                 "expired": m.expires.is_some_and(|e| e <= now()),
@@ -343,11 +356,19 @@ pub(super) fn list(cli: &Cli, json_out: bool) -> Result<()> {
     for i in &all {
         let m = &i.manifest;
         output::line(format!(
-            "{:<32} v{:<6} {:>12} bytes  {:<20} expires {}",
+            "{:<24} v{:<6} {:>10} {:<8} {:<7} {:<20} {:<17} {:<20} expires {}",
             m.name,
             m.version,
-            i.bytes,
+            human_bytes(i.bytes),
+            m.architecture.as_deref().unwrap_or("-"),
+            m.quantization.as_deref().unwrap_or("-"),
             m.marking.as_deref().unwrap_or("-"),
+            i.signers
+                .iter()
+                .map(crate::keys::key_id_hex)
+                .collect::<Vec<_>>()
+                .join(","),
+            i.installed_at.map_or("-".to_owned(), fmt_time),
             m.expires.map_or("never".to_owned(), |e| if e <= now() {
                 format!("{} (EXPIRED)", fmt_time(e))
             } else {

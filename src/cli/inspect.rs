@@ -20,6 +20,8 @@ fn manifest_json(m: &Manifest) -> serde_json::Value {
         "expires": m.expires.map(fmt_time),
         "expired": m.expires.is_some_and(|e| e <= now()),
         "marking": m.marking,
+        "architecture": m.architecture,
+        "quantization": m.quantization,
         "targets": m.targets.iter().map(key_id_hex).collect::<Vec<_>>(),
     })
 }
@@ -78,6 +80,15 @@ pub(super) fn inspect(trusted: &Path, path: &Path, json_out: bool) -> Result<()>
     output::line(format!(
         "marking     {}",
         m.marking.as_deref().unwrap_or("(none)")
+    ));
+    output::line(format!(
+        "model type  {} {}",
+        m.architecture
+            .as_deref()
+            .unwrap_or("(unknown architecture)"),
+        m.quantization
+            .as_deref()
+            .unwrap_or("(unknown quantisation)")
     ));
     output::line(format!("created     {}", fmt_time(m.created)));
     let exp = match m.expires {

@@ -297,6 +297,10 @@ pub enum AuditAction {
         /// Only this event (e.g. query, import_accepted).
         #[arg(long)]
         event: Option<String>,
+        /// Only records at or after this time: an RFC 3339 date or time (2026-11-30,
+        /// 2026-11-30T09:00:00Z) or an age (90m, 24h, 7d).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
         /// One JSON document on stdout.
         #[arg(long)]
         json: bool,
@@ -434,8 +438,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             let pass = pass_source(passphrase_file.as_deref());
             match action {
                 AuditAction::Verify { json } => audit_cmd::verify(cli, &pass, *json),
-                AuditAction::Show { event, json } => {
-                    audit_cmd::show(cli, &pass, event.as_deref(), *json)
+                AuditAction::Show { event, since, json } => {
+                    audit_cmd::show(cli, &pass, event.as_deref(), since.as_deref(), *json)
                 }
             }
         }

@@ -26,6 +26,11 @@ pub fn json(v: &serde_json::Value) {
     let _ = writeln!(out);
 }
 
+/// Prints a warning line on stderr.
+pub fn warn(msg: impl std::fmt::Display) {
+    eprintln!("rempart: warning: {msg}");
+}
+
 /// Prints an error line on stderr.
 pub fn error(msg: impl std::fmt::Display) {
     eprintln!("rempart: error: {msg}");

@@ -109,6 +109,8 @@ pub(super) fn seal(cmd: &Command) -> Result<()> {
         created,
         expires,
         marking: marking.clone(),
+        architecture: None,
+        quantization: None,
         targets: rcpts
             .iter()
             .map(|r| match r {
@@ -125,6 +127,22 @@ pub(super) fn seal(cmd: &Command) -> Result<()> {
     let len = f.metadata().map_err(io)?.len();
     let mut plaintext = Zeroizing::new(Vec::with_capacity(usize::try_from(len).unwrap_or(0)));
     f.read_to_end(&mut plaintext).map_err(io)?;
+    // Architecture and quantisation go into the signed manifest so `list` can show them
+    // without decrypting; a label the manifest grammar refuses is left out.
+    let described = crate::engine::describe(&plaintext);
+    if described.is_none() {
+        output::warn(format!(
+            "{}: not a GGUF file with general.architecture: architecture and quantisation not recorded",
+            model.display()
+        ));
+    }
+    let (architecture, quantization) = described.map_or((None, None), |(a, q)| (Some(a), q));
+    let label = |l: Option<String>| l.filter(|l| bundle::manifest::valid_label(l));
+    let params = SealParams {
+        architecture: label(architecture),
+        quantization: label(quantization),
+        ..params
+    };
     let specs: Vec<RecipientSpec<'_>> = rcpts
         .iter()
         .map(|r| match r {

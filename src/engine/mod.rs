@@ -26,7 +26,7 @@ pub use chat::{ChatTemplate, Message};
 pub use detok::Detok;
 pub use error::Error;
 pub use generate::{Forward, GenRequest, GenStats, StopReason, generate};
-pub use load::{Loaded, Model, ModelInfo, load, load_tokenizer, read_content};
+pub use load::{Loaded, Model, ModelInfo, describe, load, load_tokenizer, read_content};
 pub use sampling::{Sampler, SamplingParams, argmax};
 pub use tokenizer::Tok;
 

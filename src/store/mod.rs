@@ -24,6 +24,9 @@ pub struct Installed {
     pub bytes: u64,
     /// Trusted publisher keys whose signatures verified.
     pub signers: Vec<[u8; 8]>,
+    /// When it was installed (the installed file's modification time, Unix seconds; import
+    /// writes it once and renames it into place).
+    pub installed_at: Option<u64>,
 }
 
 /// Why a model could not be resolved.
@@ -105,6 +108,12 @@ pub fn catalog(models: &Path, trust: &TrustStore) -> Result<(Vec<Installed>, Ski
         if !ft.is_file() || path.extension().is_none_or(|x| x != "rpk") {
             continue;
         }
+        let installed_at = e
+            .metadata()
+            .ok()
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
         let res = open_regular(&path)
             .map_err(|e| e.to_string())
             .and_then(|src| {
@@ -116,6 +125,7 @@ pub fn catalog(models: &Path, trust: &TrustStore) -> Result<(Vec<Installed>, Ski
                     signers: v.signers,
                     manifest: v.manifest,
                     bytes,
+                    installed_at,
                 })
             });
         match res {

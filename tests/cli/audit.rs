@@ -5,15 +5,12 @@ use predicates::str::contains;
 use crate::util::TestEnv;
 
 fn events(env: &TestEnv) -> Vec<serde_json::Value> {
-    let out = env
-        .cmd()
-        .args(["audit", "show", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    serde_json::from_slice::<Vec<serde_json::Value>>(&out).unwrap()
+    show(env, &[])
+}
+
+fn show(env: &TestEnv, filters: &[&str]) -> Vec<serde_json::Value> {
+    let args = [&["audit", "show", "--json"], filters].concat();
+    env.json(&args).as_array().unwrap().clone()
 }
 
 fn env_with_history() -> TestEnv {
@@ -144,7 +141,7 @@ fn truncated_log_is_detected() {
             l.pop();
             l
         },
-        "records truncated or appended",
+        "log ends before its head",
     );
 }
 
@@ -154,7 +151,7 @@ fn a_change_that_cannot_be_audited_is_not_made() {
     // Break the head: the next trust change must be refused before it touches the trust store.
     std::fs::write(
         env.root.join("audit/head.json"),
-        b"{\"seq\":1,\"last\":\"00\",\"mac\":\"00\"}",
+        b"{\"seq\":1,\"len\":0,\"last\":\"00\",\"mac\":\"00\"}",
     )
     .unwrap();
     let before = crate::util::tree_digest(&env.root.join("keys"));
@@ -167,4 +164,22 @@ fn a_change_that_cannot_be_audited_is_not_made() {
     let b = env.seal(&env.model(1000), "z.rpk", &[]);
     env.cmd().arg("import").arg(&b).assert().code(3);
     assert!(!env.root.join("models/test-model-v1.rpk").exists());
+}
+
+#[test]
+fn show_filters_by_event_and_time() {
+    let env = env_with_history();
+    let show = |args: &[&str]| show(&env, args);
+    let trust = show(&["--event", "trust_change"]);
+    assert_eq!(trust.len(), 2);
+    assert!(trust.iter().all(|r| r["event"] == "trust_change"));
+    assert_eq!(show(&["--since", "1h"]).len(), 5);
+    assert_eq!(show(&["--since", "2000-01-01"]).len(), 5);
+    assert!(show(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
+    assert_eq!(show(&["--since", "1h", "--event", "remove"]).len(), 1);
+    env.cmd()
+        .args(["audit", "show", "--since", "yesterday-ish"])
+        .assert()
+        .code(2)
+        .stderr(contains("--since yesterday-ish: expected a date"));
 }

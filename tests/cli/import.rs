@@ -15,15 +15,7 @@ fn sealed(env: &TestEnv, name: &str, version: &str, extra: &[&str]) -> std::path
 }
 
 fn list(env: &TestEnv) -> Vec<(String, u64)> {
-    let out = env
-        .cmd()
-        .args(["list", "--json"])
-        .assert()
-        .success()
-        .get_output()
-        .stdout
-        .clone();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let v = env.json(&["list", "--json"]);
     v["models"]
         .as_array()
         .unwrap()
@@ -285,4 +277,63 @@ fn expired_bundles_need_allow_expired() {
         .assert()
         .code(6)
         .stderr(contains("expired"));
+}
+
+#[test]
+fn list_shows_architecture_quantisation_publisher_and_install_time_from_the_signed_manifest() {
+    let env = TestEnv::new().with_keys();
+    let gguf = env.path("tiny.gguf");
+    std::fs::write(
+        &gguf,
+        rempart::engine::testing::tiny_gguf(&Default::default()),
+    )
+    .unwrap();
+    let out = env.path("tiny.rpk");
+    env.seal_cmd(gguf, env.key("appliance.kek"), &out)
+        .args([
+            "--name",
+            "tiny",
+            "--version",
+            "2",
+            "--marking",
+            "UNCLASSIFIED",
+        ])
+        .assert()
+        .success();
+    env.cmd()
+        .args(["inspect", "--json"])
+        .arg(&out)
+        .assert()
+        .success()
+        .stdout(contains("\"architecture\": \"llama\""))
+        .stdout(contains("\"quantization\": \"F32\""));
+    env.cmd().arg("import").arg(&out).assert().success();
+    let v = env.json(&["list", "--json"]);
+    let m = &v["models"][0];
+    assert_eq!(m["architecture"], "llama");
+    assert_eq!(m["quantization"], "F32");
+    assert_eq!(m["marking"], "UNCLASSIFIED");
+    assert_eq!(m["publishers"], serde_json::json!([env.first_trusted_id()]));
+    let installed = m["installed"].as_str().unwrap();
+    assert!(installed.starts_with("20"), "{installed}");
+    // The human listing carries the same facts on one line.
+    env.cmd()
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(contains("tiny"))
+        .stdout(contains("llama"))
+        .stdout(contains("F32"))
+        .stdout(contains("UNCLASSIFIED"));
+    // A file that is not a GGUF is sealed with a warning and listed with dashes.
+    let b = sealed(&env, "opaque", "1", &[]);
+    env.cmd().arg("import").arg(&b).assert().success();
+    let v = env.json(&["list", "--json"]);
+    let opaque = v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "opaque")
+        .unwrap();
+    assert!(opaque["architecture"].is_null());
 }

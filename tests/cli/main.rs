@@ -11,6 +11,7 @@
 )]
 
 mod audit;
+mod crash;
 mod engine;
 mod import;
 mod keys;

@@ -132,17 +132,22 @@ impl TestEnv {
             .expect("setpriv (util-linux) is installed")
     }
 
-    /// The key id of the first trusted publisher.
-    pub fn first_trusted_id(&self) -> String {
+    /// Runs `rempart ARGS`, which must succeed, and parses its stdout as JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self
             .cmd()
-            .args(["trust", "list", "--json"])
+            .args(args)
             .assert()
             .success()
             .get_output()
             .stdout
             .clone();
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        serde_json::from_slice(&out).unwrap()
+    }
+
+    /// The key id of the first trusted publisher.
+    pub fn first_trusted_id(&self) -> String {
+        let v = self.json(&["trust", "list", "--json"]);
         v["keys"][0]["key_id"].as_str().unwrap().to_owned()
     }
 }
