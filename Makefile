@@ -14,13 +14,14 @@ BUNDLE = build/cache/smollm2-135m-instruct-demo.rpk
 # Each demo run seals a new version (appliances refuse rollbacks, so a re-run needs a newer one).
 DEMO_VERSION := $(shell date +%s)
 
-.PHONY: help demo release model test bench bench-alloc fuzz-build clean-demo
+.PHONY: help demo release model test bench bench-alloc bench-import fuzz-build clean-demo
 
 help:
 	@echo "make demo        fetch the pinned model, create demo keys in keys/, seal, verify, inspect, install, ask"
 	@echo "make test        fmt, clippy, tests, rustdoc: what CI runs"
 	@echo "make bench       cargo bench, then rempart bench --decrypt"
 	@echo "make bench-alloc what the zeroizing allocator costs (model bench with and without it)"
+	@echo "make bench-import import throughput against cp and cp + fsync"
 	@echo "make fuzz-build  build the fuzz targets (needs cargo-fuzz)"
 	@echo "make clean-demo  remove the demo keys and bundles"
 
@@ -80,6 +81,10 @@ bench: release
 	$(CARGO) bench --locked
 	@echo "==> Unseal throughput of the release binary"
 	$(REMPART) bench --decrypt
+
+# Import throughput against cp and cp + fsync: the default model and a 2 GiB synthetic bundle.
+bench-import: release model
+	build/bench-import
 
 # What the zeroizing allocator costs: the same benchmark with it and with the system allocator
 # (a measurement-only build, never shipped).

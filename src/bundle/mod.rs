@@ -26,7 +26,9 @@ mod seal;
 pub use error::{Error, KeyIdHex, SignerList};
 pub use header::{ArtifactHeader, Stanza};
 pub use manifest::{ArtifactEntry, Manifest, Role};
-pub use open::{Opened, open_artifact, unwrap_file_key, verify_ciphertexts};
+pub use open::{
+    CopyError, Opened, copy_verified, open_artifact, unwrap_file_key, verify_ciphertexts,
+};
 pub use seal::{ArtifactInput, RecipientSpec, SealParams, seal};
 
 use crate::crypto::{self, Secret, sig};

@@ -192,3 +192,114 @@ pub fn verify_ciphertexts(
     }
     Ok(())
 }
+
+/// Why [`copy_verified`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// Reading the source, or what was read does not match the signed manifest.
+    #[error(transparent)]
+    Bundle(#[from] Error),
+    /// Writing the copy failed (e.g. a full disk).
+    #[error("writing the copy: {0}")]
+    Write(std::io::Error),
+}
+
+/// Copies the whole bundle `src` (already verified as `v`) to `write`, hashing what is written:
+/// each artifact's tree hash is computed over the very bytes handed to `write`, segment by
+/// segment in parallel with the writing, and compared with the signed manifest at the end.
+/// `write` gets the pieces in file order and may also sync them (e.g. `fdatasync`, to overlap
+/// write-back with hashing). The source is read exactly once.
+pub fn copy_verified(
+    src: &(impl ReadAt + ?Sized),
+    v: &Verified,
+    write: &mut (dyn FnMut(&[u8]) -> std::io::Result<()> + Send),
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), CopyError> {
+    // The pieces of the file in order: the front (not tree-hashed; the caller checks its
+    // digest on the copy), then each artifact's tree-hash segments.
+    let seg = hash::TREE_SEGMENT as u64;
+    let first = v.offsets.first().copied().unwrap_or(src.len());
+    let mut pieces: Vec<(u64, u64, Option<usize>)> = vec![(0, first, None)];
+    let mut end = first;
+    for (i, entry) in v.manifest.artifacts.iter().enumerate() {
+        let (Some(&offset), Some(total)) = (v.offsets.get(i), entry.total_len()) else {
+            return Err(Error::InvalidValue("artifact layout").into());
+        };
+        if offset != end {
+            return Err(Error::InvalidValue("artifact layout").into());
+        }
+        let mut start = 0;
+        while start < total {
+            pieces.push((offset + start, seg.min(total - start), Some(i)));
+            start += seg;
+        }
+        end = offset + total;
+    }
+    if end != src.len() {
+        return Err(Error::InvalidValue("artifact layout").into());
+    }
+    let mut leaves: Vec<Vec<[u8; 48]>> = vec![Vec::new(); v.manifest.artifacts.len()];
+    let batch = rayon::current_num_threads().max(1);
+    // A writer thread (outside the rayon pool, so its waits on the disk never idle a hashing
+    // core) writes batch k while batch k+1 is hashed; at most three batches are in memory.
+    std::thread::scope(|scope| -> Result<(), CopyError> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<Vec<u8>>>>(1);
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            for bufs in rx {
+                bufs.iter().try_for_each(|b| write(b))?;
+            }
+            Ok(())
+        });
+        let mut result = Ok(());
+        for group in pieces.chunks(batch) {
+            let mut bufs = Vec::with_capacity(group.len());
+            for &(off, len, _) in group {
+                let mut buf =
+                    vec![0u8; usize::try_from(len).map_err(|_| Error::InvalidValue("length"))?];
+                if let Err(e) = read_at(src, &mut buf, off) {
+                    result = Err(e.into());
+                    break;
+                }
+                bufs.push(buf);
+            }
+            if result.is_err() {
+                break;
+            }
+            let bufs = std::sync::Arc::new(bufs);
+            if tx.send(bufs.clone()).is_err() {
+                // The writer stopped on an error, reported below.
+                break;
+            }
+            let hashed: Vec<_> = bufs
+                .par_iter()
+                .zip(group)
+                .map(|(b, p)| p.2.map(|i| (i, hash::sha384(&[b]))))
+                .collect();
+            for (i, leaf) in hashed.into_iter().flatten() {
+                if let Some(l) = leaves.get_mut(i) {
+                    l.push(leaf);
+                }
+            }
+            progress(group.iter().map(|p| p.1).sum());
+        }
+        drop(tx);
+        match writer.join() {
+            Ok(Ok(())) => result,
+            Ok(Err(e)) => Err(CopyError::Write(e)),
+            Err(_) => Err(CopyError::Write(std::io::Error::other(
+                "writer thread panicked",
+            ))),
+        }
+    })?;
+    for (i, entry) in v.manifest.artifacts.iter().enumerate() {
+        let idx16 = u16::try_from(i).map_err(|_| Error::InvalidValue("artifact index"))?;
+        let total = entry
+            .total_len()
+            .ok_or(Error::InvalidValue("artifact length"))?;
+        let l = leaves.get(i).map(Vec::as_slice).unwrap_or_default();
+        if !ct_eq(&hash::tree_root(total, l), &entry.ct_tree_sha384) {
+            return Err(Error::CiphertextMismatch(idx16).into());
+        }
+    }
+    Ok(())
+}

@@ -100,3 +100,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn copy_verified_writes_the_exact_bundle_and_catches_any_changed_ciphertext_byte() {
+    use crate::bundle::{CopyError, Envelope, copy_verified};
+    // Three tree-hash segments and a bit, so several batches and a short last segment.
+    let s = crate::cli::bench::synthetic_bundle(3 * crypto::hash::TREE_SEGMENT + 1000).unwrap();
+    let v = Envelope::parse(&s.sealed)
+        .unwrap()
+        .verify(&s.trust)
+        .unwrap();
+    let mut copy = Vec::new();
+    copy_verified(
+        &s.sealed,
+        &v,
+        &mut |p| {
+            copy.extend_from_slice(p);
+            Ok(())
+        },
+        &|_| {},
+    )
+    .unwrap();
+    assert!(copy == s.sealed, "the copy differs from the bundle");
+    // One flipped byte in the header, the first segment or the last one is caught.
+    let header = usize::try_from(v.offsets[0]).unwrap();
+    for at in [header + 3, header + 5000, s.sealed.len() - 1] {
+        let mut bad = s.sealed.clone();
+        bad[at] ^= 0x80;
+        let r = copy_verified(&bad, &v, &mut |_| Ok(()), &|_| {});
+        assert!(
+            matches!(r, Err(CopyError::Bundle(Error::CiphertextMismatch(0)))),
+            "flip at {at}: {r:?}"
+        );
+    }
+    // A failed write is reported as such.
+    let r = copy_verified(
+        &s.sealed,
+        &v,
+        &mut |_| Err(std::io::Error::from_raw_os_error(28)),
+        &|_| {},
+    );
+    assert!(matches!(r, Err(CopyError::Write(e)) if e.raw_os_error() == Some(28)));
+    // A source of another length than the manifest describes is refused before any write.
+    let mut longer = s.sealed;
+    longer.push(0);
+    let r = copy_verified(&longer, &v, &mut |_| panic!("written"), &|_| {});
+    assert!(matches!(r, Err(CopyError::Bundle(_))));
+}

@@ -5,8 +5,9 @@
 //! size cap → signatures against the trust store (only the bounded front is read) → targets and
 //! this appliance's recipient stanza (the file key is unwrapped, then dropped) → expiry →
 //! rollback against the MAC'd store state → copy exactly the fstat'd length into a staging file
-//! on the appliance, fsync → verify the STAGED copy again, including every ciphertext hash →
-//! atomic rename, fsync of the directory → store state update → older versions pruned.
+//! on the appliance, hashing the bytes written (every ciphertext tree hash checked against the
+//! signed manifest) and fsyncing → the staged front parsed and checked again → atomic rename,
+//! fsync of the directory → store state update → older versions pruned.
 //! A crash leaves at most a `.staging-*.partial` file, removed at the next import.
 
 use std::io::Write;
@@ -145,6 +146,8 @@ pub(super) fn import(cli: &Cli, paths: &[PathBuf], o: &ImportOpts) -> Result<()>
                     ));
                 }
                 Ok(Outcome::Already(name, v)) => {
+                    // Finishes what an interrupted import of it may have left undone.
+                    prune(&models, &trust, &name, v, o.keep_previous);
                     output::info(format!(
                         "accepted {}: {name} version {v} was already installed",
                         f.display()
@@ -224,7 +227,7 @@ fn import_one(
     let mut rnd = [0u8; 8];
     crate::crypto::rng::fill(&mut rnd).map_err(crate::keys::Error::from)?;
     let staging = models.join(format!(".staging-{}.partial", hex::encode(rnd)));
-    let result = stage_and_install(&src, &env, &staging, &dest, trust, models);
+    let result = stage_and_install(&src, &v, &env, &staging, &dest, trust, models);
     if result.is_err() {
         let _ = std::fs::remove_file(&staging);
     }
@@ -236,6 +239,7 @@ fn import_one(
 
 fn stage_and_install(
     src: &bundle::FileAt,
+    v: &bundle::Verified,
     env: &Envelope,
     staging: &Path,
     dest: &Path,
@@ -251,36 +255,36 @@ fn stage_and_install(
         .create_new(true)
         .open(staging)
         .map_err(io)?;
-    let total = src.len();
-    let pb = output::progress(total, "importing");
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = 0u64;
-    while off < total {
-        let n = usize::try_from((total - off).min(buf.len() as u64)).unwrap_or(buf.len());
-        let chunk = buf.get_mut(..n).unwrap_or_default();
-        src.read_exact_at(chunk, off)
-            .map_err(|source| crate::Error::Io {
-                path: dest.to_owned(),
-                source,
-            })?;
-        out.write_all(chunk).map_err(io)?;
-        off += n as u64;
-        pb.inc(n as u64);
-    }
+    let pb = output::progress(src.len(), "importing");
+    // Hash what is written: every tree-hash segment is hashed from the buffer that goes to the
+    // staging file, in parallel with the write and its fdatasync (so write-back overlaps the
+    // hashing), and compared with the signed manifest. The medium is read once; what it holds
+    // afterwards does not matter.
+    bundle::copy_verified(
+        src,
+        v,
+        &mut |piece| {
+            out.write_all(piece)?;
+            out.sync_data()
+        },
+        &|n| pb.inc(n),
+    )
+    .map_err(|e| match e {
+        bundle::CopyError::Write(source) => io(source),
+        bundle::CopyError::Bundle(e) => berr(dest)(e),
+    })?;
     out.sync_all().map_err(io)?;
     drop(out);
     pb.finish_and_clear();
-    // Verify the staged copy, not the medium (which can change under us).
+    // The staged front (manifest and signatures, not tree-hashed) must be the one checked.
     let staged = super::open_bundle(staging)?;
     let senv = Envelope::parse(&staged).map_err(berr(staging))?;
     if senv.digest() != env.digest() {
-        return Err(crate::Error::Usage(format!(
-            "{}: the bundle changed while it was being copied; try again",
-            staging.display()
+        return Err(berr(staging)(bundle::Error::InvalidValue(
+            "staged copy (its manifest or signatures changed while it was copied)",
         )));
     }
-    let sv = senv.verify(trust).map_err(berr(staging))?;
-    bundle::verify_ciphertexts(&staged, &sv, &|_| {}).map_err(berr(staging))?;
+    senv.verify(trust).map_err(berr(staging))?;
     std::fs::rename(staging, dest).map_err(|source| crate::Error::Io {
         path: dest.to_owned(),
         source,

@@ -68,50 +68,68 @@ fn with_arena<T>(
             crate::Error::Usage(format!("{}: bundle has no GGUF artifact", path.display()))
         })?;
     let appliance = super::load_appliance(&cli.root, &o.passphrase)?;
-    let read_verify = t0.elapsed();
-    let t1 = Instant::now();
-    let len = usize::try_from(v.manifest.artifacts.get(idx).map_or(0, |a| a.pt_len))
-        .map_err(|_| crate::Error::Usage("model too large for this machine".into()))?;
-    let mut arena = LockedBuf::new(len, o.require_mlock)?;
-    bundle::open_artifact(&src, &v, idx, &appliance, &mut arena).map_err(berr(path))?;
     let audit_key = appliance.derive_key(crate::audit::AUDIT_KEY);
-    drop(appliance);
-    let unwrap_decrypt = t1.elapsed();
-    let arena_locked = matches!(arena.lock_status(), LockStatus::Locked);
-    let t2 = Instant::now();
-    let built = build(arena.as_slice())?;
-    drop(arena);
-    let lock = crate::secure::mem::lock_current();
-    let weights_locked = lock.is_ok();
-    if let (true, Err(source)) = (o.require_mlock, lock) {
-        return Err(crate::secure::Error::LockRequired {
-            len,
-            limit: crate::secure::mem::memlock_limit(),
-            source,
+    // From here on the audit key is at hand: a failed load is recorded.
+    let loaded = (|| -> Result<(T, LoadReport)> {
+        let read_verify = t0.elapsed();
+        let t1 = Instant::now();
+        let len = usize::try_from(v.manifest.artifacts.get(idx).map_or(0, |a| a.pt_len))
+            .map_err(|_| crate::Error::Usage("model too large for this machine".into()))?;
+        let mut arena = LockedBuf::new(len, o.require_mlock)?;
+        bundle::open_artifact(&src, &v, idx, &appliance, &mut arena).map_err(berr(path))?;
+        drop(appliance);
+        let unwrap_decrypt = t1.elapsed();
+        let arena_locked = matches!(arena.lock_status(), LockStatus::Locked);
+        let t2 = Instant::now();
+        let built = build(arena.as_slice())?;
+        drop(arena);
+        let lock = crate::secure::mem::lock_current();
+        let weights_locked = lock.is_ok();
+        if let (true, Err(source)) = (o.require_mlock, lock) {
+            return Err(crate::secure::Error::LockRequired {
+                len,
+                limit: crate::secure::mem::memlock_limit(),
+                source,
+            }
+            .into());
         }
-        .into());
-    }
-    let report = LoadReport {
-        model: v.manifest.name.clone(),
-        version: v.manifest.version,
-        marking: v.manifest.marking.clone(),
-        bundle: path.display().to_string(),
-        read_verify_ms: read_verify.as_secs_f64() * 1e3,
-        unwrap_decrypt_ms: unwrap_decrypt.as_secs_f64() * 1e3,
-        build_ms: t2.elapsed().as_secs_f64() * 1e3,
-        arena_locked,
-        weights_locked,
+        let report = LoadReport {
+            model: v.manifest.name.clone(),
+            version: v.manifest.version,
+            marking: v.manifest.marking.clone(),
+            bundle: path.display().to_string(),
+            read_verify_ms: read_verify.as_secs_f64() * 1e3,
+            unwrap_decrypt_ms: unwrap_decrypt.as_secs_f64() * 1e3,
+            build_ms: t2.elapsed().as_secs_f64() * 1e3,
+            arena_locked,
+            weights_locked,
+        };
+        crate::audit::append(
+            &cli.root.join("audit"),
+            &audit_key,
+            "model_load",
+            json!({
+                "model": report.model, "version": report.version, "bundle": report.bundle,
+                "arena_locked": report.arena_locked, "weights_locked": report.weights_locked,
+                "load_ms": (report.read_verify_ms + report.unwrap_decrypt_ms + report.build_ms) as u64,
+            }),
+        )?;
+        Ok((built, report))
+    })();
+    let (built, report) = match loaded {
+        Ok(x) => x,
+        Err(e) => {
+            // Best effort: the load error is what the operator must see.
+            let _ = crate::audit::append(
+                &cli.root.join("audit"),
+                &audit_key,
+                "load_failed",
+                json!({"model": v.manifest.name, "version": v.manifest.version,
+                       "class": e.class(), "reason": e.to_string()}),
+            );
+            return Err(e);
+        }
     };
-    crate::audit::append(
-        &cli.root.join("audit"),
-        &audit_key,
-        "model_load",
-        json!({
-            "model": report.model, "version": report.version, "bundle": report.bundle,
-            "arena_locked": report.arena_locked, "weights_locked": report.weights_locked,
-            "load_ms": (report.read_verify_ms + report.unwrap_decrypt_ms + report.build_ms) as u64,
-        }),
-    )?;
     Ok((built, report, audit_key))
 }
 
@@ -264,7 +282,18 @@ pub(super) fn ask(cli: &Cli, o: &AskOpts<'_>) -> Result<()> {
                 }
                 return Ok(());
             }
-            Event::Error(e) => return Err(e.into()),
+            Event::Error(e) => {
+                let e = crate::Error::from(e);
+                let _ = crate::audit::append(
+                    &cli.root.join("audit"),
+                    &audit_key,
+                    "query_failed",
+                    json!({"model": report.model, "version": report.version,
+                           "class": e.class(), "reason": e.to_string(),
+                           "prompt_sha384": hex::encode(crate::crypto::hash::sha384(&[prompt.as_bytes()]))}),
+                );
+                return Err(e);
+            }
         }
     }
     Err(engine::Error::Stopped.into())

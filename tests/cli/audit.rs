@@ -183,3 +183,38 @@ fn show_filters_by_event_and_time() {
         .code(2)
         .stderr(contains("--since yesterday-ish: expected a date"));
 }
+
+#[test]
+fn failed_loads_and_queries_are_recorded_without_the_prompt() {
+    let env = TestEnv::new().with_keys();
+    let gguf = env.tiny_model("tiny.gguf", 0);
+    let b = env.seal(&gguf, "tiny.rpk", &[]);
+    env.cmd().arg("import").arg(&b).assert().success();
+    // A prompt longer than the tiny model's 64-token context fails in the engine.
+    let prompt = "SECRETWORD ".repeat(100);
+    let out = env.cmd().args(["ask", &prompt]).assert().failure();
+    let code = out.get_output().status.code();
+    let e = events(&env);
+    let failed = e.iter().find(|r| r["event"] == "query_failed").unwrap();
+    assert!(failed["details"]["class"].is_string());
+    assert_eq!(
+        failed["details"]["prompt_sha384"].as_str().unwrap().len(),
+        96
+    );
+    assert!(code.is_some_and(|c| c != 0));
+    let log = std::fs::read_to_string(env.root.join("audit/audit.log")).unwrap();
+    assert!(!log.contains("SECRETWORD"));
+    // A ciphertext byte changed in the installed bundle: the signatures still verify, the
+    // GCM tag does not, and the failed load is on record.
+    let installed = env.root.join("models/test-model-v1.rpk");
+    let mut bytes = std::fs::read(&installed).unwrap();
+    let n = bytes.len();
+    bytes[n - 100] ^= 1;
+    std::fs::write(&installed, bytes).unwrap();
+    env.cmd().args(["ask", "hello"]).assert().code(3);
+    let e = events(&env);
+    let last = e.last().unwrap();
+    assert_eq!(last["event"], "load_failed", "{last}");
+    assert_eq!(last["details"]["model"], "test-model");
+    env.cmd().args(["audit", "verify"]).assert().success();
+}

@@ -14,15 +14,8 @@ use crate::util::TestEnv;
 /// for kills to land inside every phase of the import.
 const PADDED: usize = 24 << 20;
 
-/// A tiny llama GGUF that answers, padded with trailing bytes (ignored by GGUF readers).
 fn model(env: &TestEnv, file: &str, pad_to: usize) -> PathBuf {
-    let mut g = rempart::engine::testing::tiny_gguf(&Default::default());
-    if g.len() < pad_to {
-        g.resize(pad_to, 0x5a);
-    }
-    let p = env.path(file);
-    std::fs::write(&p, g).unwrap();
-    p
+    env.tiny_model(file, pad_to)
 }
 
 fn seal(env: &TestEnv, model: &Path, version: u64) -> PathBuf {

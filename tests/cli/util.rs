@@ -132,6 +132,18 @@ impl TestEnv {
             .expect("setpriv (util-linux) is installed")
     }
 
+    /// Writes a tiny llama GGUF that answers (random weights, 64-token context), padded with
+    /// trailing bytes that GGUF readers ignore up to `pad_to`, and returns its path.
+    pub fn tiny_model(&self, file: &str, pad_to: usize) -> PathBuf {
+        let mut g = rempart::engine::testing::tiny_gguf(&Default::default());
+        if g.len() < pad_to {
+            g.resize(pad_to, 0x5a);
+        }
+        let p = self.path(file);
+        std::fs::write(&p, g).unwrap();
+        p
+    }
+
     /// Runs `rempart ARGS`, which must succeed, and parses its stdout as JSON.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self
