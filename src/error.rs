@@ -23,6 +23,8 @@ pub const EXIT_POLICY: u8 = 6;
 pub const EXIT_NO_MODEL: u8 = 7;
 /// Exit code: the model or request cannot be run (architecture, tokenizer, template, context).
 pub const EXIT_ENGINE: u8 = 8;
+/// Exit code: a power-up known-answer self-test failed; nothing was run.
+pub const EXIT_SELFTEST: u8 = 9;
 
 /// Anything a command can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,12 @@ pub enum Error {
     /// The store state is unusable.
     #[error(transparent)]
     StoreState(#[from] store::state::StateError),
+    /// A known-answer self-test failed.
+    #[error("self-test FAILED: {} (a cryptographic primitive gives wrong answers; this binary or machine must not be used)", failed.join(", "))]
+    SelfTest {
+        /// The tests that failed.
+        failed: Vec<&'static str>,
+    },
     /// An output file exists and would be overwritten.
     #[error("{}: already exists (use --force to replace it)", path.display())]
     Exists {
@@ -123,6 +131,7 @@ impl Error {
             Self::Store(store::Error::BadSpec(_)) => EXIT_USAGE,
             Self::Store(store::Error::Unverified { .. }) => EXIT_SIGNATURE,
             Self::Store(_) => EXIT_NO_MODEL,
+            Self::SelfTest { .. } => EXIT_SELFTEST,
         }
     }
 
@@ -136,6 +145,7 @@ impl Error {
             EXIT_USAGE => "usage",
             EXIT_NO_MODEL => "no_model",
             EXIT_ENGINE => "engine",
+            EXIT_SELFTEST => "selftest",
             _ => "io",
         }
     }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod keys;
 pub mod secure;
+pub mod selftest;
 pub mod store;
 
 pub use error::Error;

@@ -12,6 +12,15 @@ fn main() -> ExitCode {
         output::error(&e);
         return ExitCode::from(rempart::error::EXIT_IO);
     }
+    // Power-up known-answer tests of every primitive, before any key or bundle is read.
+    let kats = rempart::selftest::run();
+    if !kats.failed().is_empty() {
+        let e = rempart::Error::SelfTest {
+            failed: kats.failed(),
+        };
+        output::error(&e);
+        return ExitCode::from(e.exit_code());
+    }
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
