@@ -129,16 +129,30 @@ pub(super) fn import(cli: &Cli, paths: &[PathBuf], o: &ImportOpts) -> Result<()>
             output::info(format!("{}: no .rpk bundle found", path.display()));
         }
         for f in files {
-            match import_one(&models, &f, &trust, &appliance, &mut state, o) {
+            // The acceptance is recorded after every check and before the rename that installs
+            // the bundle: a crash in between leaves a record and no install (the next import
+            // records it again), never an install without its record.
+            let mut record_accepted = |name: &str, v: u64| {
+                audit_cmd::record(
+                    &cli.root,
+                    &appliance,
+                    "import_accepted",
+                    json!({"file": f.display().to_string(), "model": name, "version": v,
+                           "allow_downgrade": o.allow_downgrade, "allow_expired": o.allow_expired}),
+                )
+            };
+            let outcome = import_one(
+                &models,
+                &f,
+                &trust,
+                &appliance,
+                &mut state,
+                o,
+                &mut record_accepted,
+            );
+            match outcome {
                 Ok(Outcome::Accepted(name, v)) => {
                     state.save(&models, &key)?;
-                    audit_cmd::record(
-                        &cli.root,
-                        &appliance,
-                        "import_accepted",
-                        json!({"file": f.display().to_string(), "model": name, "version": v,
-                               "allow_downgrade": o.allow_downgrade, "allow_expired": o.allow_expired}),
-                    )?;
                     prune(&models, &trust, &name, v, o.keep_previous);
                     output::info(format!(
                         "accepted {}: {name} version {v} installed",
@@ -179,6 +193,7 @@ fn import_one(
     appliance: &ApplianceSecret,
     state: &mut State,
     o: &ImportOpts,
+    record_accepted: &mut dyn FnMut(&str, u64) -> Result<()>,
 ) -> Result<Outcome> {
     let src = super::open_bundle(path)?;
     if src.len() > MAX_BUNDLE_BYTES {
@@ -227,7 +242,9 @@ fn import_one(
     let mut rnd = [0u8; 8];
     crate::crypto::rng::fill(&mut rnd).map_err(crate::keys::Error::from)?;
     let staging = models.join(format!(".staging-{}.partial", hex::encode(rnd)));
-    let result = stage_and_install(&src, &v, &env, &staging, &dest, trust, models);
+    let result = stage_and_install(&src, &v, &env, &staging, &dest, trust, &mut || {
+        record_accepted(&m.name, m.version)
+    });
     if result.is_err() {
         let _ = std::fs::remove_file(&staging);
     }
@@ -244,8 +261,9 @@ fn stage_and_install(
     staging: &Path,
     dest: &Path,
     trust: &TrustStore,
-    models: &Path,
+    before_install: &mut dyn FnMut() -> Result<()>,
 ) -> Result<()> {
+    let models = dest.parent().unwrap_or(Path::new("."));
     let io = |source| crate::Error::Io {
         path: staging.to_owned(),
         source,
@@ -285,6 +303,7 @@ fn stage_and_install(
         )));
     }
     senv.verify(trust).map_err(berr(staging))?;
+    before_install()?;
     std::fs::rename(staging, dest).map_err(|source| crate::Error::Io {
         path: dest.to_owned(),
         source,
