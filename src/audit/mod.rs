@@ -374,11 +374,21 @@ pub fn append(
         .open(&log)
         .map_err(io)?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io(e.into()))?;
-    let mut chain = head_or_new(dir, key)?;
-    if chain.seq == 0 && read_head(dir, key)?.is_none() {
-        // The head exists before the first record, so a log without one is always tampered.
-        write_head(dir, key, &chain)?;
-    }
+    let mut chain = match read_head(dir, key)? {
+        Some(h) => h,
+        None if f.metadata().map_err(io)?.len() == 0 => {
+            // The head exists before the first record, so a log without one is tampered.
+            let empty = Chain::empty();
+            write_head(dir, key, &empty)?;
+            empty
+        }
+        None => {
+            return Err(Error::Tampered {
+                record: 0,
+                why: "head missing",
+            });
+        }
+    };
     let file_len = f.metadata().map_err(io)?.len();
     let beyond = file_len.checked_sub(chain.len).ok_or(Error::Tampered {
         record: chain.seq,

@@ -164,7 +164,6 @@ pub fn verify_ciphertexts(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), Error> {
     for (i, entry) in v.manifest.artifacts.iter().enumerate() {
-        let idx16 = u16::try_from(i).map_err(|_| Error::InvalidValue("artifact index"))?;
         read_header(src, v, i)?;
         let offset = *v
             .offsets
@@ -186,11 +185,27 @@ pub fn verify_ciphertexts(
                 Ok(hash::sha384(&[&buf]))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if !ct_eq(&hash::tree_root(total, &leaves), &entry.ct_tree_sha384) {
-            return Err(Error::CiphertextMismatch(idx16));
-        }
+        check_tree(v, i, &leaves)?;
     }
     Ok(())
+}
+
+/// Compares artifact `i`'s tree root over `leaves` with the signed manifest.
+fn check_tree(v: &Verified, i: usize, leaves: &[[u8; 48]]) -> Result<(), Error> {
+    let idx16 = u16::try_from(i).map_err(|_| Error::InvalidValue("artifact index"))?;
+    let entry = v
+        .manifest
+        .artifacts
+        .get(i)
+        .ok_or(Error::InvalidValue("artifact index"))?;
+    let total = entry
+        .total_len()
+        .ok_or(Error::InvalidValue("artifact length"))?;
+    if ct_eq(&hash::tree_root(total, leaves), &entry.ct_tree_sha384) {
+        Ok(())
+    } else {
+        Err(Error::CiphertextMismatch(idx16))
+    }
 }
 
 /// Why [`copy_verified`] failed.
@@ -291,15 +306,8 @@ pub fn copy_verified(
             ))),
         }
     })?;
-    for (i, entry) in v.manifest.artifacts.iter().enumerate() {
-        let idx16 = u16::try_from(i).map_err(|_| Error::InvalidValue("artifact index"))?;
-        let total = entry
-            .total_len()
-            .ok_or(Error::InvalidValue("artifact length"))?;
-        let l = leaves.get(i).map(Vec::as_slice).unwrap_or_default();
-        if !ct_eq(&hash::tree_root(total, l), &entry.ct_tree_sha384) {
-            return Err(Error::CiphertextMismatch(idx16).into());
-        }
+    for (i, l) in leaves.iter().enumerate() {
+        check_tree(v, i, l)?;
     }
     Ok(())
 }

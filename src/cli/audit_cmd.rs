@@ -86,12 +86,7 @@ fn parse_since(s: &str) -> Result<std::time::SystemTime> {
             .checked_sub(age)
             .ok_or_else(|| crate::Error::Usage(format!("--since {s}: too far back")));
     }
-    let full = if s.len() == 10 {
-        format!("{s}T00:00:00Z")
-    } else {
-        s.to_owned()
-    };
-    humantime::parse_rfc3339_weak(&full).map_err(|_| {
+    super::parse_time(s).ok_or_else(|| {
         crate::Error::Usage(format!(
             "--since {s}: expected a date (2026-11-30), a time (2026-11-30T09:00:00Z) or an age (24h, 7d)"
         ))

@@ -335,16 +335,6 @@ fn prune(models: &Path, trust: &TrustStore, name: &str, current: u64, keep: usiz
     let _ = sync_dir(models);
 }
 
-/// `98.4 MB`-style sizes for the human listing (`--json` gives exact bytes).
-fn human_bytes(n: u64) -> String {
-    let f = n as f64;
-    match n {
-        0..1_000_000 => format!("{:.1} kB", f / 1e3),
-        1_000_000..1_000_000_000 => format!("{:.1} MB", f / 1e6),
-        _ => format!("{:.2} GB", f / 1e9),
-    }
-}
-
 pub(super) fn list(cli: &Cli, json_out: bool) -> Result<()> {
     let trust = TrustStore::load(&cli.trusted_dir())?;
     let (all, skipped) = store::catalog(&cli.root.join("models"), &trust)?;
@@ -382,7 +372,7 @@ pub(super) fn list(cli: &Cli, json_out: bool) -> Result<()> {
             "{:<24} v{:<6} {:>10} {:<8} {:<7} {:<20} {:<17} {:<20} expires {}",
             m.name,
             m.version,
-            human_bytes(i.bytes),
+            indicatif::DecimalBytes(i.bytes).to_string(),
             m.architecture.as_deref().unwrap_or("-"),
             m.quantization.as_deref().unwrap_or("-"),
             m.marking.as_deref().unwrap_or("-"),

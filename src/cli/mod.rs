@@ -341,14 +341,14 @@ pub enum TrustAction {
     },
 }
 
-/// `rempart selftest`: the known answers again (`main` has already run them once) and the
-/// hardening in force, read back from /proc.
+/// `rempart selftest`: the power-up known answers (run once by `main`) and the hardening in
+/// force, read back from /proc.
 #[allow(
     clippy::disallowed_methods,
     reason = "/proc/self/status is the kernel's, not untrusted input"
 )]
 fn selftest(json_out: bool) -> Result<()> {
-    let r = crate::selftest::run();
+    let r = crate::selftest::power_up();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let field = |k: &str| {
         status
@@ -664,6 +664,16 @@ pub(crate) fn now() -> u64 {
 }
 
 /// Formats Unix seconds as RFC 3339 (UTC, seconds).
+/// Parses `YYYY-MM-DD` (midnight UTC) or an RFC 3339 time.
+pub(crate) fn parse_time(s: &str) -> Option<std::time::SystemTime> {
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_owned()
+    };
+    humantime::parse_rfc3339_weak(&full).ok()
+}
+
 pub(crate) fn fmt_time(secs: u64) -> String {
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
         .to_string()

@@ -53,12 +53,7 @@ fn load_recipient(path: &Path, pass: &PassphraseSource) -> Result<Rcpt> {
 
 /// Parses YYYY-MM-DD (midnight UTC) or RFC 3339.
 fn parse_date(s: &str) -> Result<u64> {
-    let full = if s.len() == 10 {
-        format!("{s}T00:00:00Z")
-    } else {
-        s.to_owned()
-    };
-    let t = humantime::parse_rfc3339_weak(&full).map_err(|_| {
+    let t = super::parse_time(s).ok_or_else(|| {
         crate::Error::Usage(format!("--expires {s:?}: expected YYYY-MM-DD or RFC 3339"))
     })?;
     t.duration_since(std::time::UNIX_EPOCH)

@@ -207,6 +207,13 @@ fn fault() -> Option<String> {
     }
 }
 
+/// The power-up result: the tests run once per process, on first call (`main` calls it before
+/// any command; `rempart selftest` shows the same result).
+pub fn power_up() -> &'static Report {
+    static REPORT: std::sync::OnceLock<Report> = std::sync::OnceLock::new();
+    REPORT.get_or_init(run)
+}
+
 /// Runs every known-answer test.
 pub fn run() -> Report {
     let start = Instant::now();

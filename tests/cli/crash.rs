@@ -14,10 +14,6 @@ use crate::util::TestEnv;
 /// for kills to land inside every phase of the import.
 const PADDED: usize = 24 << 20;
 
-fn model(env: &TestEnv, file: &str, pad_to: usize) -> PathBuf {
-    env.tiny_model(file, pad_to)
-}
-
 fn seal(env: &TestEnv, model: &Path, version: u64) -> PathBuf {
     let out = env.path(&format!("m-{version}.rpk"));
     env.seal_cmd(model, env.key("appliance.kek"), &out)
@@ -92,13 +88,13 @@ fn rempart(env: &TestEnv) -> std::process::Command {
 /// A fresh appliance with version 1 (a tiny model) installed, and the padded model's path.
 fn with_v1() -> (TestEnv, PathBuf) {
     let env = TestEnv::new().with_keys();
-    let small = model(&env, "small.gguf", 0);
+    let small = env.tiny_model("small.gguf", 0);
     env.cmd()
         .arg("import")
         .arg(seal(&env, &small, 1))
         .assert()
         .success();
-    let big = model(&env, "big.gguf", PADDED);
+    let big = env.tiny_model("big.gguf", PADDED);
     (env, big)
 }
 
@@ -215,7 +211,7 @@ fn a_full_disk_during_the_copy_fails_cleanly_and_keeps_the_installed_model() {
 #[test]
 fn a_bundle_that_grows_or_changes_on_the_medium_during_the_copy_never_installs_changed_bytes() {
     let env = TestEnv::new().with_keys();
-    let big = model(&env, "big.gguf", PADDED);
+    let big = env.tiny_model("big.gguf", PADDED);
     // Either outcome is right, depending on where the writes land: a refusal (the medium's
     // bundle no longer matches its signature, or is longer than its manifest says), or a
     // byte-identical install (only bytes that were checked were copied).
