@@ -29,3 +29,36 @@ pub fn header(data: &[u8]) {
         assert_eq!(h.encode(), data, "header encoding is not canonical");
     }
 }
+
+/// Decodes a key file as each kind (no passphrase available, so a protected file stops
+/// before Argon2id), then the public key bytes as the trust store and recipients do.
+pub fn key_file(data: &[u8]) {
+    use crate::keys::{Kind, PassphraseSource};
+    let path = std::path::Path::new("fuzz.key");
+    for kind in [
+        Kind::ApplianceSecret,
+        Kind::AppliancePublic,
+        Kind::ApplianceKek,
+        Kind::PublisherSecret,
+        Kind::PublisherPublic,
+    ] {
+        if let Ok(f) =
+            crate::keys::decode_key_file(data, 0o600, path, kind, &PassphraseSource::None)
+        {
+            let _ = crate::keys::PublisherPublic::from_bytes(&f.public);
+            let _ = crate::keys::appliance_key_id(&f.public);
+        }
+    }
+}
+
+/// Verifies audit log bytes as records continuing an empty chain, and parses them as a head.
+pub fn audit_log(data: &[u8]) {
+    crate::audit::fuzz(data);
+}
+
+/// The GGUF metadata path a decrypted model takes before any weight is used: the header and
+/// metadata reader, `describe`, and the tokenizer and chat template built from the metadata.
+pub fn gguf(data: &[u8]) {
+    let _ = crate::engine::describe(data);
+    let _ = crate::engine::load_tokenizer(data);
+}

@@ -12,15 +12,6 @@ fn main() -> ExitCode {
         output::error(&e);
         return ExitCode::from(rempart::error::EXIT_IO);
     }
-    // Power-up known-answer tests of every primitive, before any key or bundle is read.
-    let kats = rempart::selftest::power_up();
-    if !kats.failed().is_empty() {
-        let e = rempart::Error::SelfTest {
-            failed: kats.failed(),
-        };
-        output::error(&e);
-        return ExitCode::from(e.exit_code());
-    }
     let args = match cli::Cli::try_parse() {
         Ok(a) => a,
         Err(e) => {
@@ -33,6 +24,21 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Before any key, bundle or model is read, and while single-threaded: Landlock limited to
+    // what this command touches, then the seccomp allowlist (no network, exec or ptrace).
+    if let Err(e) = rempart::secure::sandbox::enter(&args.fs_policy()) {
+        output::error(&e);
+        return ExitCode::from(rempart::error::EXIT_IO);
+    }
+    // Power-up known-answer tests of every primitive, before any key or bundle is read.
+    let kats = rempart::selftest::power_up();
+    if !kats.failed().is_empty() {
+        let e = rempart::Error::SelfTest {
+            failed: kats.failed(),
+        };
+        output::error(&e);
+        return ExitCode::from(e.exit_code());
+    }
     match cli::run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -358,6 +358,8 @@ fn selftest(json_out: bool) -> Result<()> {
             .unwrap_or_else(|| "unknown".into())
     };
     let core = rustix::process::getrlimit(rustix::process::Resource::Core).current;
+    let sandbox = crate::secure::sandbox::status();
+    let threads = crate::secure::sandbox::threads_status();
     let hardening = serde_json::json!({
         "core_dumps": if core == Some(0) { "disabled (RLIMIT_CORE 0)" } else { "ENABLED" },
         "dumpable": rustix::process::dumpable_behavior()
@@ -365,9 +367,14 @@ fn selftest(json_out: bool) -> Result<()> {
             .unwrap_or_else(|_| "unknown".into()),
         "no_new_privs": field("NoNewPrivs:"),
         "seccomp": field("Seccomp:"),
+        "seccomp_allowed_syscalls": sandbox.map(|s| s.seccomp_allowed_syscalls),
+        "landlock": sandbox.map_or("not entered", |s| s.landlock.as_str()),
+        "fs_read": sandbox.map(|s| &s.read),
+        "fs_write": sandbox.map(|s| &s.write),
+        "threads": threads,
+        "spawn_process": crate::secure::sandbox::spawn_probe(),
         "memlock_limit": crate::secure::mem::memlock_limit(),
         "locked_kib": field("VmLck:"),
-        "landlock": "not applied (not implemented yet)",
     });
     if json_out {
         output::json(
@@ -403,6 +410,88 @@ fn selftest(json_out: bool) -> Result<()> {
 }
 
 impl Cli {
+    /// What this command may touch on the filesystem once the sandbox is entered
+    /// ([`crate::secure::sandbox`]): the appliance root read-only, the audit log writable, and
+    /// only the files and directories the command names or writes.
+    pub fn fs_policy(&self) -> crate::secure::sandbox::FsPolicy {
+        let root = &self.root;
+        let audit = root.join("audit");
+        let appliance = crate::secure::sandbox::FsPolicy::default()
+            .read(root)
+            .write(&audit);
+        let pass = |p: &Option<PathBuf>| p.iter().cloned().collect::<Vec<_>>();
+        let mut p = match &self.command {
+            Command::Keygen {
+                passphrase_file,
+                out_dir,
+                ..
+            } => match out_dir {
+                Some(d) => crate::secure::sandbox::FsPolicy::default().write(d),
+                None => appliance.write(root),
+            }
+            .with_read(pass(passphrase_file)),
+            Command::Trust {
+                action,
+                passphrase_file,
+            } => appliance
+                .write(self.trusted_dir())
+                .with_read(pass(passphrase_file))
+                .with_read(match action {
+                    TrustAction::Add { file } => Some(file.clone()),
+                    _ => None,
+                }),
+            Command::Seal {
+                model,
+                to,
+                sign,
+                passphrase_file,
+                out,
+                ..
+            } => crate::secure::sandbox::FsPolicy::default()
+                .read(model)
+                .with_read(to.iter().chain(sign).cloned())
+                .with_read(pass(passphrase_file))
+                // The bundle is written next to OUT, then renamed over it.
+                .write(out.parent().unwrap_or_else(|| Path::new("."))),
+            Command::Inspect { bundle, .. } => crate::secure::sandbox::FsPolicy::default()
+                .read(self.trusted_dir())
+                .read(bundle),
+            Command::Verify {
+                bundle,
+                passphrase_file,
+                ..
+            } => appliance.read(bundle).with_read(pass(passphrase_file)),
+            Command::Import {
+                paths,
+                passphrase_file,
+                ..
+            } => appliance
+                .write(root.join("models"))
+                .with_read(paths.iter().cloned())
+                .with_read(pass(passphrase_file)),
+            Command::Remove { .. } => appliance.write(root.join("models")),
+            Command::Bench {
+                bundle,
+                passphrase_file,
+                ..
+            } => appliance
+                .with_read(bundle.iter().cloned())
+                .with_read(pass(passphrase_file)),
+            Command::Audit {
+                passphrase_file, ..
+            }
+            | Command::Ask {
+                passphrase_file, ..
+            }
+            | Command::Tokenize {
+                passphrase_file, ..
+            } => appliance.with_read(pass(passphrase_file)),
+            Command::List { .. } | Command::Selftest { .. } => appliance,
+        };
+        p.read.sort();
+        p
+    }
+
     fn keys_dir(&self) -> PathBuf {
         self.root.join("keys")
     }

@@ -217,12 +217,24 @@ pub fn read_key_file(
     expected: Kind,
     pass: &PassphraseSource,
 ) -> Result<KeyFile, Error> {
+    let (buf, file_mode) = read_bounded_mode(path, MAX_KEY_FILE)?;
+    decode_key_file(&buf, file_mode, path, expected, pass)
+}
+
+/// Decodes the bytes of a key file read from `path` (named in errors) with permission bits
+/// `file_mode`; the untrusted-input half of [`read_key_file`], also the fuzz entry point.
+pub(crate) fn decode_key_file(
+    buf: &[u8],
+    file_mode: u32,
+    path: &Path,
+    expected: Kind,
+    pass: &PassphraseSource,
+) -> Result<KeyFile, Error> {
     let bad = |what| Error::Malformed {
         path: path.to_owned(),
         what,
     };
-    let (buf, file_mode) = read_bounded_mode(path, MAX_KEY_FILE)?;
-    let mut r = Reader::new(&buf);
+    let mut r = Reader::new(buf);
     if r.array::<4>("magic").map_err(|_| bad("too short"))? != MAGIC {
         return Err(bad("bad magic"));
     }

@@ -16,6 +16,8 @@ mod file;
 pub mod trust;
 
 pub use error::Error;
+#[cfg(fuzzing)]
+pub(crate) use file::decode_key_file;
 pub use file::{KeyFile, Kind, Passphrase, PassphraseSource, read_key_file, write_key_file};
 pub use trust::TrustStore;
 

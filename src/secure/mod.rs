@@ -6,6 +6,7 @@
 
 pub mod harden;
 pub mod mem;
+pub mod sandbox;
 mod sys;
 
 pub use mem::{LockStatus, LockedBuf};

@@ -1,0 +1,500 @@
+//! The runtime sandbox, entered once the command line is parsed and before any key, bundle or
+//! model is read: a Landlock ruleset confining the filesystem to what the command needs, then a
+//! seccomp-bpf allowlist of system calls. Both policies are data in this file.
+//!
+//! # Security
+//! - **seccomp** (every thread, `SECCOMP_FILTER_FLAG_TSYNC`): only the system calls in
+//!   [`ALLOWED`] run; any other returns `EPERM`. There is no socket-family call (socket,
+//!   connect, bind, listen, accept, sendto, sendmsg...), no ptrace, no process_vm_readv/writev,
+//!   no execve, no fork: `clone` is allowed only with `CLONE_THREAD` and `clone3` returns
+//!   `ENOSYS` (its flags sit in memory that a filter cannot read, so glibc falls back to
+//!   `clone`). `mmap` and `mprotect` cannot ask for executable memory, and `ioctl` is limited to
+//!   the terminal requests the passphrase prompt and the terminal UI need (no `TIOCSTI`).
+//! - **Landlock** (the kernel's unprivileged LSM, ABI 1 to 6 used as available): the process
+//!   may read only the appliance root and the files the command names, write only where the
+//!   command writes (the audit log, the model store, an output file's directory), connect or
+//!   bind no TCP port (ABI 4) and signal or reach no process or abstract socket outside itself
+//!   (ABI 6). Landlock binds the calling thread and its future threads, so it is entered
+//!   while the process has a single thread (checked).
+//! - Both are one-way: nothing can lift them for the life of the process.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible, Ruleset, RulesetAttr,
+    RulesetCreatedAttr, RulesetStatus, Scope, path_beneath_rules,
+};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule,
+};
+
+use super::Error;
+
+/// What the command may touch on the filesystem. Paths that do not exist yet (an output file,
+/// a root being created) are granted through their nearest existing ancestor.
+#[derive(Debug, Clone, Default)]
+pub struct FsPolicy {
+    /// Files and directories (recursively) the command may read.
+    pub read: Vec<PathBuf>,
+    /// Files and directories (recursively) the command may read, create, write and remove.
+    pub write: Vec<PathBuf>,
+}
+
+impl FsPolicy {
+    /// Adds a path to read.
+    #[must_use]
+    pub fn read(mut self, p: impl Into<PathBuf>) -> Self {
+        self.read.push(p.into());
+        self
+    }
+
+    /// Adds paths to read.
+    #[must_use]
+    pub fn with_read(mut self, ps: impl IntoIterator<Item = PathBuf>) -> Self {
+        self.read.extend(ps);
+        self
+    }
+
+    /// Adds a path to write.
+    #[must_use]
+    pub fn write(mut self, p: impl Into<PathBuf>) -> Self {
+        self.write.push(p.into());
+        self
+    }
+}
+
+/// What [`enter`] put in force, for `rempart selftest`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SandboxStatus {
+    /// "enforced (ABI n)", "partially enforced (ABI n)" or "not supported by this kernel".
+    pub landlock: String,
+    /// Number of system calls on the seccomp allowlist.
+    pub seccomp_allowed_syscalls: usize,
+    /// The paths granted for reading, as resolved.
+    pub read: Vec<String>,
+    /// The paths granted for writing, as resolved.
+    pub write: Vec<String>,
+}
+
+static STATUS: OnceLock<SandboxStatus> = OnceLock::new();
+
+/// The sandbox in force, if [`enter`] ran in this process.
+pub fn status() -> Option<&'static SandboxStatus> {
+    STATUS.get()
+}
+
+/// The system calls the appliance makes, found by tracing the whole test suite under
+/// `strace -f` (see SECURITY.md) plus the error paths of the C library and of Rust's std
+/// (abort, thread exit, sleeping). Everything else returns `EPERM`.
+const ALLOWED: &[(&str, i64)] = &[
+    // files and terminals
+    ("read", libc::SYS_read),
+    ("write", libc::SYS_write),
+    ("readv", libc::SYS_readv),
+    ("writev", libc::SYS_writev),
+    ("pread64", libc::SYS_pread64),
+    ("pwrite64", libc::SYS_pwrite64),
+    ("lseek", libc::SYS_lseek),
+    ("openat", libc::SYS_openat),
+    ("close", libc::SYS_close),
+    ("fstat", libc::SYS_fstat),
+    ("newfstatat", libc::SYS_newfstatat),
+    ("statx", libc::SYS_statx),
+    ("getdents64", libc::SYS_getdents64),
+    ("fcntl", libc::SYS_fcntl),
+    ("flock", libc::SYS_flock),
+    ("fsync", libc::SYS_fsync),
+    ("fdatasync", libc::SYS_fdatasync),
+    ("ftruncate", libc::SYS_ftruncate),
+    ("fchmod", libc::SYS_fchmod),
+    ("rename", libc::SYS_rename),
+    ("renameat", libc::SYS_renameat),
+    ("renameat2", libc::SYS_renameat2),
+    ("unlink", libc::SYS_unlink),
+    ("unlinkat", libc::SYS_unlinkat),
+    ("mkdir", libc::SYS_mkdir),
+    ("mkdirat", libc::SYS_mkdirat),
+    ("rmdir", libc::SYS_rmdir),
+    ("readlink", libc::SYS_readlink),
+    ("readlinkat", libc::SYS_readlinkat),
+    ("getcwd", libc::SYS_getcwd),
+    ("access", libc::SYS_access),
+    ("faccessat", libc::SYS_faccessat),
+    ("faccessat2", libc::SYS_faccessat2),
+    ("poll", libc::SYS_poll),
+    ("ppoll", libc::SYS_ppoll),
+    ("dup", libc::SYS_dup),
+    ("dup3", libc::SYS_dup3),
+    ("pipe2", libc::SYS_pipe2),
+    ("epoll_create1", libc::SYS_epoll_create1),
+    ("epoll_ctl", libc::SYS_epoll_ctl),
+    ("epoll_wait", libc::SYS_epoll_wait),
+    ("epoll_pwait", libc::SYS_epoll_pwait),
+    // memory (mmap, mprotect: no PROT_EXEC, see `rules`)
+    ("mmap", libc::SYS_mmap),
+    ("mprotect", libc::SYS_mprotect),
+    ("munmap", libc::SYS_munmap),
+    ("mremap", libc::SYS_mremap),
+    ("madvise", libc::SYS_madvise),
+    ("brk", libc::SYS_brk),
+    ("mlock", libc::SYS_mlock),
+    ("mlock2", libc::SYS_mlock2),
+    ("munlock", libc::SYS_munlock),
+    ("mlockall", libc::SYS_mlockall),
+    ("munlockall", libc::SYS_munlockall),
+    ("getrandom", libc::SYS_getrandom),
+    // threads (clone: CLONE_THREAD only, see `rules`) and time
+    ("clone", libc::SYS_clone),
+    ("clone3", libc::SYS_clone3), // ENOSYS from the first filter
+    ("futex", libc::SYS_futex),
+    ("set_robust_list", libc::SYS_set_robust_list),
+    ("rseq", libc::SYS_rseq),
+    ("sched_yield", libc::SYS_sched_yield),
+    ("sched_getaffinity", libc::SYS_sched_getaffinity),
+    ("nanosleep", libc::SYS_nanosleep),
+    ("clock_nanosleep", libc::SYS_clock_nanosleep),
+    ("clock_gettime", libc::SYS_clock_gettime),
+    ("gettimeofday", libc::SYS_gettimeofday),
+    ("exit", libc::SYS_exit),
+    ("exit_group", libc::SYS_exit_group),
+    // signals (abort raises SIGABRT on itself; Landlock scopes signals to this process)
+    ("rt_sigaction", libc::SYS_rt_sigaction),
+    ("rt_sigprocmask", libc::SYS_rt_sigprocmask),
+    ("rt_sigreturn", libc::SYS_rt_sigreturn),
+    ("sigaltstack", libc::SYS_sigaltstack),
+    ("tgkill", libc::SYS_tgkill),
+    // process attributes
+    ("getpid", libc::SYS_getpid),
+    ("gettid", libc::SYS_gettid),
+    ("getuid", libc::SYS_getuid),
+    ("geteuid", libc::SYS_geteuid),
+    ("getgid", libc::SYS_getgid),
+    ("getegid", libc::SYS_getegid),
+    ("prctl", libc::SYS_prctl),
+    ("prlimit64", libc::SYS_prlimit64),
+    ("umask", libc::SYS_umask),
+    ("uname", libc::SYS_uname),
+    ("ioctl", libc::SYS_ioctl),
+];
+
+/// The terminal `ioctl` requests allowed: termios get/set (passphrase prompt without echo,
+/// raw mode for the terminal UI), window size, pending bytes and non-blocking mode.
+const IOCTLS: &[u64] = &[
+    libc::TCGETS,
+    libc::TCSETS,
+    libc::TCSETSW,
+    libc::TCSETSF,
+    libc::TIOCGWINSZ,
+    libc::FIONREAD,
+    libc::FIONBIO,
+];
+
+/// Argument conditions for the calls that are allowed only in some forms.
+fn rules(nr: i64) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    let cond = |arg, len, op, v| SeccompCondition::new(arg, len, op, v);
+    let one = |c| SeccompRule::new(vec![c]);
+    let clone_thread = u64::try_from(libc::CLONE_THREAD).unwrap_or(u64::MAX);
+    let prot_exec = u64::try_from(libc::PROT_EXEC).unwrap_or(u64::MAX);
+    Ok(match nr {
+        // A new thread, never a new process.
+        libc::SYS_clone => vec![one(cond(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(clone_thread),
+            clone_thread,
+        )?)?],
+        // No new executable memory after start-up.
+        libc::SYS_mmap | libc::SYS_mprotect => vec![one(cond(
+            2,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::MaskedEq(prot_exec),
+            0,
+        )?)?],
+        libc::SYS_ioctl => IOCTLS
+            .iter()
+            .map(|&req| one(cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)?))
+            .collect::<Result<_, _>>()?,
+        _ => Vec::new(),
+    })
+}
+
+/// The two filters, in the order they are installed: `clone3` → ENOSYS, then the allowlist
+/// (anything else: EPERM; `seccomp` itself is not on it, so nothing can be added afterwards).
+/// The allowlist lets `clone3` through and the kernel applies the most restrictive verdict,
+/// so `clone3` sees ENOSYS and glibc falls back to the filtered `clone`.
+fn filters() -> Result<[BpfProgram; 2], Error> {
+    let arch = seccompiler::TargetArch::x86_64;
+    let err = |e: seccompiler::BackendError| Error::Harden {
+        step: "seccomp filter",
+        source: std::io::Error::other(e.to_string()),
+    };
+    let allow = ALLOWED
+        .iter()
+        .map(|&(_, nr)| rules(nr).map(|r| (nr, r)))
+        .collect::<Result<BTreeMap<_, _>, _>>()
+        .map_err(err)?;
+    let allowlist = SeccompFilter::new(
+        allow,
+        SeccompAction::Errno(errno(libc::EPERM)),
+        SeccompAction::Allow,
+        arch,
+    )
+    .map_err(err)?;
+    let no_clone3 = SeccompFilter::new(
+        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
+        SeccompAction::Allow,
+        SeccompAction::Errno(errno(libc::ENOSYS)),
+        arch,
+    )
+    .map_err(err)?;
+    Ok([
+        no_clone3.try_into().map_err(err)?,
+        allowlist.try_into().map_err(err)?,
+    ])
+}
+
+fn errno(e: i32) -> u32 {
+    u32::try_from(e).unwrap_or(1)
+}
+
+/// Seccomp mode and no_new_privs of one thread, from /proc/self/task/TID/status.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ThreadStatus {
+    /// Thread id.
+    pub tid: String,
+    /// The `Seccomp:` field (2 = filter mode).
+    pub seccomp: String,
+    /// The `NoNewPrivs:` field.
+    pub no_new_privs: String,
+}
+
+/// Starts the worker thread pool (as inference does) and reads back every thread's seccomp
+/// mode and no_new_privs flag, to show the filter covers them all.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "/proc/self/task is the kernel's, not untrusted input"
+)]
+pub fn threads_status() -> Vec<ThreadStatus> {
+    rayon::broadcast(|_| ());
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return Vec::new();
+    };
+    let mut out: Vec<ThreadStatus> = dir
+        .flatten()
+        .map(|e| {
+            let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+            let field = |k: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .map_or_else(|| "unknown".to_owned(), |v| v.trim().to_owned())
+            };
+            ThreadStatus {
+                tid: e.file_name().to_string_lossy().into_owned(),
+                seccomp: field("Seccomp:"),
+                no_new_privs: field("NoNewPrivs:"),
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| a.tid.cmp(&b.tid));
+    out
+}
+
+/// Tries to start `/bin/true` and says what happened: under the sandbox the fork or the exec
+/// is refused.
+pub fn spawn_probe() -> String {
+    match std::process::Command::new("/bin/true")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(st) => format!("ALLOWED (/bin/true ran: {st})"),
+        Err(e) => format!("denied ({e})"),
+    }
+}
+
+/// Number of threads in this process.
+#[allow(
+    clippy::disallowed_methods,
+    reason = "/proc/self/task is the kernel's, not untrusted input"
+)]
+fn thread_count() -> std::io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// The path itself if it exists, else its nearest existing ancestor (an output file's
+/// directory, the parent of a root about to be created).
+fn existing(p: &Path) -> PathBuf {
+    let mut cur = if p.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        p
+    };
+    loop {
+        if cur.exists() {
+            return cur.to_path_buf();
+        }
+        match cur.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => cur = parent,
+            _ => return PathBuf::from("."),
+        }
+    }
+}
+
+/// Paths every command may read besides its own: this process's /proc entries (status for
+/// `selftest`, cgroup limits for the thread count) and the terminal for the passphrase prompt.
+const BASE_READ: &[&str] = &["/proc/self", "/sys/fs/cgroup", "/sys/devices/system/cpu"];
+const BASE_WRITE: &[&str] = &["/dev/tty"];
+
+fn landlock(policy: &FsPolicy) -> Result<(String, Vec<String>, Vec<String>), Error> {
+    let err = |e: landlock::RulesetError| Error::Harden {
+        step: "Landlock",
+        source: std::io::Error::other(e.to_string()),
+    };
+    let abi = ABI::V6;
+    let resolve = |ps: &mut dyn Iterator<Item = PathBuf>| -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = ps.map(|p| existing(&p)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let read = resolve(
+        &mut policy
+            .read
+            .iter()
+            .cloned()
+            .chain(BASE_READ.iter().map(PathBuf::from)),
+    );
+    let write = resolve(
+        &mut policy
+            .write
+            .iter()
+            .cloned()
+            .chain(BASE_WRITE.iter().map(PathBuf::from)),
+    );
+    let status = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(err)?
+        .handle_access(AccessNet::from_all(abi))
+        .map_err(err)?
+        .scope(Scope::from_all(abi))
+        .map_err(err)?
+        .create()
+        .map_err(err)?
+        .add_rules(path_beneath_rules(&read, AccessFs::from_read(abi)))
+        .map_err(err)?
+        .add_rules(path_beneath_rules(&write, AccessFs::from_all(abi)))
+        .map_err(err)?
+        .restrict_self()
+        .map_err(err)?;
+    let text = match status.ruleset {
+        RulesetStatus::FullyEnforced => {
+            "enforced (filesystem, TCP, signal and socket scopes)".to_owned()
+        }
+        RulesetStatus::PartiallyEnforced => {
+            "partially enforced (an older kernel: some Landlock rights are not available)"
+                .to_owned()
+        }
+        RulesetStatus::NotEnforced => "NOT ENFORCED: this kernel has no Landlock".to_owned(),
+    };
+    let show = |v: Vec<PathBuf>| v.iter().map(|p| p.display().to_string()).collect();
+    Ok((text, show(read), show(write)))
+}
+
+/// Enters the sandbox: Landlock with `policy`, then the seccomp filters on every thread.
+/// Call it once, while the process is single-threaded; any failure is an error (the process
+/// must not run half-confined). A kernel without Landlock is reported by `selftest`, not
+/// refused: seccomp still applies.
+pub fn enter(policy: &FsPolicy) -> Result<&'static SandboxStatus, Error> {
+    let threads = thread_count().map_err(|e| Error::Harden {
+        step: "count threads",
+        source: e,
+    })?;
+    if threads != 1 {
+        return Err(Error::Harden {
+            step: "Landlock",
+            source: std::io::Error::other(format!(
+                "the process already has {threads} threads; the sandbox must be entered before any is started"
+            )),
+        });
+    }
+    let (landlock, read, write) = landlock(policy)?;
+    for f in filters()? {
+        seccompiler::apply_filter_all_threads(&f).map_err(|e| Error::Harden {
+            step: "seccomp",
+            source: std::io::Error::other(e.to_string()),
+        })?;
+    }
+    Ok(STATUS.get_or_init(|| SandboxStatus {
+        landlock,
+        seccomp_allowed_syscalls: ALLOWED.len(),
+        read,
+        write,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_compile() {
+        let [no_clone3, allow] = filters().unwrap();
+        assert!(
+            allow.len() > ALLOWED.len(),
+            "one jump per allowed call at least"
+        );
+        assert!(!no_clone3.is_empty());
+    }
+
+    #[test]
+    fn allowlist_has_no_network_process_or_tracing_call() {
+        let banned = [
+            libc::SYS_socket,
+            libc::SYS_socketpair,
+            libc::SYS_connect,
+            libc::SYS_bind,
+            libc::SYS_listen,
+            libc::SYS_accept,
+            libc::SYS_accept4,
+            libc::SYS_sendto,
+            libc::SYS_sendmsg,
+            libc::SYS_sendmmsg,
+            libc::SYS_recvfrom,
+            libc::SYS_recvmsg,
+            libc::SYS_ptrace,
+            libc::SYS_process_vm_readv,
+            libc::SYS_process_vm_writev,
+            libc::SYS_execve,
+            libc::SYS_execveat,
+            libc::SYS_fork,
+            libc::SYS_vfork,
+            libc::SYS_io_uring_setup,
+            libc::SYS_seccomp,
+            libc::SYS_bpf,
+            libc::SYS_memfd_create,
+            libc::SYS_kill,
+        ];
+        for (name, nr) in ALLOWED {
+            assert!(!banned.contains(nr), "{name} must not be allowed");
+        }
+        let mut nrs: Vec<_> = ALLOWED.iter().map(|(_, n)| n).collect();
+        nrs.sort();
+        nrs.dedup();
+        assert_eq!(nrs.len(), ALLOWED.len(), "no duplicate entries");
+    }
+
+    #[test]
+    fn missing_paths_resolve_to_an_existing_ancestor() {
+        let d = tempfile::tempdir().unwrap();
+        let deep = d.path().join("a/b/c.rpk");
+        assert_eq!(existing(&deep), d.path());
+        assert_eq!(existing(d.path()), d.path());
+        assert_eq!(existing(Path::new("no-such-dir/x")), PathBuf::from("."));
+    }
+}
