@@ -14,7 +14,7 @@ BUNDLE = build/cache/smollm2-135m-instruct-demo.rpk
 # Each demo run seals a new version (appliances refuse rollbacks, so a re-run needs a newer one).
 DEMO_VERSION := $(shell date +%s)
 
-.PHONY: help demo release model test bench bench-alloc bench-import fuzz-build clean-demo
+.PHONY: help demo release model test bench bench-alloc bench-import fuzz-build static reproducible vendor sbom clean-demo
 
 help:
 	@echo "make demo        fetch the pinned model, create demo keys in keys/, seal, verify, inspect, install, ask"
@@ -23,6 +23,10 @@ help:
 	@echo "make bench-alloc what the zeroizing allocator costs (model bench with and without it)"
 	@echo "make bench-import import throughput against cp and cp + fsync"
 	@echo "make fuzz-build  build the fuzz targets (needs cargo-fuzz)"
+	@echo "make static      static release binary (+crt-static, x86-64-v3; STATIC_CPU=x86-64 for the baseline), checked by build/check-static"
+	@echo "make reproducible two clean static builds from this commit in different directories: same SHA-256"
+	@echo "make vendor      vendor/ with every dependency, for an offline rebuild (--offline --locked)"
+	@echo "make sbom        CycloneDX 1.5 SBOM of the shipped binary's dependencies (target/rempart.cdx.json)"
 	@echo "make clean-demo  remove the demo keys and bundles"
 
 release:
@@ -109,6 +113,37 @@ fuzz-build:
 		echo "==> Building fuzz targets (pinned stable toolchain, --sanitizer none)"; \
 		cd fuzz && $(CARGO) fuzz build --sanitizer none; \
 	fi
+
+# A single static binary: glibc linked in (+crt-static; static-pie), for the CPU level the
+# deployment targets (x86-64-v3 by default; STATIC_CPU=x86-64 gives a baseline build).
+# Reproducible: fixed SOURCE_DATE_EPOCH (the commit's time), source and registry paths remapped,
+# dependencies locked (or vendored: add --offline after `make vendor`).
+STATIC_CPU ?= x86-64-v3
+STATIC_TARGET = x86_64-unknown-linux-gnu
+STATIC_DIR ?= target/static
+CARGO_HOME ?= $(HOME)/.cargo
+STATIC_RUSTFLAGS = -C target-cpu=$(STATIC_CPU) -C target-feature=+crt-static \
+	--remap-path-prefix=$(CURDIR)=/build/rempart --remap-path-prefix=$(CARGO_HOME)=/cargo
+STATIC_BIN = $(STATIC_DIR)/$(STATIC_TARGET)/release/rempart
+
+static:
+	SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+		RUSTFLAGS="$(STATIC_RUSTFLAGS)" \
+		$(CARGO) build --release --locked $(OFFLINE) --target $(STATIC_TARGET) --target-dir $(STATIC_DIR)
+	build/check-static $(STATIC_BIN)
+
+reproducible:
+	build/check-reproducible
+
+# Every dependency's source in vendor/, and the cargo configuration that uses it: copy the
+# checkout to the air-gapped machine and run `make static OFFLINE=--offline`.
+vendor:
+	$(CARGO) vendor --locked vendor > build/vendor-config.toml
+	@echo "==> vendor/ written; to build offline, append build/vendor-config.toml to .cargo/config.toml"
+
+sbom:
+	build/sbom > target/rempart.cdx.json
+	@echo "==> target/rempart.cdx.json"
 
 # Removes the demo keys and bundles without asking. It refuses to run against any root
 # other than this checkout, so it cannot delete the keys of a real appliance.

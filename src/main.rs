@@ -30,6 +30,11 @@ fn main() -> ExitCode {
         output::error(&e);
         return ExitCode::from(rempart::error::EXIT_IO);
     }
+    // Test builds only: crash here on request, to show no core file is written (tests/cli/crash.rs).
+    #[cfg(debug_assertions)]
+    if std::env::var_os("REMPART_TEST_ABORT").is_some() {
+        std::process::abort();
+    }
     // Power-up known-answer tests of every primitive, before any key or bundle is read.
     let kats = rempart::selftest::power_up();
     if !kats.failed().is_empty() {

@@ -283,3 +283,47 @@ fn a_bundle_that_grows_or_changes_on_the_medium_during_the_copy_never_installs_c
         env.cmd().args(["audit", "verify"]).assert().success();
     }
 }
+
+/// Files named core or core.* in `dir`.
+fn cores(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n == "core" || n.starts_with("core."))
+        .collect()
+}
+
+#[test]
+fn a_crash_with_core_dumps_enabled_writes_no_core_file() {
+    let pattern = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    assert!(
+        !pattern.starts_with('|'),
+        "this test needs a file core_pattern (kernel.core_pattern is {pattern:?})"
+    );
+    let env = TestEnv::new();
+    let (control, crashed) = (env.path("control"), env.path("crashed"));
+    std::fs::create_dir(&control).unwrap();
+    std::fs::create_dir(&crashed).unwrap();
+    let shell = |dir: &Path, cmd: &str| {
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("ulimit -c unlimited && {cmd}"))
+            .current_dir(dir)
+            .env("REMPART_TEST_ABORT", "1")
+            .env("REMPART_ROOT", &env.root)
+            .status()
+            .unwrap()
+    };
+    // Positive control: an ordinary process aborting here leaves a core file.
+    let st = shell(&control, "exec bash -c 'kill -ABRT $$'");
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(6));
+    assert!(!cores(&control).is_empty(), "the control dumped core");
+    // rempart aborting (a test build honours REMPART_TEST_ABORT) dumps nothing.
+    let st = shell(
+        &crashed,
+        &format!("exec {} selftest", env!("CARGO_BIN_EXE_rempart")),
+    );
+    assert_eq!(std::os::unix::process::ExitStatusExt::signal(&st), Some(6));
+    assert_eq!(cores(&crashed), Vec::<String>::new());
+}

@@ -17,6 +17,7 @@ mod import;
 mod keys;
 mod model;
 mod reference;
+mod residue;
 mod sandbox;
 mod selftest;
 mod util;
