@@ -136,10 +136,11 @@ reproducible:
 	build/check-reproducible
 
 # Every dependency's source in vendor/, and the cargo configuration that uses it: copy the
-# checkout to the air-gapped machine and run `make static OFFLINE=--offline`.
+# checkout with vendor/ to the air-gapped machine and run
+#   make static OFFLINE="--offline --config build/vendor-config.toml"
 vendor:
 	$(CARGO) vendor --locked vendor > build/vendor-config.toml
-	@echo "==> vendor/ written; to build offline, append build/vendor-config.toml to .cargo/config.toml"
+	@echo "==> vendor/ written; offline: make static OFFLINE=\"--offline --config build/vendor-config.toml\""
 
 sbom:
 	build/sbom > target/rempart.cdx.json

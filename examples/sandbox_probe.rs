@@ -46,10 +46,11 @@ fn main() -> std::process::ExitCode {
     let before = probes(dir);
     let _ = std::fs::remove_file(dir.join("new.txt"));
     let policy = rempart::secure::sandbox::FsPolicy::default().read(dir);
-    let status = match rempart::secure::sandbox::enter(&policy) {
-        Ok(s) => serde_json::to_value(s).unwrap_or_default(),
-        Err(e) => serde_json::Value::String(e.to_string()),
-    };
+    let status =
+        match rempart::secure::sandbox::enter(&policy, rempart::secure::sandbox::Profile::Cli) {
+            Ok(s) => serde_json::to_value(s).unwrap_or_default(),
+            Err(e) => serde_json::Value::String(e.to_string()),
+        };
     let after = probes(dir);
     let threads = rempart::secure::sandbox::threads_status();
     println!(

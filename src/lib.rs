@@ -19,6 +19,7 @@ pub mod keys;
 pub mod secure;
 pub mod selftest;
 pub mod store;
+pub mod tui;
 
 pub use error::Error;
 

@@ -12,7 +12,14 @@ fn main() -> ExitCode {
         output::error(&e);
         return ExitCode::from(rempart::error::EXIT_IO);
     }
-    let args = match cli::Cli::try_parse() {
+    // `rempart` alone on a terminal starts the terminal UI.
+    let argv: Vec<std::ffi::OsString> =
+        if std::env::args_os().len() == 1 && std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+            vec!["rempart".into(), "tui".into()]
+        } else {
+            std::env::args_os().collect()
+        };
+    let args = match cli::Cli::try_parse_from(argv) {
         Ok(a) => a,
         Err(e) => {
             let code = if e.use_stderr() {
@@ -26,7 +33,7 @@ fn main() -> ExitCode {
     };
     // Before any key, bundle or model is read, and while single-threaded: Landlock limited to
     // what this command touches, then the seccomp allowlist (no network, exec or ptrace).
-    if let Err(e) = rempart::secure::sandbox::enter(&args.fs_policy()) {
+    if let Err(e) = rempart::secure::sandbox::enter(&args.fs_policy(), args.sandbox_profile()) {
         output::error(&e);
         return ExitCode::from(rempart::error::EXIT_IO);
     }

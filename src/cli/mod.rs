@@ -7,7 +7,7 @@ mod import;
 mod inspect;
 mod keys;
 pub mod output;
-mod run;
+pub(crate) mod run;
 mod seal;
 
 use std::path::{Path, PathBuf};
@@ -237,6 +237,41 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceArg,
         /// Passphrase file for a protected appliance key.
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// The analysts' terminal UI: a conversation with the installed model, answers streamed,
+    /// classification banners, idle lock. Also started by `rempart` alone on a terminal.
+    /// Nothing is written to disk but the audit log.
+    Tui {
+        /// Installed model: NAME or NAME@VERSION (default: the only one installed).
+        #[arg(long)]
+        model: Option<String>,
+        /// System prompt.
+        #[arg(long)]
+        system: Option<String>,
+        /// Maximum tokens per answer.
+        #[arg(long, default_value_t = 1024)]
+        max_tokens: usize,
+        /// Sampling temperature (0 = greedy).
+        #[arg(long, default_value_t = 0.8)]
+        temperature: f32,
+        /// Nucleus sampling threshold in (0, 1].
+        #[arg(long, default_value_t = 0.95)]
+        top_p: f32,
+        /// Random seed (default: random).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Lock the screen after this many minutes without input.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1440))]
+        idle_lock_minutes: u64,
+        /// Keep the conversation in memory while locked (default: wipe it).
+        #[arg(long)]
+        keep_on_lock: bool,
+        /// Refuse to run unless the model's memory can be locked.
+        #[arg(long)]
+        require_mlock: bool,
+        /// Passphrase file for a protected appliance key (else a prompt before the UI starts).
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
@@ -480,6 +515,9 @@ impl Cli {
             Command::Audit {
                 passphrase_file, ..
             }
+            | Command::Tui {
+                passphrase_file, ..
+            }
             | Command::Ask {
                 passphrase_file, ..
             }
@@ -490,6 +528,14 @@ impl Cli {
         };
         p.read.sort();
         p
+    }
+
+    /// The system-call profile: the terminal UI needs crossterm's in-process socket pair.
+    pub fn sandbox_profile(&self) -> crate::secure::sandbox::Profile {
+        match self.command {
+            Command::Tui { .. } => crate::secure::sandbox::Profile::Terminal,
+            _ => crate::secure::sandbox::Profile::Cli,
+        }
     }
 
     fn keys_dir(&self) -> PathBuf {
@@ -636,13 +682,41 @@ pub fn run(cli: &Cli) -> Result<()> {
                     min_p: *min_p,
                     repeat_penalty: *repeat_penalty,
                     repeat_last_n: 64,
-                    seed: seed.unwrap_or_else(|| {
-                        let mut b = [0u8; 8];
-                        let _ = crate::crypto::rng::fill(&mut b);
-                        u64::from_le_bytes(b)
-                    }),
+                    seed: seed.unwrap_or_else(random_seed),
                 },
                 json: *json,
+            },
+        ),
+        Command::Tui {
+            model,
+            system,
+            max_tokens,
+            temperature,
+            top_p,
+            seed,
+            idle_lock_minutes,
+            keep_on_lock,
+            require_mlock,
+            passphrase_file,
+        } => crate::tui::run(
+            cli,
+            &crate::tui::TuiOpts {
+                model: run::ModelOpts {
+                    model: model.as_deref(),
+                    passphrase: pass_source(passphrase_file.as_deref()),
+                    require_mlock: *require_mlock,
+                    device: DeviceArg::Cpu,
+                },
+                system: system.as_deref(),
+                params: crate::engine::SamplingParams {
+                    temperature: *temperature,
+                    top_p: *top_p,
+                    seed: seed.unwrap_or_else(random_seed),
+                    ..crate::engine::SamplingParams::default()
+                },
+                max_tokens: *max_tokens,
+                idle_minutes: *idle_lock_minutes,
+                keep_on_lock: *keep_on_lock,
             },
         ),
         Command::Tokenize {
@@ -700,6 +774,12 @@ pub fn run(cli: &Cli) -> Result<()> {
             }
         }
     }
+}
+
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    let _ = crate::crypto::rng::fill(&mut b);
+    u64::from_le_bytes(b)
 }
 
 fn pass_source(file: Option<&Path>) -> crate::keys::PassphraseSource {

@@ -93,6 +93,8 @@ pub enum PassphraseSource {
     Prompt,
     /// Never ask: a protected key is an error.
     None,
+    /// Already typed (the terminal UI's lock screen).
+    Given(Passphrase),
 }
 
 impl PassphraseSource {
@@ -137,6 +139,7 @@ impl PassphraseSource {
                     path: path.to_owned(),
                 });
             }
+            Self::Given(p) => p.clone(),
         };
         if p.chars().count() < 8 {
             return Err(Error::BadPassphrase("shorter than 8 characters"));

@@ -66,6 +66,18 @@ impl FsPolicy {
     }
 }
 
+/// Which system-call profile a command runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// Every command but the terminal UI: [`ALLOWED`] only.
+    Cli,
+    /// The terminal UI adds what crossterm's event loop needs for resize notifications: a
+    /// connected `AF_UNIX` socket pair inside the process (`socketpair` with `AF_UNIX` only,
+    /// then `recvfrom`/`sendto` without an address) and an `eventfd` waker. No `socket` call
+    /// is added, so there is still no way to reach a network or another process.
+    Terminal,
+}
+
 /// What [`enter`] put in force, for `rempart selftest`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SandboxStatus {
@@ -184,12 +196,25 @@ const ALLOWED: &[(&str, i64)] = &[
 /// raw mode for the terminal UI), window size, pending bytes and non-blocking mode.
 const IOCTLS: &[u64] = &[
     libc::TCGETS,
+    libc::TCGETS2,
+    libc::TCSETS2,
+    libc::TCSETSW2,
+    libc::TCSETSF2,
     libc::TCSETS,
     libc::TCSETSW,
     libc::TCSETSF,
     libc::TIOCGWINSZ,
     libc::FIONREAD,
     libc::FIONBIO,
+];
+
+/// Calls added by [`Profile::Terminal`] (conditions in `rules`).
+const TERMINAL_EXTRA: &[(&str, i64)] = &[
+    ("socketpair", libc::SYS_socketpair),
+    ("recvfrom", libc::SYS_recvfrom),
+    ("sendto", libc::SYS_sendto),
+    ("eventfd2", libc::SYS_eventfd2),
+    ("epoll_pwait2", libc::SYS_epoll_pwait2),
 ];
 
 /// Argument conditions for the calls that are allowed only in some forms.
@@ -213,6 +238,16 @@ fn rules(nr: i64) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
             SeccompCmpOp::MaskedEq(prot_exec),
             0,
         )?)?],
+        // Terminal profile: an in-process pair only, and no address on send or receive.
+        libc::SYS_socketpair => vec![one(cond(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            u64::try_from(libc::AF_UNIX).unwrap_or(u64::MAX),
+        )?)?],
+        libc::SYS_recvfrom | libc::SYS_sendto => {
+            vec![one(cond(4, SeccompCmpArgLen::Qword, SeccompCmpOp::Eq, 0)?)?]
+        }
         libc::SYS_ioctl => IOCTLS
             .iter()
             .map(|&req| one(cond(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, req)?))
@@ -225,14 +260,19 @@ fn rules(nr: i64) -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
 /// (anything else: EPERM; `seccomp` itself is not on it, so nothing can be added afterwards).
 /// The allowlist lets `clone3` through and the kernel applies the most restrictive verdict,
 /// so `clone3` sees ENOSYS and glibc falls back to the filtered `clone`.
-fn filters() -> Result<[BpfProgram; 2], Error> {
+fn filters(profile: Profile) -> Result<[BpfProgram; 2], Error> {
     let arch = seccompiler::TargetArch::x86_64;
     let err = |e: seccompiler::BackendError| Error::Harden {
         step: "seccomp filter",
         source: std::io::Error::other(e.to_string()),
     };
+    let extra: &[(&str, i64)] = match profile {
+        Profile::Cli => &[],
+        Profile::Terminal => TERMINAL_EXTRA,
+    };
     let allow = ALLOWED
         .iter()
+        .chain(extra)
         .map(|&(_, nr)| rules(nr).map(|r| (nr, r)))
         .collect::<Result<BTreeMap<_, _>, _>>()
         .map_err(err)?;
@@ -410,7 +450,7 @@ fn landlock(policy: &FsPolicy) -> Result<(String, Vec<String>, Vec<String>), Err
 /// Call it once, while the process is single-threaded; any failure is an error (the process
 /// must not run half-confined). A kernel without Landlock is reported by `selftest`, not
 /// refused: seccomp still applies.
-pub fn enter(policy: &FsPolicy) -> Result<&'static SandboxStatus, Error> {
+pub fn enter(policy: &FsPolicy, profile: Profile) -> Result<&'static SandboxStatus, Error> {
     let threads = thread_count().map_err(|e| Error::Harden {
         step: "count threads",
         source: e,
@@ -424,7 +464,7 @@ pub fn enter(policy: &FsPolicy) -> Result<&'static SandboxStatus, Error> {
         });
     }
     let (landlock, read, write) = landlock(policy)?;
-    for f in filters()? {
+    for f in filters(profile)? {
         seccompiler::apply_filter_all_threads(&f).map_err(|e| Error::Harden {
             step: "seccomp",
             source: std::io::Error::other(e.to_string()),
@@ -432,7 +472,11 @@ pub fn enter(policy: &FsPolicy) -> Result<&'static SandboxStatus, Error> {
     }
     Ok(STATUS.get_or_init(|| SandboxStatus {
         landlock,
-        seccomp_allowed_syscalls: ALLOWED.len(),
+        seccomp_allowed_syscalls: ALLOWED.len()
+            + match profile {
+                Profile::Cli => 0,
+                Profile::Terminal => TERMINAL_EXTRA.len(),
+            },
         read,
         write,
     }))
@@ -444,12 +488,11 @@ mod tests {
 
     #[test]
     fn filters_compile() {
-        let [no_clone3, allow] = filters().unwrap();
-        assert!(
-            allow.len() > ALLOWED.len(),
-            "one jump per allowed call at least"
-        );
-        assert!(!no_clone3.is_empty());
+        for profile in [Profile::Cli, Profile::Terminal] {
+            let [no_clone3, allow] = filters(profile).unwrap();
+            assert!(allow.len() > ALLOWED.len(), "one jump per allowed call");
+            assert!(!no_clone3.is_empty());
+        }
     }
 
     #[test]
@@ -482,6 +525,16 @@ mod tests {
         ];
         for (name, nr) in ALLOWED {
             assert!(!banned.contains(nr), "{name} must not be allowed");
+        }
+        // The terminal profile adds only argument-checked, address-free socket calls.
+        for (name, nr) in TERMINAL_EXTRA {
+            let conditioned = !rules(*nr).unwrap().is_empty();
+            let plain = [libc::SYS_eventfd2, libc::SYS_epoll_pwait2].contains(nr);
+            assert!(conditioned || plain, "{name} needs an argument condition");
+            assert!(
+                *nr != libc::SYS_socket && *nr != libc::SYS_connect,
+                "{name}"
+            );
         }
         let mut nrs: Vec<_> = ALLOWED.iter().map(|(_, n)| n).collect();
         nrs.sort();

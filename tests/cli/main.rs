@@ -20,6 +20,7 @@ mod reference;
 mod residue;
 mod sandbox;
 mod selftest;
+mod tui;
 mod util;
 mod vectors;
 mod verify;

@@ -38,7 +38,7 @@ fn count(hay: &[u8], needle: &[u8]) -> usize {
 
 /// Files under `dir` modified since `since`, recursively (unreadable entries are skipped:
 /// they are other users' and cannot be ours).
-fn new_files(dir: &Path, since: SystemTime, out: &mut Vec<PathBuf>) {
+pub fn new_files(dir: &Path, since: SystemTime, out: &mut Vec<PathBuf>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return;
     };

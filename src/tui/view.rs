@@ -1,0 +1,423 @@
+//! Drawing the [`App`]: classification banners top and bottom on every screen, the
+//! conversation (word-wrapped, light markdown), the input editor, the status bar, and the help
+//! and lock overlays. 16/256-colour only; works from 80x24 (and degrades below).
+
+use std::time::Instant;
+
+use ratatui::Frame;
+use ratatui::layout::{Alignment, Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span, Text};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+
+use super::app::{App, BINDINGS, Role, Screen};
+
+/// Banner colours for a marking: (background, foreground).
+pub fn marking_colors(marking: &str) -> (Color, Color) {
+    let m = marking.to_uppercase();
+    if m.contains("TOP SECRET") || m.contains("TRES SECRET") || m.contains("TRÈS SECRET") {
+        (Color::Indexed(208), Color::Black)
+    } else if m.contains("SECRET") {
+        (Color::Red, Color::White)
+    } else if m.contains("CONFIDENTI") {
+        (Color::Blue, Color::White)
+    } else if m.contains("RESTREINT") || m.contains("RESTRICTED") {
+        (Color::Yellow, Color::Black)
+    } else if m.contains("UNCLASSIFIED") || m.contains("NON PROTEGE") || m.contains("NON PROTÉGÉ")
+    {
+        (Color::Green, Color::Black)
+    } else {
+        (Color::White, Color::Black)
+    }
+}
+
+fn banner(app: &App) -> Paragraph<'static> {
+    let (bg, fg) = marking_colors(&app.session.marking);
+    Paragraph::new(app.session.marking.clone())
+        .alignment(Alignment::Center)
+        .style(Style::new().bg(bg).fg(fg).add_modifier(Modifier::BOLD))
+}
+
+/// Light markdown: fenced code blocks, headings, bullets, **bold** and `code` spans.
+fn markdown(text: &str, base: Style, out: &mut Vec<Line<'static>>) {
+    let mut in_code = false;
+    for raw in text.split('\n') {
+        if raw.trim_start().starts_with("```") {
+            in_code = !in_code;
+            out.push(Line::styled(
+                raw.to_owned(),
+                Style::new().fg(Color::DarkGray),
+            ));
+            continue;
+        }
+        if in_code {
+            out.push(Line::styled(raw.to_owned(), Style::new().fg(Color::Cyan)));
+            continue;
+        }
+        if let Some(h) = raw.strip_prefix("#") {
+            out.push(Line::styled(
+                h.trim_start_matches('#').trim().to_owned(),
+                base.add_modifier(Modifier::BOLD | Modifier::UNDERLINED),
+            ));
+            continue;
+        }
+        let (bullet, body) = match raw
+            .trim_start()
+            .strip_prefix("- ")
+            .or_else(|| raw.trim_start().strip_prefix("* "))
+        {
+            Some(rest) => ("  • ", rest),
+            None => ("", raw),
+        };
+        let mut spans = vec![Span::raw(bullet)];
+        // Alternate plain / **bold** / `code` segments.
+        let mut rest = body;
+        while !rest.is_empty() {
+            let bold = rest.find("**");
+            let code = rest.find('`');
+            match (bold, code) {
+                (Some(b), c) if c.is_none_or(|c| b < c) => {
+                    let (before, after) = rest.split_at(b);
+                    spans.push(Span::styled(before.to_owned(), base));
+                    let after = after.get(2..).unwrap_or_default();
+                    let end = after.find("**").unwrap_or(after.len());
+                    let (inner, tail) = after.split_at(end);
+                    spans.push(Span::styled(
+                        inner.to_owned(),
+                        base.add_modifier(Modifier::BOLD),
+                    ));
+                    rest = tail.get(2..).unwrap_or_default();
+                }
+                (_, Some(c)) => {
+                    let (before, after) = rest.split_at(c);
+                    spans.push(Span::styled(before.to_owned(), base));
+                    let after = after.get(1..).unwrap_or_default();
+                    let end = after.find('`').unwrap_or(after.len());
+                    let (inner, tail) = after.split_at(end);
+                    spans.push(Span::styled(inner.to_owned(), Style::new().fg(Color::Cyan)));
+                    rest = tail.get(1..).unwrap_or_default();
+                }
+                _ => {
+                    spans.push(Span::styled(rest.to_owned(), base));
+                    rest = "";
+                }
+            }
+        }
+        out.push(Line::from(spans));
+    }
+}
+
+fn conversation(app: &App) -> Text<'static> {
+    let mut lines = Vec::new();
+    if app.turns.is_empty() {
+        lines.push(Line::styled(
+            "New conversation. Nothing is written to disk; Ctrl-L locks, ? lists the keys.",
+            Style::new().fg(Color::DarkGray),
+        ));
+    }
+    for t in &app.turns {
+        let (label, style) = match t.role {
+            Role::User => (
+                "You",
+                Style::new().fg(Color::Yellow).add_modifier(Modifier::BOLD),
+            ),
+            Role::Assistant => (
+                "Model",
+                Style::new().fg(Color::Green).add_modifier(Modifier::BOLD),
+            ),
+            Role::Notice => ("rempart", Style::new().fg(Color::Magenta)),
+        };
+        lines.push(Line::styled(label, style));
+        if t.role == Role::Notice {
+            lines.push(Line::styled(
+                t.text.to_string(),
+                Style::new().fg(Color::Magenta),
+            ));
+        } else {
+            markdown(&t.text, Style::new(), &mut lines);
+        }
+        lines.push(Line::raw(""));
+    }
+    if app.generating.is_some() {
+        lines.push(Line::styled("▌", Style::new().fg(Color::Green)));
+    }
+    Text::from(lines)
+}
+
+fn status(app: &App, now: Instant) -> Line<'static> {
+    let s = &app.session;
+    let left = app.idle_left(now).as_secs();
+    let tps = app
+        .last_tps
+        .map_or_else(|| "– tok/s".to_owned(), |t| format!("{t:.1} tok/s"));
+    Line::from(vec![
+        Span::styled(
+            format!(" {} ", s.model),
+            Style::new().add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(format!(
+            "│ lock {}:{:02} │ mlock {} │ ctx {}/{} │ {tps} │ {} │ ? help",
+            left / 60,
+            left % 60,
+            if s.memory_locked { "yes" } else { "NO" },
+            app.context_used,
+            s.context,
+            s.device,
+        )),
+    ])
+    .style(Style::new().bg(Color::DarkGray).fg(Color::White))
+}
+
+fn help(frame: &mut Frame<'_>, area: Rect) {
+    let w = area.width.min(72);
+    let h = area
+        .height
+        .min(u16::try_from(BINDINGS.len()).unwrap_or(20) + 4);
+    let r = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    let lines: Vec<Line<'static>> = BINDINGS
+        .iter()
+        .map(|(k, what)| {
+            Line::from(vec![
+                Span::styled(
+                    format!("{k:>24}  "),
+                    Style::new().add_modifier(Modifier::BOLD),
+                ),
+                Span::raw(*what),
+            ])
+        })
+        .collect();
+    frame.render_widget(Clear, r);
+    frame.render_widget(
+        Paragraph::new(lines).wrap(Wrap { trim: false }).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(" Keys (any key closes) "),
+        ),
+        r,
+    );
+}
+
+fn lock_screen(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let mut lines = vec![
+        Line::raw(""),
+        Line::styled("LOCKED", Style::new().add_modifier(Modifier::BOLD)),
+        Line::raw(""),
+    ];
+    if app.session.passphrase_protected {
+        lines.push(Line::raw("Passphrase of the appliance key, then Enter:"));
+        lines.push(Line::raw("•".repeat(app.unlock_entry.chars().count())));
+    } else {
+        lines.push(Line::raw("Press Enter to unlock."));
+        lines.push(Line::styled(
+            "(the appliance key has no passphrase: anyone at this terminal can unlock)",
+            Style::new().fg(Color::DarkGray),
+        ));
+    }
+    if let Some(e) = &app.unlock_error {
+        lines.push(Line::styled(e.clone(), Style::new().fg(Color::Red)));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        if app.keep_on_lock {
+            "The conversation is kept in memory."
+        } else {
+            "The conversation was wiped."
+        },
+        Style::new().fg(Color::DarkGray),
+    ));
+    lines.push(Line::styled(
+        "Ctrl-Q quits.",
+        Style::new().fg(Color::DarkGray),
+    ));
+    frame.render_widget(Clear, area);
+    frame.render_widget(
+        Paragraph::new(lines)
+            .alignment(Alignment::Center)
+            .wrap(Wrap { trim: true }),
+        area,
+    );
+}
+
+/// Draws the whole screen.
+pub fn draw(frame: &mut Frame<'_>, app: &App, now: Instant) {
+    let area = frame.area();
+    let input_h = u16::try_from(app.input.lines().len())
+        .unwrap_or(1)
+        .clamp(1, 5)
+        + 2;
+    let [top, body, input, bar, bottom] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(1),
+        Constraint::Length(input_h),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    frame.render_widget(banner(app), top);
+    frame.render_widget(banner(app), bottom);
+    if app.screen == Screen::Locked {
+        let [middle] = Layout::vertical([Constraint::Min(0)]).areas(Rect {
+            height: area.height.saturating_sub(2),
+            y: area.y + 1,
+            ..area
+        });
+        lock_screen(frame, app, middle);
+        return;
+    }
+    let chat = Paragraph::new(conversation(app)).wrap(Wrap { trim: false });
+    let total = u16::try_from(chat.line_count(body.width)).unwrap_or(u16::MAX);
+    let max_up = total.saturating_sub(body.height);
+    let offset = max_up.saturating_sub(app.scroll_up.min(max_up));
+    frame.render_widget(chat.scroll((offset, 0)), body);
+    let mut editor = app.input.clone();
+    let title = match (&app.generating, app.scroll_up > 0 && max_up > 0) {
+        (Some(g), _) if g.stopping => " Message (stopping…) ",
+        (Some(_), true) => " Message (answering… Esc stops; End follows) ",
+        (Some(_), false) => " Message (answering… Esc stops) ",
+        (None, true) => " Message (scrolled up: End follows the answer) ",
+        (None, false) => " Message ",
+    };
+    editor.set_block(Block::default().borders(Borders::ALL).title(title));
+    frame.render_widget(&editor, input);
+    frame.render_widget(Paragraph::new(status(app, now)), bar);
+    if app.screen == Screen::Help {
+        help(frame, body);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    use super::*;
+    use crate::tui::app::{Action, Session, update};
+
+    fn app(marking: &str, t0: Instant) -> App {
+        App::new(
+            Session {
+                marking: marking.into(),
+                model: "smollm2-135m-instruct v3".into(),
+                device: "cpu".into(),
+                context: 8192,
+                memory_locked: true,
+                passphrase_protected: true,
+            },
+            Duration::from_secs(300),
+            t0,
+        )
+    }
+
+    fn render(app: &App, w: u16, h: u16, now: Instant) -> String {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| draw(f, app, now)).unwrap();
+        let buf = t.backend().buffer();
+        let mut out = String::new();
+        for y in 0..buf.area.height {
+            for x in 0..buf.area.width {
+                out.push_str(buf[(x, y)].symbol());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    fn chatting(t0: Instant) -> App {
+        let mut a = app("CONFIDENTIAL", t0);
+        for c in "Explain **air gaps** briefly".chars() {
+            update(
+                &mut a,
+                Action::Key(crossterm::event::KeyEvent::from(
+                    crossterm::event::KeyCode::Char(c),
+                )),
+                t0,
+            );
+        }
+        update(
+            &mut a,
+            Action::Key(crossterm::event::KeyEvent::from(
+                crossterm::event::KeyCode::Enter,
+            )),
+            t0,
+        );
+        update(
+            &mut a,
+            Action::Token(
+                "An **air gap** isolates a network:\n- no cable\n- no radio\n```\nping: no route\n```\nMedia are".into(),
+            ),
+            t0,
+        );
+        a
+    }
+
+    #[test]
+    fn chat_mid_stream_shows_banners_markdown_and_status() {
+        let t0 = Instant::now();
+        let a = chatting(t0);
+        let screen = render(&a, 80, 24, t0 + Duration::from_secs(61));
+        insta::assert_snapshot!("chat_mid_stream", screen);
+    }
+
+    #[test]
+    fn help_overlay_lists_every_binding() {
+        let t0 = Instant::now();
+        let mut a = chatting(t0);
+        update(
+            &mut a,
+            Action::Key(crossterm::event::KeyEvent::from(
+                crossterm::event::KeyCode::F(1),
+            )),
+            t0,
+        );
+        let screen = render(&a, 80, 24, t0);
+        for (k, _) in BINDINGS {
+            assert!(screen.contains(k), "{k} missing from the help");
+        }
+        insta::assert_snapshot!("help", screen);
+    }
+
+    #[test]
+    fn lock_screen_hides_the_conversation_and_keeps_the_banners() {
+        let t0 = Instant::now();
+        let mut a = chatting(t0);
+        update(&mut a, Action::Tick, t0 + Duration::from_secs(301));
+        for c in "abc".chars() {
+            update(
+                &mut a,
+                Action::Key(crossterm::event::KeyEvent::from(
+                    crossterm::event::KeyCode::Char(c),
+                )),
+                t0,
+            );
+        }
+        let screen = render(&a, 80, 24, t0);
+        assert!(!screen.contains("air gap") && !screen.contains("abc"));
+        insta::assert_snapshot!("locked", screen);
+    }
+
+    #[test]
+    fn tiny_terminal_still_draws_the_banners() {
+        let t0 = Instant::now();
+        let a = chatting(t0);
+        let screen = render(&a, 40, 10, t0);
+        let lines: Vec<&str> = screen.lines().collect();
+        assert!(lines[0].contains("CONFIDENTIAL") && lines[9].contains("CONFIDENTIAL"));
+        insta::assert_snapshot!("tiny", screen);
+    }
+
+    #[test]
+    fn markings_get_their_colours() {
+        assert_eq!(marking_colors("UNCLASSIFIED").0, Color::Green);
+        assert_eq!(marking_colors("Diffusion Restreinte").0, Color::Yellow);
+        assert_eq!(marking_colors("CONFIDENTIAL").0, Color::Blue);
+        assert_eq!(marking_colors("SECRET").0, Color::Red);
+        assert_eq!(marking_colors("TOP SECRET").0, Color::Indexed(208));
+    }
+}
