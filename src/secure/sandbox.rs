@@ -4,7 +4,7 @@
 //!
 //! # Security
 //! - **seccomp** (every thread, `SECCOMP_FILTER_FLAG_TSYNC`): only the system calls in
-//!   [`ALLOWED`] run; any other returns `EPERM`. There is no socket-family call (socket,
+//!   `ALLOWED` run; any other returns `EPERM`. There is no socket-family call (socket,
 //!   connect, bind, listen, accept, sendto, sendmsg...), no ptrace, no process_vm_readv/writev,
 //!   no execve, no fork: `clone` is allowed only with `CLONE_THREAD` and `clone3` returns
 //!   `ENOSYS` (its flags sit in memory that a filter cannot read, so glibc falls back to
@@ -69,7 +69,7 @@ impl FsPolicy {
 /// Which system-call profile a command runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Profile {
-    /// Every command but the terminal UI: [`ALLOWED`] only.
+    /// Every command but the terminal UI: `ALLOWED` only.
     Cli,
     /// The terminal UI adds what crossterm's event loop needs for resize notifications: a
     /// connected `AF_UNIX` socket pair inside the process (`socketpair` with `AF_UNIX` only,
