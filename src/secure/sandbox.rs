@@ -386,8 +386,16 @@ fn existing(p: &Path) -> PathBuf {
 }
 
 /// Paths every command may read besides its own: this process's /proc entries (status for
-/// `selftest`, cgroup limits for the thread count) and the terminal for the passphrase prompt.
-const BASE_READ: &[&str] = &["/proc/self", "/sys/fs/cgroup", "/sys/devices/system/cpu"];
+/// `selftest`, cgroup limits for the thread count), and the kernel's random devices: in the
+/// static build, the `getrandom` crate cannot find glibc's `getrandom` symbol and falls back
+/// to reading `/dev/urandom` (after polling `/dev/random`). The terminal is in `BASE_WRITE`.
+const BASE_READ: &[&str] = &[
+    "/proc/self",
+    "/sys/fs/cgroup",
+    "/sys/devices/system/cpu",
+    "/dev/urandom",
+    "/dev/random",
+];
 const BASE_WRITE: &[&str] = &["/dev/tty"];
 
 fn landlock(policy: &FsPolicy) -> Result<(String, Vec<String>, Vec<String>), Error> {
