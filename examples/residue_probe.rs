@@ -118,11 +118,7 @@ fn scan(needles: &[&Needle], buf: &mut LockedBuf) -> Vec<usize> {
 
 fn status_field(k: &str) -> String {
     let s = std::fs::read_to_string("/proc/self/status").unwrap();
-    s.lines()
-        .find_map(|l| l.strip_prefix(k))
-        .unwrap_or("")
-        .trim()
-        .to_owned()
+    rempart::secure::sandbox::status_field(&s, k)
 }
 
 /// The VmFlags of the mapping that starts at `addr`.
@@ -196,7 +192,7 @@ fn main() {
     let arena_locked = arena.lock_status().is_locked();
     let model = rempart::engine::load(arena.as_slice(), &candle_core::Device::Cpu).unwrap();
     let control_p_loaded = scan(&[&p], &mut scratch)[0];
-    let vm_lck_loaded = status_field("VmLck:");
+    let vm_lck_loaded = status_field("VmLck");
     drop(arena);
     drop(model);
     drop(v);

@@ -93,6 +93,14 @@ pub enum Error {
         /// The tests that failed.
         failed: Vec<&'static str>,
     },
+    /// `ROOT/rempart.toml` is unreadable or invalid.
+    #[error("{}: {reason}", path.display())]
+    Config {
+        /// The configuration file.
+        path: PathBuf,
+        /// What is wrong (the key and why).
+        reason: String,
+    },
     /// An output file exists and would be overwritten.
     #[error("{}: already exists (use --force to replace it)", path.display())]
     Exists {
@@ -119,7 +127,7 @@ impl Error {
             Self::Keys(_) => EXIT_KEY,
             Self::Secure(secure::Error::LockRequired { .. }) => EXIT_POLICY,
             Self::Secure(_) | Self::Io { .. } => EXIT_IO,
-            Self::Usage(_) | Self::Exists { .. } => EXIT_USAGE,
+            Self::Usage(_) | Self::Exists { .. } | Self::Config { .. } => EXIT_USAGE,
             Self::Expired { .. } | Self::Rollback { .. } => EXIT_POLICY,
             Self::StoreState(store::state::StateError::Io { .. }) => EXIT_IO,
             Self::StoreState(_) => EXIT_TAMPERED,

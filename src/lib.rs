@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod bundle;
 pub mod cli;
+pub mod config;
 pub mod crypto;
 pub mod engine;
 pub mod error;

@@ -27,7 +27,8 @@ pub use error::{Error, KeyIdHex, SignerList};
 pub use header::{ArtifactHeader, Stanza};
 pub use manifest::{ArtifactEntry, Manifest, Role};
 pub use open::{
-    CopyError, Opened, copy_verified, open_artifact, unwrap_file_key, verify_ciphertexts,
+    CopyError, Opened, copy_verified, open_artifact, open_artifact_with_progress, unwrap_file_key,
+    verify_ciphertexts,
 };
 pub use seal::{ArtifactInput, RecipientSpec, SealParams, seal};
 
@@ -112,6 +113,11 @@ impl FileAt {
     pub fn new(file: std::fs::File) -> std::io::Result<Self> {
         let len = file.metadata()?.len();
         Ok(Self { file, len })
+    }
+
+    /// The open file, for sequential reads.
+    pub fn into_file(self) -> std::fs::File {
+        self.file
     }
 }
 

@@ -92,6 +92,19 @@ pub fn open_artifact(
     recipient: &impl Recipient,
     arena: &mut LockedBuf,
 ) -> Result<Opened, Error> {
+    open_artifact_with_progress(src, v, index, recipient, arena, &|_| {})
+}
+
+/// [`open_artifact`], reporting plaintext bytes decrypted to `progress` as groups of chunks
+/// complete (from the worker threads, in any order).
+pub fn open_artifact_with_progress(
+    src: &(impl ReadAt + ?Sized),
+    v: &Verified,
+    index: usize,
+    recipient: &impl Recipient,
+    arena: &mut LockedBuf,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Opened, Error> {
     let (header, header_hash, ct_offset, file_key, kind) =
         unwrap_file_key(src, v, index, recipient)?;
     let artifact = header.index;
@@ -103,7 +116,14 @@ pub fn open_artifact(
     let keys = ChunkKeys::open(file_key.expose(), &prefix, &[KDF_CONTEXT, &header_hash])
         .map_err(|source| Error::Payload { artifact, source })?;
     drop(file_key);
-    let result = decrypt_all(src, &keys, ct_offset + PREFIX as u64, arena, artifact);
+    let result = decrypt_all(
+        src,
+        &keys,
+        ct_offset + PREFIX as u64,
+        arena,
+        artifact,
+        progress,
+    );
     if result.is_err() {
         arena.wipe();
     }
@@ -119,6 +139,7 @@ fn decrypt_all(
     base: u64,
     arena: &mut LockedBuf,
     artifact: u16,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(), Error> {
     let pt_len = arena.len();
     let n_full = pt_len / CHUNK;
@@ -144,6 +165,7 @@ fn decrypt_all(
                     keys.open_chunk((first + j) as u64, slot, tag)
                         .map_err(fail)?;
                 }
+                progress(slots.len() as u64);
                 Ok(())
             },
         )?;
@@ -153,7 +175,9 @@ fn decrypt_all(
     let (data, tag) = ct.split_at(last.len());
     let tag: &[u8; TAG] = tag.try_into().map_err(|_| Error::Truncated("tag"))?;
     last.copy_from_slice(data);
-    keys.open_chunk(n_full as u64, last, tag).map_err(fail)
+    keys.open_chunk(n_full as u64, last, tag).map_err(fail)?;
+    progress(last.len() as u64);
+    Ok(())
 }
 
 /// Checks every artifact's header and whole-ciphertext tree hash against the signed manifest

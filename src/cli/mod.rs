@@ -244,34 +244,46 @@ pub enum Command {
     /// classification banners, idle lock. Also started by `rempart` alone on a terminal.
     /// Nothing is written to disk but the audit log.
     Tui {
-        /// Installed model: NAME or NAME@VERSION (default: the only one installed).
+        /// Installed model to load first: NAME or NAME@VERSION (default: the only one
+        /// installed). F2 switches model inside the UI.
         #[arg(long)]
         model: Option<String>,
-        /// System prompt.
+        /// System prompt (default: rempart.toml `tui.system_prompt`, else none).
         #[arg(long)]
         system: Option<String>,
-        /// Maximum tokens per answer.
-        #[arg(long, default_value_t = 1024)]
-        max_tokens: usize,
-        /// Sampling temperature (0 = greedy).
-        #[arg(long, default_value_t = 0.8)]
-        temperature: f32,
-        /// Nucleus sampling threshold in (0, 1].
-        #[arg(long, default_value_t = 0.95)]
-        top_p: f32,
-        /// Random seed (default: random).
+        /// Maximum tokens per answer (default: rempart.toml, else 1024).
+        #[arg(long)]
+        max_tokens: Option<usize>,
+        /// Sampling temperature, 0 = greedy (default: rempart.toml, else 0.8).
+        #[arg(long)]
+        temperature: Option<f32>,
+        /// Nucleus sampling threshold in (0, 1] (default: rempart.toml, else 0.95).
+        #[arg(long)]
+        top_p: Option<f32>,
+        /// Fixed random seed for every answer (default: a new one per answer).
         #[arg(long)]
         seed: Option<u64>,
-        /// Lock the screen after this many minutes without input.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1440))]
-        idle_lock_minutes: u64,
-        /// Keep the conversation in memory while locked (default: wipe it).
+        /// Lock the screen after this many minutes without input (default: rempart.toml,
+        /// else 5).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1440))]
+        idle_lock_minutes: Option<u64>,
+        /// Keep the conversation in memory while locked (default: rempart.toml, else wipe it).
         #[arg(long)]
         keep_on_lock: bool,
         /// Refuse to run unless the model's memory can be locked.
         #[arg(long)]
         require_mlock: bool,
         /// Passphrase file for a protected appliance key (else a prompt before the UI starts).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+        /// On exit, print input-to-redraw latency figures (p50/p95/max) to stderr.
+        #[arg(long)]
+        report_latency: bool,
+    },
+    /// Print the Argon2id hash of an operator unlock passphrase for rempart.toml
+    /// (`[tui] unlock_passphrase`, used when the appliance key has no passphrase).
+    PassphraseHash {
+        /// Read the passphrase from this file (else a prompt, asked twice).
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
     },
@@ -385,13 +397,7 @@ pub enum TrustAction {
 fn selftest(json_out: bool) -> Result<()> {
     let r = crate::selftest::power_up();
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |k: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(k))
-            .map(|v| v.trim().to_owned())
-            .unwrap_or_else(|| "unknown".into())
-    };
+    let field = |k: &str| crate::secure::sandbox::status_field(&status, k);
     let core = rustix::process::getrlimit(rustix::process::Resource::Core).current;
     let sandbox = crate::secure::sandbox::status();
     let threads = crate::secure::sandbox::threads_status();
@@ -400,8 +406,8 @@ fn selftest(json_out: bool) -> Result<()> {
         "dumpable": rustix::process::dumpable_behavior()
             .map(|d| format!("{d:?}"))
             .unwrap_or_else(|_| "unknown".into()),
-        "no_new_privs": field("NoNewPrivs:"),
-        "seccomp": field("Seccomp:"),
+        "no_new_privs": field("NoNewPrivs"),
+        "seccomp": field("Seccomp"),
         "seccomp_allowed_syscalls": sandbox.map(|s| s.seccomp_allowed_syscalls),
         "landlock": sandbox.map_or("not entered", |s| s.landlock.as_str()),
         "fs_read": sandbox.map(|s| &s.read),
@@ -409,7 +415,7 @@ fn selftest(json_out: bool) -> Result<()> {
         "threads": threads,
         "spawn_process": crate::secure::sandbox::spawn_probe(),
         "memlock_limit": crate::secure::mem::memlock_limit(),
-        "locked_kib": field("VmLck:"),
+        "locked_kib": field("VmLck"),
     });
     if json_out {
         output::json(
@@ -512,10 +518,21 @@ impl Cli {
             } => appliance
                 .with_read(bundle.iter().cloned())
                 .with_read(pass(passphrase_file)),
-            Command::Audit {
+            Command::Tui {
                 passphrase_file, ..
+            } => {
+                // Exports may be written under the export directory (never inside the root).
+                let config = crate::config::Config::load(root).unwrap_or_default();
+                let p = appliance.with_read(pass(passphrase_file));
+                match crate::tui::export_dir(root, &config) {
+                    Some(dir) => p.write(dir),
+                    None => p,
+                }
             }
-            | Command::Tui {
+            Command::PassphraseHash { passphrase_file } => {
+                crate::secure::sandbox::FsPolicy::default().with_read(pass(passphrase_file))
+            }
+            Command::Audit {
                 passphrase_file, ..
             }
             | Command::Ask {
@@ -698,27 +715,35 @@ pub fn run(cli: &Cli) -> Result<()> {
             keep_on_lock,
             require_mlock,
             passphrase_file,
+            report_latency,
         } => crate::tui::run(
             cli,
             &crate::tui::TuiOpts {
-                model: run::ModelOpts {
-                    model: model.as_deref(),
-                    passphrase: pass_source(passphrase_file.as_deref()),
-                    require_mlock: *require_mlock,
-                    device: DeviceArg::Cpu,
-                },
+                model: model.as_deref(),
+                passphrase: pass_source(passphrase_file.as_deref()),
+                require_mlock: *require_mlock,
                 system: system.as_deref(),
-                params: crate::engine::SamplingParams {
-                    temperature: *temperature,
-                    top_p: *top_p,
-                    seed: seed.unwrap_or_else(random_seed),
-                    ..crate::engine::SamplingParams::default()
-                },
+                temperature: *temperature,
+                top_p: *top_p,
+                seed: *seed,
                 max_tokens: *max_tokens,
                 idle_minutes: *idle_lock_minutes,
                 keep_on_lock: *keep_on_lock,
+                report_latency: *report_latency,
             },
         ),
+        Command::PassphraseHash { passphrase_file } => {
+            let pass = pass_source(passphrase_file.as_deref())
+                .get(Path::new("the operator unlock passphrase"), true)?;
+            if pass.chars().count() < 8 {
+                return Err(crate::Error::Usage(
+                    "the operator unlock passphrase must have at least 8 characters".into(),
+                ));
+            }
+            let hash = crate::config::hash_unlock(&pass)?;
+            output::line(format!("unlock_passphrase = \"{hash}\""));
+            Ok(())
+        }
         Command::Tokenize {
             text,
             model,
@@ -776,7 +801,7 @@ pub fn run(cli: &Cli) -> Result<()> {
     }
 }
 
-fn random_seed() -> u64 {
+pub(crate) fn random_seed() -> u64 {
     let mut b = [0u8; 8];
     let _ = crate::crypto::rng::fill(&mut b);
     u64::from_le_bytes(b)

@@ -24,6 +24,7 @@ pub(crate) struct LoadReport {
     pub version: u64,
     pub marking: Option<String>,
     pub bundle: String,
+    pub bytes: u64,
     pub read_verify_ms: f64,
     pub unwrap_decrypt_ms: f64,
     pub build_ms: f64,
@@ -39,13 +40,32 @@ pub(crate) struct ModelOpts<'a> {
     pub device: super::DeviceArg,
 }
 
+/// A loading stage, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Signatures, trust and expiry.
+    Verify,
+    /// Unwrapping the file key and decrypting into the arena.
+    Decrypt,
+    /// Building the model from the arena.
+    Build,
+}
+
+/// Receives (stage, fraction done in 0..=1) from any thread.
+pub(crate) type Progress<'a> = &'a (dyn Fn(Stage, f64) + Sync);
+
 /// Unseals the model into the arena and hands the arena to `build`; the arena is wiped after.
+/// `held` is an appliance key already unlocked (the terminal UI keeps one while unlocked);
+/// without it the key file is read with `o.passphrase`.
 fn with_arena<T>(
     cli: &Cli,
     o: &ModelOpts<'_>,
+    held: Option<&crate::keys::ApplianceSecret>,
+    progress: Progress<'_>,
     build: impl FnOnce(&[u8]) -> Result<T>,
 ) -> Result<(T, LoadReport, Secret<32>)> {
     let t0 = Instant::now();
+    progress(Stage::Verify, 0.0);
     let trust = TrustStore::load(&cli.trusted_dir())?;
     let inst = store::resolve(&cli.root.join("models"), &trust, o.model)?;
     let path = inst.path.as_path();
@@ -67,7 +87,15 @@ fn with_arena<T>(
         .ok_or_else(|| {
             crate::Error::Usage(format!("{}: bundle has no GGUF artifact", path.display()))
         })?;
-    let appliance = super::load_appliance(&cli.root, &o.passphrase)?;
+    progress(Stage::Verify, 1.0);
+    let loaded_key;
+    let appliance = match held {
+        Some(k) => k,
+        None => {
+            loaded_key = super::load_appliance(&cli.root, &o.passphrase)?;
+            &loaded_key
+        }
+    };
     let audit_key = appliance.derive_key(crate::audit::AUDIT_KEY);
     // From here on the audit key is at hand: a failed load is recorded.
     let loaded = (|| -> Result<(T, LoadReport)> {
@@ -76,12 +104,19 @@ fn with_arena<T>(
         let len = usize::try_from(v.manifest.artifacts.get(idx).map_or(0, |a| a.pt_len))
             .map_err(|_| crate::Error::Usage("model too large for this machine".into()))?;
         let mut arena = LockedBuf::new(len, o.require_mlock)?;
-        bundle::open_artifact(&src, &v, idx, &appliance, &mut arena).map_err(berr(path))?;
-        drop(appliance);
+        let done = std::sync::atomic::AtomicU64::new(0);
+        let on_bytes = |n: u64| {
+            let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+            progress(Stage::Decrypt, d as f64 / len.max(1) as f64);
+        };
+        bundle::open_artifact_with_progress(&src, &v, idx, appliance, &mut arena, &on_bytes)
+            .map_err(berr(path))?;
         let unwrap_decrypt = t1.elapsed();
         let arena_locked = matches!(arena.lock_status(), LockStatus::Locked);
         let t2 = Instant::now();
+        progress(Stage::Build, 0.0);
         let built = build(arena.as_slice())?;
+        progress(Stage::Build, 1.0);
         drop(arena);
         let lock = crate::secure::mem::lock_current();
         let weights_locked = lock.is_ok();
@@ -98,6 +133,7 @@ fn with_arena<T>(
             version: v.manifest.version,
             marking: v.manifest.marking.clone(),
             bundle: path.display().to_string(),
+            bytes: len as u64,
             read_verify_ms: read_verify.as_secs_f64() * 1e3,
             unwrap_decrypt_ms: unwrap_decrypt.as_secs_f64() * 1e3,
             build_ms: t2.elapsed().as_secs_f64() * 1e3,
@@ -135,8 +171,20 @@ fn with_arena<T>(
 
 /// Loads the installed model for inference.
 pub(crate) fn load_model(cli: &Cli, o: &ModelOpts<'_>) -> Result<(Loaded, LoadReport, Secret<32>)> {
+    load_model_with(cli, o, None, &|_, _| {})
+}
+
+/// [`load_model`] with an already unlocked appliance key and progress reports.
+pub(crate) fn load_model_with(
+    cli: &Cli,
+    o: &ModelOpts<'_>,
+    held: Option<&crate::keys::ApplianceSecret>,
+    progress: Progress<'_>,
+) -> Result<(Loaded, LoadReport, Secret<32>)> {
     let device = device(o.device)?;
-    with_arena(cli, o, |bytes| Ok(engine::load(bytes, &device)?))
+    with_arena(cli, o, held, progress, |bytes| {
+        Ok(engine::load(bytes, &device)?)
+    })
 }
 
 /// The candle device for `--device`.
@@ -301,7 +349,9 @@ pub(super) fn ask(cli: &Cli, o: &AskOpts<'_>) -> Result<()> {
 
 pub(super) fn tokenize(cli: &Cli, o: &ModelOpts<'_>, text: &str, json_out: bool) -> Result<()> {
     let text = read_prompt(text)?;
-    let ((tok, _), _, _) = with_arena(cli, o, |bytes| Ok(engine::load_tokenizer(bytes)?))?;
+    let ((tok, _), _, _) = with_arena(cli, o, None, &|_, _| {}, |bytes| {
+        Ok(engine::load_tokenizer(bytes)?)
+    })?;
     let ids = tok.encode(&text)?;
     if json_out {
         let pieces: Vec<_> = ids

@@ -311,6 +311,15 @@ pub struct ThreadStatus {
     pub no_new_privs: String,
 }
 
+/// The value of field `key` (without the colon) in a `/proc/.../status` text, trimmed, or
+/// `"unknown"` when the kernel does not report it.
+pub fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map_or_else(|| "unknown".to_owned(), |v| v.trim().to_owned())
+}
+
 /// Starts the worker thread pool (as inference does) and reads back every thread's seccomp
 /// mode and no_new_privs flag, to show the filter covers them all.
 #[allow(
@@ -326,16 +335,10 @@ pub fn threads_status() -> Vec<ThreadStatus> {
         .flatten()
         .map(|e| {
             let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-            let field = |k: &str| {
-                status
-                    .lines()
-                    .find_map(|l| l.strip_prefix(k))
-                    .map_or_else(|| "unknown".to_owned(), |v| v.trim().to_owned())
-            };
             ThreadStatus {
                 tid: e.file_name().to_string_lossy().into_owned(),
-                seccomp: field("Seccomp:"),
-                no_new_privs: field("NoNewPrivs:"),
+                seccomp: status_field(&status, "Seccomp"),
+                no_new_privs: status_field(&status, "NoNewPrivs"),
             }
         })
         .collect();

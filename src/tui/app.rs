@@ -34,8 +34,16 @@ pub struct Turn {
 /// Which screen is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Screen {
+    /// A model is being verified, decrypted and built.
+    Loading,
     /// The conversation.
     Chat,
+    /// The installed models, to switch to another.
+    Models,
+    /// Sampling settings and system prompt.
+    Settings,
+    /// The path to export the conversation to.
+    Export,
     /// The key bindings over the conversation.
     Help,
     /// Locked: the conversation is hidden (and wiped unless configured otherwise).
@@ -55,8 +63,151 @@ pub struct Session {
     pub context: usize,
     /// Whether the weights are locked in RAM.
     pub memory_locked: bool,
-    /// Whether unlocking needs a passphrase (the appliance key is protected).
-    pub passphrase_protected: bool,
+    /// What unlocks the screen.
+    pub unlock: Unlock,
+    /// Banner background from rempart.toml, overriding the built-in colours.
+    pub banner: Option<ratatui::style::Color>,
+}
+
+/// What unlocks a locked screen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unlock {
+    /// The appliance key's passphrase.
+    ApplianceKey,
+    /// The operator passphrase configured in rempart.toml (the appliance key has none).
+    Operator,
+    /// Enter alone: neither the key nor the configuration has a passphrase.
+    Nothing,
+}
+
+/// The loading stages shown as gauges.
+pub const STAGES: [&str; 3] = ["verify", "decrypt", "build"];
+
+/// A model load in progress (or just finished or failed).
+#[derive(Debug, Clone)]
+pub struct Loading {
+    /// `name vVERSION` being loaded.
+    pub model: String,
+    /// Fraction done of each of [`STAGES`].
+    pub stages: [f64; 3],
+    /// The final figures once loaded, and when.
+    pub done: Option<(LoadFigures, Instant)>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+/// What a finished load reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadFigures {
+    /// Plaintext model size.
+    pub bytes: u64,
+    /// Seconds per stage.
+    pub seconds: [f64; 3],
+    /// Whether all of the model's memory is locked.
+    pub memory_locked: bool,
+}
+
+/// One installed model, as the picker lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelEntry {
+    /// `NAME@VERSION`, to load it.
+    pub spec: String,
+    /// One line: marking, architecture, quantisation, size, dates, signers.
+    pub details: String,
+}
+
+/// Sampling settings for every answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// System prompt (empty: none).
+    pub system: Zeroizing<String>,
+    /// Temperature (0 = greedy).
+    pub temperature: f32,
+    /// Nucleus threshold.
+    pub top_p: f32,
+    /// Maximum tokens per answer.
+    pub max_tokens: usize,
+    /// Fixed seed; `None` draws a new one per answer.
+    pub seed: Option<u64>,
+}
+
+/// The settings labels, in form order.
+pub const SETTINGS: [&str; 5] = [
+    "System prompt",
+    "Temperature",
+    "Top-p",
+    "Max tokens",
+    "Seed",
+];
+
+/// The settings form being edited: one text per field.
+#[derive(Debug, Clone)]
+pub struct SettingsForm {
+    /// The texts, in [`SETTINGS`] order.
+    pub fields: [Zeroizing<String>; 5],
+    /// The field with the cursor.
+    pub pos: usize,
+    /// Why the last Enter was refused.
+    pub error: Option<String>,
+}
+
+impl SettingsForm {
+    fn from(s: &Settings) -> Self {
+        Self {
+            fields: [
+                s.system.clone(),
+                Zeroizing::new(s.temperature.to_string()),
+                Zeroizing::new(s.top_p.to_string()),
+                Zeroizing::new(s.max_tokens.to_string()),
+                Zeroizing::new(
+                    s.seed
+                        .map_or_else(|| "random".to_owned(), |x| x.to_string()),
+                ),
+            ],
+            pos: 0,
+            error: None,
+        }
+    }
+
+    /// Parses and checks the form.
+    fn parse(&self) -> Result<Settings, String> {
+        let [system, t, p, m, seed] = &self.fields;
+        let temperature: f32 = t
+            .trim()
+            .parse()
+            .map_err(|_| format!("temperature {:?} is not a number", t.as_str()))?;
+        let top_p: f32 = p
+            .trim()
+            .parse()
+            .map_err(|_| format!("top-p {:?} is not a number", p.as_str()))?;
+        crate::engine::SamplingParams {
+            temperature,
+            top_p,
+            ..crate::engine::SamplingParams::default()
+        }
+        .validate()
+        .map_err(|e| e.to_string())?;
+        let max_tokens = m
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| (1..=1 << 20).contains(&n))
+            .ok_or_else(|| format!("max tokens {:?} is not a whole number >= 1", m.as_str()))?;
+        let seed = match seed.trim() {
+            "" | "random" => None,
+            x => Some(
+                x.parse::<u64>()
+                    .map_err(|_| format!("seed {x:?} is not a whole number (or \"random\")"))?,
+            ),
+        };
+        Ok(Settings {
+            system: Zeroizing::new(system.trim().to_owned()),
+            temperature,
+            top_p,
+            max_tokens,
+            seed,
+        })
+    }
 }
 
 /// The generation in progress.
@@ -71,6 +222,24 @@ pub struct Generating {
 pub struct App {
     /// Session facts.
     pub session: Session,
+    /// The load in progress or last finished.
+    pub loading: Option<Loading>,
+    /// Sampling settings.
+    pub settings: Settings,
+    /// The settings form while open.
+    pub form: Option<SettingsForm>,
+    /// The installed models (filled when the picker opens).
+    pub models: Vec<ModelEntry>,
+    /// The picker's selection.
+    pub picker_pos: usize,
+    /// The `NAME@VERSION` loaded (or loading).
+    pub current_spec: String,
+    /// The export path being typed.
+    pub export_path: Zeroizing<String>,
+    /// Why the last export failed.
+    pub export_error: Option<String>,
+    /// Why the models could not be listed.
+    pub picker_error: Option<String>,
     /// The conversation.
     pub turns: Vec<Turn>,
     /// The input editor.
@@ -93,14 +262,21 @@ pub struct App {
     pub last_tps: Option<f64>,
     /// Prompt + generated tokens of the last exchange.
     pub context_used: usize,
-    /// Lock after this long without input.
-    pub idle_limit: Duration,
-    /// Keep the conversation in memory while locked.
-    pub keep_on_lock: bool,
+    /// Lock timing and what a lock wipes.
+    pub lock: LockPolicy,
     /// Last key press.
     pub last_input: Instant,
     /// A first Ctrl-C with nothing to stop: the next one quits.
     pub quit_armed: bool,
+}
+
+/// When the screen locks and what locking wipes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockPolicy {
+    /// Lock after this long without input.
+    pub idle: Duration,
+    /// Keep the conversation in memory while locked.
+    pub keep_conversation: bool,
 }
 
 /// An input to [`update`].
@@ -127,6 +303,30 @@ pub enum Action {
     Tick,
     /// The passphrase check finished.
     UnlockResult(Result<(), String>),
+    /// A model load started (`NAME@VERSION`, `name vVERSION`, its marking).
+    LoadStarted {
+        /// `NAME@VERSION`.
+        spec: String,
+        /// `name vVERSION`.
+        model: String,
+        /// The marking to show (the bundle's, else the configured default).
+        marking: String,
+    },
+    /// A loading stage advanced (index into [`STAGES`], fraction done).
+    LoadProgress(usize, f64),
+    /// The model is ready.
+    Loaded {
+        /// The model's context window.
+        context: usize,
+        /// The final figures.
+        figures: LoadFigures,
+    },
+    /// The load failed.
+    LoadFailed(String),
+    /// The installed models, for the picker (or why they could not be listed).
+    Models(Result<Vec<ModelEntry>, String>),
+    /// The export finished: the path written, or why not.
+    Exported(Result<String, String>),
 }
 
 /// What the event loop must do after [`update`].
@@ -140,6 +340,19 @@ pub enum Effect {
     Audit(&'static str),
     /// Check this passphrase against the appliance key.
     CheckPassphrase(Zeroizing<String>),
+    /// List the installed models (answer with [`Action::Models`]).
+    ListModels,
+    /// Wipe the loaded model and load this one (`NAME@VERSION`).
+    SwitchModel(String),
+    /// The settings changed: record it.
+    SettingsChanged,
+    /// Write this text to the typed path (answer with [`Action::Exported`]).
+    Export {
+        /// The path as typed.
+        path: Zeroizing<String>,
+        /// The conversation with its markings.
+        text: Zeroizing<String>,
+    },
     /// Leave the UI.
     Quit,
 }
@@ -154,15 +367,27 @@ pub const BINDINGS: &[(&str, &str)] = &[
     ("PgUp / PgDn", "scroll the conversation"),
     ("Home / End", "top / follow the answer"),
     ("Ctrl-N", "new conversation (the old one is wiped)"),
+    ("F2", "models: switch (the loaded one is wiped)"),
+    ("F3", "settings: system prompt, temperature, top-p..."),
+    ("e / F4", "export the conversation to a file you name"),
     ("Ctrl-L", "lock now"),
     ("? / F1", "this help (any key closes it)"),
 ];
 
 impl App {
     /// A new session with an empty conversation.
-    pub fn new(session: Session, idle_limit: Duration, now: Instant) -> Self {
+    pub fn new(session: Session, settings: Settings, lock: LockPolicy, now: Instant) -> Self {
         Self {
             session,
+            loading: None,
+            settings,
+            form: None,
+            models: Vec::new(),
+            picker_pos: 0,
+            current_spec: String::new(),
+            export_path: Zeroizing::new(String::new()),
+            export_error: None,
+            picker_error: None,
             turns: Vec::new(),
             input: new_input(),
             history: Vec::new(),
@@ -174,8 +399,7 @@ impl App {
             scroll_up: 0,
             last_tps: None,
             context_used: 0,
-            idle_limit,
-            keep_on_lock: false,
+            lock,
             last_input: now,
             quit_armed: false,
         }
@@ -183,7 +407,8 @@ impl App {
 
     /// Time left before the idle lock.
     pub fn idle_left(&self, now: Instant) -> Duration {
-        self.idle_limit
+        self.lock
+            .idle
             .saturating_sub(now.saturating_duration_since(self.last_input))
     }
 
@@ -205,9 +430,11 @@ impl App {
         if self.generating.is_some() {
             effects.push(Effect::Cancel);
         }
-        if !self.keep_on_lock {
+        if !self.lock.keep_conversation {
             self.wipe();
         }
+        self.form = None;
+        self.export_path = Zeroizing::new(String::new());
         self.screen = Screen::Locked;
         self.unlock_entry = Zeroizing::new(String::new());
         self.unlock_error = None;
@@ -300,6 +527,13 @@ impl App {
             }
             KeyCode::F(1) => self.screen = Screen::Help,
             KeyCode::Char('?') if self.input.is_empty() => self.screen = Screen::Help,
+            KeyCode::F(2) => self.open_picker(effects),
+            KeyCode::F(3) => {
+                self.form = Some(SettingsForm::from(&self.settings));
+                self.screen = Screen::Settings;
+            }
+            KeyCode::F(4) => self.open_export(),
+            KeyCode::Char('e') if self.input.is_empty() && !ctrl => self.open_export(),
             KeyCode::Enter if alt_or_shift => self.input.insert_newline(),
             KeyCode::Enter => self.send(effects),
             KeyCode::PageUp => self.scroll_up = self.scroll_up.saturating_add(10),
@@ -315,6 +549,156 @@ impl App {
             }
         }
         self.quit_armed = false;
+    }
+
+    fn open_picker(&mut self, effects: &mut Vec<Effect>) {
+        self.models.clear();
+        self.picker_error = None;
+        self.screen = Screen::Models;
+        effects.push(Effect::ListModels);
+    }
+
+    fn open_export(&mut self) {
+        self.export_error = None;
+        self.screen = Screen::Export;
+    }
+
+    /// The screen to return to from an overlay or the lock: the loading screen while a load
+    /// is running or has failed, else the conversation.
+    fn home(&self) -> Screen {
+        match &self.loading {
+            Some(l) if l.done.is_none() => Screen::Loading,
+            _ => Screen::Chat,
+        }
+    }
+
+    fn picker_key(&mut self, k: KeyEvent, effects: &mut Vec<Effect>) {
+        match k.code {
+            KeyCode::Up => self.picker_pos = self.picker_pos.saturating_sub(1),
+            KeyCode::Down if self.picker_pos + 1 < self.models.len() => self.picker_pos += 1,
+            KeyCode::Enter => {
+                let Some(spec) = self.models.get(self.picker_pos).map(|m| m.spec.clone()) else {
+                    return;
+                };
+                let loaded = self.loading.as_ref().is_some_and(|l| l.error.is_none());
+                if spec == self.current_spec && loaded {
+                    self.screen = self.home();
+                    return;
+                }
+                if self.generating.take().is_some() {
+                    effects.push(Effect::Cancel);
+                }
+                self.wipe();
+                self.screen = Screen::Loading;
+                effects.push(Effect::SwitchModel(spec));
+            }
+            KeyCode::Esc | KeyCode::F(2) => self.screen = self.home(),
+            _ => {}
+        }
+    }
+
+    fn settings_key(&mut self, k: KeyEvent, effects: &mut Vec<Effect>) {
+        let Some(form) = &mut self.form else {
+            self.screen = Screen::Chat;
+            return;
+        };
+        let n = form.fields.len();
+        match k.code {
+            KeyCode::Esc | KeyCode::F(3) => {
+                self.form = None;
+                self.screen = Screen::Chat;
+            }
+            KeyCode::Up | KeyCode::BackTab => form.pos = (form.pos + n - 1) % n,
+            KeyCode::Down | KeyCode::Tab => form.pos = (form.pos + 1) % n,
+            KeyCode::Enter => match form.parse() {
+                Ok(s) => {
+                    self.settings = s;
+                    self.form = None;
+                    self.screen = Screen::Chat;
+                    effects.push(Effect::SettingsChanged);
+                }
+                Err(e) => form.error = Some(e),
+            },
+            KeyCode::Backspace => {
+                if let Some(f) = form.fields.get_mut(form.pos) {
+                    f.pop();
+                }
+            }
+            KeyCode::Char('u') if k.modifiers.contains(KeyModifiers::CONTROL) => {
+                if let Some(f) = form.fields.get_mut(form.pos) {
+                    *f = Zeroizing::new(String::new());
+                }
+            }
+            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
+                if let Some(f) = form.fields.get_mut(form.pos) {
+                    f.push(c);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn export_key(&mut self, k: KeyEvent, effects: &mut Vec<Effect>) {
+        match k.code {
+            KeyCode::Esc => self.screen = Screen::Chat,
+            KeyCode::Enter if self.export_path.trim().is_empty() => {
+                self.export_error = Some("type a file name first".into());
+            }
+            KeyCode::Enter if self.turns.is_empty() => {
+                self.export_error = Some("the conversation is empty: nothing to export".into());
+            }
+            KeyCode::Enter => effects.push(Effect::Export {
+                path: self.export_path.clone(),
+                text: self.export_text(),
+            }),
+            KeyCode::Backspace => {
+                self.export_path.pop();
+            }
+            KeyCode::Char(c) if !k.modifiers.contains(KeyModifiers::CONTROL) => {
+                self.export_path.push(c);
+            }
+            _ => {}
+        }
+    }
+
+    /// The conversation as text, with the classification marking on the first and last line.
+    pub fn export_text(&self) -> Zeroizing<String> {
+        let m = &self.session.marking;
+        let mut out = Zeroizing::new(format!(
+            "{m}\n\nRempart conversation with {}\n",
+            self.session.model
+        ));
+        if !self.settings.system.is_empty() {
+            out.push_str(&format!(
+                "\n## System\n\n{}\n",
+                self.settings.system.as_str()
+            ));
+        }
+        for t in &self.turns {
+            let who = match t.role {
+                Role::User => "You",
+                Role::Assistant => "Model",
+                Role::Notice => "rempart",
+            };
+            out.push_str(&format!("\n## {who}\n\n{}\n", t.text.as_str()));
+        }
+        out.push_str(&format!("\n{m}\n"));
+        out
+    }
+
+    fn loading_key(&mut self, k: KeyEvent, effects: &mut Vec<Effect>) {
+        let ctrl = k.modifiers.contains(KeyModifiers::CONTROL);
+        match k.code {
+            KeyCode::Char('q') if ctrl => effects.push(Effect::Quit),
+            KeyCode::Char('l') if ctrl => self.lock(effects),
+            KeyCode::F(2) if self.loading.as_ref().is_some_and(|l| l.error.is_some()) => {
+                self.open_picker(effects);
+            }
+            _ if self.loading.as_ref().is_some_and(|l| l.done.is_some()) => {
+                self.screen = Screen::Chat;
+            }
+            _ => {}
+        }
     }
 
     fn lock_key(&mut self, k: KeyEvent, effects: &mut Vec<Effect>) {
@@ -341,6 +725,9 @@ fn new_input() -> TextArea<'static> {
     t
 }
 
+/// How long the loading screen shows the final figures before the conversation.
+pub const LOADED_SHOWN: Duration = Duration::from_millis(1500);
+
 /// Applies one action at time `now`; returns what the event loop must do.
 pub fn update(app: &mut App, action: Action, now: Instant) -> Vec<Effect> {
     let mut effects = Vec::new();
@@ -351,6 +738,10 @@ pub fn update(app: &mut App, action: Action, now: Instant) -> Vec<Effect> {
                 Screen::Help => app.screen = Screen::Chat,
                 Screen::Locked => app.lock_key(k, &mut effects),
                 Screen::Chat => app.chat_key(k, &mut effects),
+                Screen::Loading => app.loading_key(k, &mut effects),
+                Screen::Models => app.picker_key(k, &mut effects),
+                Screen::Settings => app.settings_key(k, &mut effects),
+                Screen::Export => app.export_key(k, &mut effects),
             }
         }
         Action::Key(_) => {}
@@ -397,9 +788,85 @@ pub fn update(app: &mut App, action: Action, now: Instant) -> Vec<Effect> {
             if app.screen != Screen::Locked && app.idle_left(now).is_zero() {
                 app.lock(&mut effects);
             }
+            let shown = app
+                .loading
+                .as_ref()
+                .and_then(|l| l.done.as_ref())
+                .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= LOADED_SHOWN);
+            if app.screen == Screen::Loading && shown {
+                app.screen = Screen::Chat;
+            }
         }
-        Action::UnlockResult(Ok(())) => {
+        Action::LoadStarted {
+            spec,
+            model,
+            marking,
+        } => {
+            app.current_spec = spec;
+            app.session.model.clone_from(&model);
+            app.session.marking = marking;
+            app.loading = Some(Loading {
+                model,
+                stages: [0.0; 3],
+                done: None,
+                error: None,
+            });
+            if app.screen != Screen::Locked {
+                app.screen = Screen::Loading;
+            }
+        }
+        Action::LoadProgress(i, f) => {
+            if let Some(x) = app.loading.as_mut().and_then(|l| l.stages.get_mut(i)) {
+                *x = f.clamp(0.0, 1.0);
+            }
+        }
+        Action::Loaded { context, figures } => {
+            app.session.context = context;
+            app.session.memory_locked = figures.memory_locked;
+            app.context_used = 0;
+            if let Some(l) = &mut app.loading {
+                l.stages = [1.0; 3];
+                let [verify, decrypt, build] = figures.seconds;
+                app.turns.push(Turn {
+                    role: Role::Notice,
+                    text: Zeroizing::new(format!(
+                        "{} loaded: {:.1} MB in {:.2} s (verify {:.2} s, decrypt {:.2} s, build {:.2} s); memory locked: {}",
+                        l.model,
+                        figures.bytes as f64 / 1e6,
+                        verify + decrypt + build,
+                        verify,
+                        decrypt,
+                        build,
+                        if figures.memory_locked { "yes" } else { "NO" },
+                    )),
+                });
+                l.done = Some((figures, now));
+            }
+        }
+        Action::LoadFailed(e) => {
+            if let Some(l) = &mut app.loading {
+                l.error = Some(e);
+            }
+        }
+        Action::Models(Ok(list)) => {
+            app.picker_pos = list
+                .iter()
+                .position(|m| m.spec == app.current_spec)
+                .unwrap_or(0);
+            app.models = list;
+        }
+        Action::Models(Err(e)) => app.picker_error = Some(e),
+        Action::Exported(Ok(path)) => {
+            app.export_path = Zeroizing::new(String::new());
             app.screen = Screen::Chat;
+            app.turns.push(Turn {
+                role: Role::Notice,
+                text: Zeroizing::new(format!("exported to {path}")),
+            });
+        }
+        Action::Exported(Err(e)) => app.export_error = Some(e),
+        Action::UnlockResult(Ok(())) => {
+            app.screen = app.home();
             app.unlock_error = None;
             app.last_input = now;
             effects.push(Effect::Audit("tui_unlock"));
@@ -436,8 +903,35 @@ mod tests {
             device: "cpu".into(),
             context: 4096,
             memory_locked: true,
-            passphrase_protected: protected,
+            unlock: if protected {
+                Unlock::ApplianceKey
+            } else {
+                Unlock::Nothing
+            },
+            banner: None,
         }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            system: Zeroizing::new(String::new()),
+            temperature: 0.8,
+            top_p: 0.95,
+            max_tokens: 256,
+            seed: None,
+        }
+    }
+
+    fn new_app(protected: bool, t0: Instant) -> App {
+        App::new(
+            session(protected),
+            settings(),
+            LockPolicy {
+                idle: Duration::from_secs(300),
+                keep_conversation: false,
+            },
+            t0,
+        )
     }
 
     fn key(code: KeyCode) -> Action {
@@ -457,7 +951,7 @@ mod tests {
     #[test]
     fn enter_sends_the_conversation_and_tokens_stream_into_the_answer() {
         let t0 = Instant::now();
-        let mut app = App::new(session(false), Duration::from_secs(300), t0);
+        let mut app = new_app(false, t0);
         typed(&mut app, "hello", t0);
         let fx = update(&mut app, key(KeyCode::Enter), t0);
         assert_eq!(
@@ -494,7 +988,7 @@ mod tests {
     #[test]
     fn alt_enter_adds_a_line_and_up_recalls_history() {
         let t0 = Instant::now();
-        let mut app = App::new(session(false), Duration::from_secs(300), t0);
+        let mut app = new_app(false, t0);
         typed(&mut app, "a", t0);
         update(
             &mut app,
@@ -522,7 +1016,7 @@ mod tests {
     #[test]
     fn esc_and_ctrl_c_stop_an_answer_and_keep_it_then_ctrl_c_twice_quits() {
         let t0 = Instant::now();
-        let mut app = App::new(session(false), Duration::from_secs(300), t0);
+        let mut app = new_app(false, t0);
         typed(&mut app, "q", t0);
         update(&mut app, key(KeyCode::Enter), t0);
         update(&mut app, Action::Token("partial".into()), t0);
@@ -553,7 +1047,7 @@ mod tests {
     #[test]
     fn idle_time_locks_and_wipes_and_unlock_needs_the_passphrase() {
         let t0 = Instant::now();
-        let mut app = App::new(session(true), Duration::from_secs(300), t0);
+        let mut app = new_app(true, t0);
         typed(&mut app, "secret question", t0);
         update(&mut app, key(KeyCode::Enter), t0);
         update(&mut app, Action::Token("answer".into()), t0);
@@ -586,8 +1080,8 @@ mod tests {
     #[test]
     fn ctrl_l_locks_at_once_and_keep_on_lock_keeps_the_conversation() {
         let t0 = Instant::now();
-        let mut app = App::new(session(false), Duration::from_secs(300), t0);
-        app.keep_on_lock = true;
+        let mut app = new_app(false, t0);
+        app.lock.keep_conversation = true;
         typed(&mut app, "kept", t0);
         update(&mut app, key(KeyCode::Enter), t0);
         update(
@@ -613,7 +1107,7 @@ mod tests {
     #[test]
     fn help_opens_on_question_mark_and_closes_on_any_key_and_scrolling_is_bounded() {
         let t0 = Instant::now();
-        let mut app = App::new(session(false), Duration::from_secs(300), t0);
+        let mut app = new_app(false, t0);
         update(&mut app, key(KeyCode::Char('?')), t0);
         assert_eq!(app.screen, Screen::Help);
         update(&mut app, key(KeyCode::Char('z')), t0);
@@ -628,5 +1122,225 @@ mod tests {
         assert_eq!(app.scroll_up, u16::MAX);
         update(&mut app, key(KeyCode::End), t0);
         assert_eq!(app.scroll_up, 0);
+    }
+
+    fn press(app: &mut App, code: KeyCode, t: Instant) -> Vec<Effect> {
+        update(app, key(code), t)
+    }
+
+    #[test]
+    fn settings_are_edited_validated_and_applied() {
+        let t0 = Instant::now();
+        let mut app = new_app(false, t0);
+        press(&mut app, KeyCode::F(3), t0);
+        assert_eq!(app.screen, Screen::Settings);
+        typed(&mut app, "Be brief.", t0);
+        press(&mut app, KeyCode::Down, t0);
+        update(&mut app, ctrl('u'), t0);
+        typed(&mut app, "-1", t0);
+        // An out-of-range temperature is refused with a reason and nothing changes.
+        assert!(press(&mut app, KeyCode::Enter, t0).is_empty());
+        let err = app.form.as_ref().unwrap().error.clone().unwrap();
+        assert!(err.contains("temperature"), "{err}");
+        assert_eq!(app.settings, settings());
+        press(&mut app, KeyCode::Backspace, t0);
+        press(&mut app, KeyCode::Backspace, t0);
+        typed(&mut app, "0", t0);
+        // Tab wraps round the fields: Up from the first goes to the seed.
+        press(&mut app, KeyCode::Up, t0);
+        press(&mut app, KeyCode::Up, t0);
+        assert_eq!(app.form.as_ref().unwrap().pos, 4);
+        update(&mut app, ctrl('u'), t0);
+        typed(&mut app, "42", t0);
+        assert_eq!(
+            press(&mut app, KeyCode::Enter, t0),
+            vec![Effect::SettingsChanged]
+        );
+        assert_eq!(app.screen, Screen::Chat);
+        assert_eq!(app.settings.system.as_str(), "Be brief.");
+        assert_eq!(
+            (app.settings.temperature, app.settings.seed),
+            (0.0, Some(42))
+        );
+        // Esc leaves without changing anything.
+        press(&mut app, KeyCode::F(3), t0);
+        typed(&mut app, "ignored", t0);
+        press(&mut app, KeyCode::Esc, t0);
+        assert_eq!(app.settings.system.as_str(), "Be brief.");
+    }
+
+    fn loaded(app: &mut App, spec: &str, t: Instant) {
+        update(
+            app,
+            Action::LoadStarted {
+                spec: spec.into(),
+                model: spec.replace('@', " v"),
+                marking: "RESTRICTED".into(),
+            },
+            t,
+        );
+        update(app, Action::LoadProgress(1, 0.5), t);
+        update(
+            app,
+            Action::Loaded {
+                context: 2048,
+                figures: LoadFigures {
+                    bytes: 98_000_000,
+                    seconds: [0.01, 0.1, 0.3],
+                    memory_locked: true,
+                },
+            },
+            t,
+        );
+    }
+
+    #[test]
+    fn loading_shows_stages_then_figures_then_the_chat() {
+        let t0 = Instant::now();
+        let mut app = new_app(false, t0);
+        update(
+            &mut app,
+            Action::LoadStarted {
+                spec: "a@1".into(),
+                model: "a v1".into(),
+                marking: "RESTRICTED".into(),
+            },
+            t0,
+        );
+        assert_eq!(app.screen, Screen::Loading);
+        assert_eq!(app.session.marking, "RESTRICTED");
+        update(&mut app, Action::LoadProgress(1, 0.25), t0);
+        update(&mut app, Action::LoadProgress(9, 0.5), t0);
+        assert_eq!(app.loading.as_ref().unwrap().stages, [0.0, 0.25, 0.0]);
+        loaded(&mut app, "a@1", t0);
+        assert_eq!(app.session.context, 2048);
+        let notice = app.turns[0].text.as_str();
+        assert!(
+            notice.contains("98.0 MB in 0.41 s") && notice.contains("memory locked: yes"),
+            "{notice}"
+        );
+        update(&mut app, Action::Tick, t0 + Duration::from_millis(100));
+        assert_eq!(app.screen, Screen::Loading, "the figures stay a moment");
+        update(&mut app, Action::Tick, t0 + LOADED_SHOWN);
+        assert_eq!(app.screen, Screen::Chat);
+    }
+
+    #[test]
+    fn a_failed_load_offers_the_picker_and_switching_wipes_the_conversation() {
+        let t0 = Instant::now();
+        let mut app = new_app(false, t0);
+        loaded(&mut app, "a@1", t0);
+        press(&mut app, KeyCode::Char('x'), t0);
+        typed(&mut app, "hello", t0);
+        press(&mut app, KeyCode::Enter, t0);
+        update(&mut app, Action::Token("partial".into()), t0);
+        assert_eq!(press(&mut app, KeyCode::F(2), t0), vec![Effect::ListModels]);
+        assert_eq!(app.screen, Screen::Models);
+        let entry = |spec: &str| ModelEntry {
+            spec: spec.into(),
+            details: "RESTRICTED".into(),
+        };
+        update(
+            &mut app,
+            Action::Models(Ok(vec![entry("a@1"), entry("b@2")])),
+            t0,
+        );
+        assert_eq!(app.picker_pos, 0, "the loaded model is selected");
+        // Enter on the loaded model just closes the picker.
+        assert!(press(&mut app, KeyCode::Enter, t0).is_empty());
+        assert_eq!(app.screen, Screen::Chat);
+        press(&mut app, KeyCode::F(2), t0);
+        update(
+            &mut app,
+            Action::Models(Ok(vec![entry("a@1"), entry("b@2")])),
+            t0,
+        );
+        press(&mut app, KeyCode::Down, t0);
+        press(&mut app, KeyCode::Down, t0);
+        assert_eq!(app.picker_pos, 1, "bounded");
+        // Switching stops the answer and wipes the conversation before the old model goes.
+        assert_eq!(
+            press(&mut app, KeyCode::Enter, t0),
+            vec![Effect::Cancel, Effect::SwitchModel("b@2".into())]
+        );
+        assert!(app.turns.is_empty() && app.history.is_empty() && app.generating.is_none());
+        assert_eq!(app.screen, Screen::Loading);
+        update(
+            &mut app,
+            Action::LoadStarted {
+                spec: "b@2".into(),
+                model: "b v2".into(),
+                marking: "SECRET".into(),
+            },
+            t0,
+        );
+        update(&mut app, Action::LoadFailed("bad signature".into()), t0);
+        // Any key but F2 or Ctrl-Q stays on the error; F2 offers the picker again.
+        assert!(press(&mut app, KeyCode::Char('z'), t0).is_empty());
+        assert_eq!(app.screen, Screen::Loading);
+        assert_eq!(press(&mut app, KeyCode::F(2), t0), vec![Effect::ListModels]);
+        update(
+            &mut app,
+            Action::Models(Err("no model is installed".into())),
+            t0,
+        );
+        assert_eq!(app.picker_error.as_deref(), Some("no model is installed"));
+        press(&mut app, KeyCode::Esc, t0);
+        assert_eq!(app.screen, Screen::Loading);
+    }
+
+    #[test]
+    fn export_carries_the_marking_top_and_bottom_and_reports_the_result() {
+        let t0 = Instant::now();
+        let mut app = new_app(false, t0);
+        // Nothing to export yet.
+        press(&mut app, KeyCode::Char('e'), t0);
+        assert_eq!(app.screen, Screen::Export);
+        typed(&mut app, "out.md", t0);
+        assert!(press(&mut app, KeyCode::Enter, t0).is_empty());
+        assert!(app.export_error.as_deref().unwrap().contains("empty"));
+        press(&mut app, KeyCode::Esc, t0);
+        typed(&mut app, "question", t0);
+        press(&mut app, KeyCode::Enter, t0);
+        update(&mut app, Action::Token("answer".into()), t0);
+        update(
+            &mut app,
+            Action::Done {
+                tokens: 4,
+                tokens_per_s: 1.0,
+                stop: "eos".into(),
+            },
+            t0,
+        );
+        // `e` in a non-empty editor is typed, F4 always exports.
+        typed(&mut app, "xe", t0);
+        assert_eq!(
+            (app.screen, app.input.lines()),
+            (Screen::Chat, &["xe".to_owned()][..])
+        );
+        press(&mut app, KeyCode::F(4), t0);
+        assert_eq!(app.screen, Screen::Export);
+        press(&mut app, KeyCode::Backspace, t0);
+        typed(&mut app, "d", t0);
+        let fx = press(&mut app, KeyCode::Enter, t0);
+        let [Effect::Export { path, text }] = fx.as_slice() else {
+            panic!("{fx:?}")
+        };
+        assert_eq!(path.as_str(), "out.md");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.first(), Some(&"SECRET"));
+        assert_eq!(lines.last(), Some(&"SECRET"));
+        assert!(text.contains("## You\n\nquestion") && text.contains("## Model\n\nanswer"));
+        update(&mut app, Action::Exported(Err("exists".into())), t0);
+        assert_eq!(app.screen, Screen::Export);
+        update(&mut app, Action::Exported(Ok("/x/out.md".into())), t0);
+        assert_eq!(app.screen, Screen::Chat);
+        assert!(
+            app.turns
+                .last()
+                .unwrap()
+                .text
+                .contains("exported to /x/out.md")
+        );
     }
 }

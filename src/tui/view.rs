@@ -8,9 +8,9 @@ use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
-use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
+use ratatui::widgets::{Block, Borders, Clear, Gauge, Paragraph, Wrap};
 
-use super::app::{App, BINDINGS, Role, Screen};
+use super::app::{App, BINDINGS, Role, SETTINGS, STAGES, Screen, Unlock};
 
 /// Banner colours for a marking: (background, foreground).
 pub fn marking_colors(marking: &str) -> (Color, Color) {
@@ -32,7 +32,19 @@ pub fn marking_colors(marking: &str) -> (Color, Color) {
 }
 
 fn banner(app: &App) -> Paragraph<'static> {
-    let (bg, fg) = marking_colors(&app.session.marking);
+    let (bg, fg) = match app.session.banner {
+        // A configured colour: dark text on light backgrounds, white on the others.
+        Some(
+            bg @ (Color::Green
+            | Color::Yellow
+            | Color::White
+            | Color::Gray
+            | Color::Cyan
+            | Color::Indexed(208)),
+        ) => (bg, Color::Black),
+        Some(bg) => (bg, Color::White),
+        None => marking_colors(&app.session.marking),
+    };
     Paragraph::new(app.session.marking.clone())
         .alignment(Alignment::Center)
         .style(Style::new().bg(bg).fg(fg).add_modifier(Modifier::BOLD))
@@ -208,8 +220,12 @@ fn lock_screen(frame: &mut Frame<'_>, app: &App, area: Rect) {
         Line::styled("LOCKED", Style::new().add_modifier(Modifier::BOLD)),
         Line::raw(""),
     ];
-    if app.session.passphrase_protected {
-        lines.push(Line::raw("Passphrase of the appliance key, then Enter:"));
+    if app.session.unlock != Unlock::Nothing {
+        lines.push(Line::raw(if app.session.unlock == Unlock::ApplianceKey {
+            "Passphrase of the appliance key, then Enter:"
+        } else {
+            "Operator passphrase, then Enter:"
+        }));
         lines.push(Line::raw("•".repeat(app.unlock_entry.chars().count())));
     } else {
         lines.push(Line::raw("Press Enter to unlock."));
@@ -223,7 +239,7 @@ fn lock_screen(frame: &mut Frame<'_>, app: &App, area: Rect) {
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled(
-        if app.keep_on_lock {
+        if app.lock.keep_conversation {
             "The conversation is kept in memory."
         } else {
             "The conversation was wiped."
@@ -241,6 +257,193 @@ fn lock_screen(frame: &mut Frame<'_>, app: &App, area: Rect) {
             .wrap(Wrap { trim: true }),
         area,
     );
+}
+
+/// A centred box of at most `w` x `h` inside `area`, cleared.
+fn dialog(frame: &mut Frame<'_>, area: Rect, w: u16, h: u16, title: &str) -> Rect {
+    let w = area.width.min(w);
+    let h = area.height.min(h);
+    let r = Rect {
+        x: area.x + (area.width - w) / 2,
+        y: area.y + (area.height - h) / 2,
+        width: w,
+        height: h,
+    };
+    frame.render_widget(Clear, r);
+    let block = Block::default()
+        .borders(Borders::ALL)
+        .title(title.to_owned());
+    let inner = block.inner(r);
+    frame.render_widget(block, r);
+    inner
+}
+
+fn dim() -> Style {
+    Style::new().fg(Color::DarkGray)
+}
+
+fn loading_screen(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let Some(l) = &app.loading else { return };
+    let inner = dialog(frame, area, 64, 9, &format!(" Loading {} ", l.model));
+    let rows = Layout::vertical([Constraint::Length(1); 7]).split(inner);
+    let row = |i: usize| rows.get(i).copied().unwrap_or_default();
+    for (i, (name, f)) in STAGES.iter().zip(l.stages).enumerate() {
+        let [label, gauge] =
+            Layout::horizontal([Constraint::Length(9), Constraint::Min(1)]).areas(row(i));
+        frame.render_widget(Paragraph::new(format!(" {name}")), label);
+        frame.render_widget(
+            Gauge::default()
+                .ratio(f.clamp(0.0, 1.0))
+                .gauge_style(Style::new().fg(Color::Green).bg(Color::DarkGray))
+                .use_unicode(true),
+            gauge,
+        );
+    }
+    let mut lines = vec![];
+    if let Some(e) = &l.error {
+        lines.push(Line::styled(
+            format!(" failed: {e}"),
+            Style::new().fg(Color::Red),
+        ));
+        lines.push(Line::styled(
+            " F2 lists the installed models, Ctrl-Q quits.",
+            dim(),
+        ));
+    } else if let Some((f, _)) = &l.done {
+        let [v, d, b] = f.seconds;
+        lines.push(Line::raw(format!(
+            " {:.1} MB in {:.2} s (verify {v:.2}, decrypt {d:.2}, build {b:.2})",
+            f.bytes as f64 / 1e6,
+            v + d + b
+        )));
+        lines.push(Line::raw(format!(
+            " memory locked: {}",
+            if f.memory_locked {
+                "yes"
+            } else {
+                "NO (could be swapped out)"
+            }
+        )));
+    } else {
+        lines.push(Line::styled(
+            " verifying signatures, then decrypting into locked memory…",
+            dim(),
+        ));
+    }
+    let text_area = Rect {
+        y: row(4).y,
+        height: inner.height.saturating_sub(4),
+        ..inner
+    };
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), text_area);
+}
+
+fn picker(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let h = u16::try_from(app.models.len() * 2)
+        .unwrap_or(u16::MAX)
+        .saturating_add(5);
+    let inner = dialog(frame, area, 78, h, " Models (Enter loads, Esc closes) ");
+    let mut lines = Vec::new();
+    if let Some(e) = &app.picker_error {
+        lines.push(Line::styled(e.clone(), Style::new().fg(Color::Red)));
+    } else if app.models.is_empty() {
+        lines.push(Line::styled("verifying the installed bundles…", dim()));
+    }
+    for (i, m) in app.models.iter().enumerate() {
+        let chosen = i == app.picker_pos;
+        let current = m.spec == app.current_spec;
+        let style = if chosen {
+            Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
+        } else {
+            Style::new().add_modifier(Modifier::BOLD)
+        };
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{} {}", if chosen { ">" } else { " " }, m.spec),
+                style,
+            ),
+            Span::styled(if current { "  (loaded)" } else { "" }, dim()),
+        ]));
+        lines.push(Line::styled(format!("    {}", m.details), dim()));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        "Loading another model wipes the loaded one and this conversation.",
+        dim(),
+    ));
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+fn settings_panel(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let Some(form) = &app.form else { return };
+    let inner = dialog(
+        frame,
+        area,
+        72,
+        14,
+        " Settings (Tab/Up/Down move, Enter applies, Esc cancels) ",
+    );
+    let mut lines = Vec::new();
+    let width = usize::from(inner.width.saturating_sub(18)).max(8);
+    for (i, (label, value)) in SETTINGS.iter().zip(&form.fields).enumerate() {
+        let chosen = i == form.pos;
+        // Long values (the system prompt) show their end, where the cursor is.
+        let n = value.chars().count();
+        let shown: String = value.chars().skip(n.saturating_sub(width)).collect();
+        lines.push(Line::from(vec![
+            Span::styled(
+                format!("{}{label:>14}: ", if chosen { ">" } else { " " }),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(
+                shown,
+                if chosen {
+                    Style::new().add_modifier(Modifier::UNDERLINED)
+                } else {
+                    Style::new()
+                },
+            ),
+            Span::raw(if chosen { "▏" } else { "" }),
+        ]));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        "Temperature 0 is greedy; seed \"random\" draws one per answer. Ctrl-U clears a field.",
+        dim(),
+    ));
+    lines.push(Line::styled(
+        "Settings apply to the next answer and are audited (not the prompt's text).",
+        dim(),
+    ));
+    if let Some(e) = &form.error {
+        lines.push(Line::styled(e.clone(), Style::new().fg(Color::Red)));
+    }
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+fn export_prompt(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let inner = dialog(frame, area, 72, 9, " Export the conversation ");
+    let mut lines = vec![
+        Line::raw("File name (under the export directory), then Enter; Esc cancels:"),
+        Line::from(vec![
+            Span::styled(
+                app.export_path.to_string(),
+                Style::new().add_modifier(Modifier::BOLD),
+            ),
+            Span::raw("▏"),
+        ]),
+        Line::styled(
+            format!(
+                "The file starts and ends with the marking {}; it is never overwritten.",
+                app.session.marking
+            ),
+            dim(),
+        ),
+    ];
+    if let Some(e) = &app.export_error {
+        lines.push(Line::styled(e.clone(), Style::new().fg(Color::Red)));
+    }
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
 /// Draws the whole screen.
@@ -285,8 +488,13 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, now: Instant) {
     editor.set_block(Block::default().borders(Borders::ALL).title(title));
     frame.render_widget(&editor, input);
     frame.render_widget(Paragraph::new(status(app, now)), bar);
-    if app.screen == Screen::Help {
-        help(frame, body);
+    match app.screen {
+        Screen::Help => help(frame, body),
+        Screen::Loading => loading_screen(frame, app, body),
+        Screen::Models => picker(frame, app, body),
+        Screen::Settings => settings_panel(frame, app, body),
+        Screen::Export => export_prompt(frame, app, body),
+        Screen::Chat | Screen::Locked => {}
     }
 }
 
@@ -298,7 +506,8 @@ mod tests {
     use ratatui::backend::TestBackend;
 
     use super::*;
-    use crate::tui::app::{Action, Session, update};
+    use crate::tui::app::{Action, LoadFigures, LockPolicy, ModelEntry, Session, Settings, update};
+    use crossterm::event::{KeyCode, KeyEvent};
 
     fn app(marking: &str, t0: Instant) -> App {
         App::new(
@@ -308,9 +517,20 @@ mod tests {
                 device: "cpu".into(),
                 context: 8192,
                 memory_locked: true,
-                passphrase_protected: true,
+                unlock: Unlock::ApplianceKey,
+                banner: None,
             },
-            Duration::from_secs(300),
+            Settings {
+                system: zeroize::Zeroizing::new(String::new()),
+                temperature: 0.8,
+                top_p: 0.95,
+                max_tokens: 1024,
+                seed: None,
+            },
+            LockPolicy {
+                idle: Duration::from_secs(300),
+                keep_conversation: false,
+            },
             t0,
         )
     }
@@ -332,21 +552,9 @@ mod tests {
     fn chatting(t0: Instant) -> App {
         let mut a = app("CONFIDENTIAL", t0);
         for c in "Explain **air gaps** briefly".chars() {
-            update(
-                &mut a,
-                Action::Key(crossterm::event::KeyEvent::from(
-                    crossterm::event::KeyCode::Char(c),
-                )),
-                t0,
-            );
+            update(&mut a, Action::Key(KeyEvent::from(KeyCode::Char(c))), t0);
         }
-        update(
-            &mut a,
-            Action::Key(crossterm::event::KeyEvent::from(
-                crossterm::event::KeyCode::Enter,
-            )),
-            t0,
-        );
+        update(&mut a, Action::Key(KeyEvent::from(KeyCode::Enter)), t0);
         update(
             &mut a,
             Action::Token(
@@ -369,13 +577,7 @@ mod tests {
     fn help_overlay_lists_every_binding() {
         let t0 = Instant::now();
         let mut a = chatting(t0);
-        update(
-            &mut a,
-            Action::Key(crossterm::event::KeyEvent::from(
-                crossterm::event::KeyCode::F(1),
-            )),
-            t0,
-        );
+        update(&mut a, Action::Key(KeyEvent::from(KeyCode::F(1))), t0);
         let screen = render(&a, 80, 24, t0);
         for (k, _) in BINDINGS {
             assert!(screen.contains(k), "{k} missing from the help");
@@ -389,13 +591,7 @@ mod tests {
         let mut a = chatting(t0);
         update(&mut a, Action::Tick, t0 + Duration::from_secs(301));
         for c in "abc".chars() {
-            update(
-                &mut a,
-                Action::Key(crossterm::event::KeyEvent::from(
-                    crossterm::event::KeyCode::Char(c),
-                )),
-                t0,
-            );
+            update(&mut a, Action::Key(KeyEvent::from(KeyCode::Char(c))), t0);
         }
         let screen = render(&a, 80, 24, t0);
         assert!(!screen.contains("air gap") && !screen.contains("abc"));
@@ -419,5 +615,127 @@ mod tests {
         assert_eq!(marking_colors("CONFIDENTIAL").0, Color::Blue);
         assert_eq!(marking_colors("SECRET").0, Color::Red);
         assert_eq!(marking_colors("TOP SECRET").0, Color::Indexed(208));
+    }
+
+    fn press(a: &mut App, code: KeyCode, t: Instant) {
+        update(a, Action::Key(KeyEvent::from(code)), t);
+    }
+
+    #[test]
+    fn loading_screen_shows_a_gauge_per_stage_then_the_figures() {
+        let t0 = Instant::now();
+        let mut a = app("UNCLASSIFIED", t0);
+        update(
+            &mut a,
+            Action::LoadStarted {
+                spec: "smollm2-135m-instruct@3".into(),
+                model: "smollm2-135m-instruct v3".into(),
+                marking: "UNCLASSIFIED".into(),
+            },
+            t0,
+        );
+        update(&mut a, Action::LoadProgress(0, 1.0), t0);
+        update(&mut a, Action::LoadProgress(1, 0.5), t0);
+        let screen = render(&a, 80, 24, t0);
+        for stage in STAGES {
+            assert!(screen.contains(stage), "{stage} missing");
+        }
+        assert!(screen.contains("100%") && screen.contains("50%"));
+        insta::assert_snapshot!("loading", screen);
+        update(
+            &mut a,
+            Action::Loaded {
+                context: 8192,
+                figures: LoadFigures {
+                    bytes: 97_873_504,
+                    seconds: [0.004, 0.061, 0.212],
+                    memory_locked: true,
+                },
+            },
+            t0,
+        );
+        let screen = render(&a, 80, 24, t0);
+        assert!(screen.contains("97.9 MB in 0.28 s") && screen.contains("memory locked: yes"));
+        insta::assert_snapshot!("loaded", screen);
+    }
+
+    #[test]
+    fn picker_lists_models_with_their_metadata_and_marks_the_loaded_one() {
+        let t0 = Instant::now();
+        let mut a = chatting(t0);
+        a.current_spec = "smollm2-135m-instruct@3".into();
+        press(&mut a, KeyCode::F(2), t0);
+        update(
+            &mut a,
+            Action::Models(Ok(vec![
+                ModelEntry {
+                    spec: "smollm2-135m-instruct@3".into(),
+                    details:
+                        "CONFIDENTIAL · llama Q4_1 · 98.1 MB · sealed 2026-11-20 · 1 signer(s)"
+                            .into(),
+                },
+                ModelEntry {
+                    spec: "qwen2.5-0.5b@1".into(),
+                    details: "SECRET · qwen2 Q8_0 · 531.1 MB · sealed 2026-11-21 · 2 signer(s)"
+                        .into(),
+                },
+            ])),
+            t0,
+        );
+        press(&mut a, KeyCode::Down, t0);
+        let screen = render(&a, 80, 24, t0);
+        assert!(screen.contains("(loaded)") && screen.contains("> qwen2.5-0.5b@1"));
+        insta::assert_snapshot!("picker", screen);
+    }
+
+    #[test]
+    fn settings_panel_shows_every_field_and_errors() {
+        let t0 = Instant::now();
+        let mut a = chatting(t0);
+        press(&mut a, KeyCode::F(3), t0);
+        press(&mut a, KeyCode::Down, t0);
+        press(&mut a, KeyCode::Char('x'), t0);
+        press(&mut a, KeyCode::Enter, t0);
+        let screen = render(&a, 80, 24, t0);
+        for label in SETTINGS {
+            assert!(screen.contains(label), "{label} missing");
+        }
+        assert!(screen.contains("is not a number"));
+        insta::assert_snapshot!("settings", screen);
+    }
+
+    #[test]
+    fn export_prompt_names_the_marking() {
+        let t0 = Instant::now();
+        let mut a = chatting(t0);
+        update(
+            &mut a,
+            Action::Done {
+                tokens: 30,
+                tokens_per_s: 40.0,
+                stop: "eos".into(),
+            },
+            t0,
+        );
+        press(&mut a, KeyCode::F(4), t0);
+        for c in "brief.md".chars() {
+            press(&mut a, KeyCode::Char(c), t0);
+        }
+        let screen = render(&a, 80, 24, t0);
+        assert!(screen.contains("brief.md") && screen.contains("marking CONFIDENTIAL"));
+        insta::assert_snapshot!("export", screen);
+    }
+
+    #[test]
+    fn a_configured_banner_colour_wins() {
+        let t0 = Instant::now();
+        let mut a = app("SPECIAL FRANCE", t0);
+        a.session.banner = Some(Color::Magenta);
+        let mut t = Terminal::new(TestBackend::new(40, 10)).unwrap();
+        t.draw(|f| draw(f, &a, t0)).unwrap();
+        let cell = &t.backend().buffer()[(0, 0)];
+        assert_eq!((cell.bg, cell.fg), (Color::Magenta, Color::White));
+        let cell = &t.backend().buffer()[(0, 9)];
+        assert_eq!(cell.bg, Color::Magenta);
     }
 }

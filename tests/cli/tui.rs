@@ -1,7 +1,8 @@
 //! The terminal UI driven as an analyst would: the real binary with the real default model in
-//! tmux (send-keys, capture-pane). Banners, a streamed answer, typing during generation, a
-//! stopped answer, lock (conversation wiped), unlock, quit with the terminal restored, and
-//! the lock and unlock on the audit log.
+//! tmux (send-keys, capture-pane). Loading screen, banners, a streamed answer, typing and a
+//! terminal resize during generation, a stopped answer, settings, export, the model picker
+//! and a switch, lock (conversation wiped), unlock with the operator passphrase from
+//! rempart.toml, quit with the terminal restored, and all of it on the audit log.
 
 use std::path::Path;
 use std::process::Command;
@@ -26,6 +27,23 @@ impl Tmux {
             .cmd()
             .args(["send-keys", "-t", "ui"])
             .args(keys)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    fn resize(&self, w: u16, h: u16) {
+        let st = self
+            .cmd()
+            .args([
+                "resize-window",
+                "-t",
+                "ui",
+                "-x",
+                &w.to_string(),
+                "-y",
+                &h.to_string(),
+            ])
             .status()
             .unwrap();
         assert!(st.success());
@@ -64,29 +82,72 @@ impl Drop for Tmux {
 fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
     let start = std::time::SystemTime::now() - Duration::from_secs(1);
     let env = TestEnv::new().with_keys();
-    let rpk = env.path("smollm2.rpk");
-    env.seal_cmd(model_path(), env.key("appliance.kek"), &rpk)
-        .args(["--name", "smollm2", "--version", "1", "--marking", "SECRET"])
-        .assert()
-        .success();
-    env.cmd().arg("import").arg(&rpk).assert().success();
+    for (name, marking) in [("smollm2", "SECRET"), ("smollm2b", "RESTRICTED")] {
+        let rpk = env.path(&format!("{name}.rpk"));
+        env.seal_cmd(model_path(), env.key("appliance.kek"), &rpk)
+            .args(["--name", name, "--version", "1", "--marking", marking])
+            .assert()
+            .success();
+        env.cmd().arg("import").arg(&rpk).assert().success();
+    }
+    // The appliance key has no passphrase: the operator configures one to unlock the screen,
+    // and a banner colour.
+    let pass = env.path("operator.pass");
+    std::fs::write(&pass, "correct horse battery\n").unwrap();
+    let out = env
+        .cmd()
+        .args(["passphrase-hash", "--passphrase-file"])
+        .arg(&pass)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        line.starts_with("unlock_passphrase = \"$argon2id$"),
+        "{line}"
+    );
+    let exports = env.path("exports");
+    std::fs::create_dir(&exports).unwrap();
+    std::fs::write(
+        env.root.join("rempart.toml"),
+        format!("[tui]\n{line}\n[markings]\nRESTRICTED = \"magenta\"\n"),
+    )
+    .unwrap();
     let tmux = Tmux {
         socket: format!("rempart-test-{}", std::process::id()),
     };
     let script = format!(
-        "{} --root {} tui --temperature 0 --max-tokens 160; echo EXITED rc=$?; sleep 60",
+        "{} --root {} tui --model smollm2 --temperature 0 --max-tokens 160 --report-latency; \
+         echo EXITED rc=$?; sleep 60",
         env!("CARGO_BIN_EXE_rempart"),
         env.root.display()
     );
     let st = tmux
         .cmd()
-        .args(["new-session", "-d", "-s", "ui", "-x", "100", "-y", "30"])
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "ui",
+            "-x",
+            "100",
+            "-y",
+            "30",
+            "-c",
+        ])
+        .arg(&exports)
         .arg(script)
         .env_remove("REMPART_ROOT")
         .status()
         .expect("tmux is installed (.ci/run installs it)");
     assert!(st.success());
-    let p = tmux.wait("the chat screen", 120, |p| p.contains("Message"));
+    // The loading screen ends with the figures, then gives way to the conversation.
+    let p = tmux.wait("the load figures", 120, |p| p.contains("memory locked:"));
+    assert!(
+        p.contains("smollm2 v1 loaded:") && p.contains("MB in"),
+        "{p}"
+    );
+    let p = tmux.wait("the chat screen", 30, |p| !p.contains("Loading smollm2"));
     // The marking is on the first and the last line.
     let lines: Vec<&str> = p.lines().collect();
     assert!(lines[0].contains("SECRET"), "{p}");
@@ -103,53 +164,122 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
     let first_answer = lines[model_at + 1].trim().to_owned();
     assert!(p.contains("You") && !first_answer.is_empty(), "{p}");
 
-    // A long answer, stopped with Esc after it started; typing stays live meanwhile.
+    // A long answer, stopped with Esc after it started; typing stays live meanwhile, and the
+    // terminal shrinking to 80x24 mid-answer keeps both banners in place.
     tmux.keys(&["Write a long story about a lighthouse keeper.", "Enter"]);
     tmux.wait("the answer to start", 60, |p| p.contains("answering"));
     tmux.keys(&["draft"]);
     tmux.wait("typing during generation", 30, |p| p.contains("│draft"));
+    tmux.resize(80, 24);
+    let p = tmux.wait("the resized screen", 30, |p| p.lines().count() == 24);
+    let lines: Vec<&str> = p.lines().collect();
+    assert!(
+        lines[0].contains("SECRET") && lines[23].contains("SECRET"),
+        "{p}"
+    );
+    assert!(p.contains("answering"), "{p}");
     tmux.keys(&["Escape"]);
     let p = tmux.wait("the stop notice", 60, |p| {
         p.contains("stopped: the answer so far is kept")
     });
     assert!(p.contains("lighthouse"), "{p}");
+    // Clear the draft, then change a setting (max tokens 160 -> 8).
+    tmux.keys(&["BSpace", "BSpace", "BSpace", "BSpace", "BSpace"]);
+    tmux.wait("an empty editor", 30, |p| !p.contains("│draft"));
+    tmux.keys(&["F3"]);
+    tmux.wait("the settings", 30, |p| p.contains("Max tokens: 160"));
+    tmux.keys(&["Down", "Down", "Down", "C-u", "8", "Enter"]);
+    tmux.wait("the settings to close", 30, |p| !p.contains("Max tokens"));
+
+    // Export: e, a file name, Enter; the second time the file exists and is refused.
+    tmux.keys(&["e"]);
+    tmux.wait("the export prompt", 30, |p| {
+        p.contains("Export the conversation")
+    });
+    tmux.keys(&["brief.md", "Enter"]);
+    tmux.wait("the export notice", 30, |p| p.contains("exported to"));
+    let exported = exports.join("brief.md");
+    let text = std::fs::read_to_string(&exported).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!((lines[0], lines[lines.len() - 1]), ("SECRET", "SECRET"));
+    assert!(
+        text.contains("lighthouse keeper") && text.contains(&first_answer),
+        "{text}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&exported).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    tmux.keys(&["e", "brief.md", "Enter"]);
+    tmux.wait("the refusal", 30, |p| p.contains("already exists"));
+    tmux.keys(&["Escape"]);
+
+    // The picker lists both models with their metadata; switching wipes the conversation
+    // and the old model, and the banner follows the new bundle's marking.
+    tmux.keys(&["F2"]);
+    let p = tmux.wait("the picker", 60, |p| p.contains("smollm2b@1"));
+    assert!(
+        p.contains("smollm2@1  (loaded)") && p.contains("RESTRICTED · llama"),
+        "{p}"
+    );
+    tmux.keys(&["Down", "Enter"]);
+    let p = tmux.wait("the new model", 120, |p| p.contains("smollm2b v1 loaded:"));
+    assert!(!p.contains("lighthouse") && p.lines().next().unwrap_or("").contains("RESTRICTED"));
 
     // Ctrl-L: locked, conversation gone from the screen, banners still there.
+    tmux.wait("the chat screen", 30, |p| !p.contains("Loading smollm2b"));
+    tmux.keys(&["Hi", "Enter"]);
+    let p = tmux.wait("a short answer", 120, |p| {
+        !p.contains("answering") && p.contains("Hi")
+    });
+    assert!(p.contains("Model"), "{p}");
     tmux.keys(&["C-l"]);
     let p = tmux.wait("the lock screen", 30, |p| p.contains("LOCKED"));
+    assert!(p.contains("Operator passphrase"), "{p}");
     assert!(
         !p.contains(&first_answer) && !p.contains("lighthouse"),
         "{p}"
     );
-    assert!(p.lines().next().unwrap_or("").contains("SECRET"), "{p}");
-    // Unlock (this key has no passphrase): the conversation was wiped.
-    tmux.keys(&["Enter"]);
-    let p = tmux.wait("unlocked", 30, |p| p.contains("New conversation"));
+    assert!(p.lines().next().unwrap_or("").contains("RESTRICTED"), "{p}");
+    // A wrong passphrase is refused; the right one unlocks; the conversation was wiped.
+    tmux.keys(&["wrong", "Enter"]);
+    tmux.wait("the refusal", 60, |p| p.contains("wrong passphrase"));
+    tmux.keys(&["correct horse battery", "Enter"]);
+    let p = tmux.wait("unlocked", 60, |p| p.contains("New conversation"));
     assert!(!p.contains(&first_answer), "{p}");
 
     // Ctrl-Q quits cleanly and gives the shell its normal screen back.
     tmux.keys(&["C-q"]);
     let p = tmux.wait("exit", 60, |p| p.contains("EXITED rc=0"));
     assert!(!p.contains("LOCKED") && !p.contains("Message"), "{p}");
+    // The latency figures (a measurement, not asserted against a target here).
+    let report = p
+        .lines()
+        .find(|l| l.contains("input-to-redraw latency"))
+        .unwrap_or_else(|| panic!("no latency report:\n{p}"));
+    eprintln!("{report}");
     let log = std::fs::read_to_string(env.root.join("audit/audit.log")).unwrap();
     for event in [
         "tui_start",
         "tui_lock",
+        "tui_unlock_failed",
         "tui_unlock",
         "tui_exit",
+        "tui_export",
+        "\"max_tokens\":8",
+        "model_unload",
         "\"source\":\"tui\"",
     ] {
         assert!(log.contains(event), "{event} not in the audit log");
     }
     assert!(!log.contains(&first_answer) && !log.contains("lighthouse"));
     // Nothing written since the start under the root, /tmp or /dev/shm holds the prompt or
-    // the answer (no history file, no scrollback dump).
+    // the answer (no history file, no scrollback dump), but the explicit export.
     let mut files = Vec::new();
     for d in [env.root.as_path(), Path::new("/tmp"), Path::new("/dev/shm")] {
         crate::residue::new_files(d, start, &mut files);
     }
-    for f in files {
-        let Ok(bytes) = std::fs::read(&f) else {
+    for f in files.iter().filter(|f| **f != exported) {
+        let Ok(bytes) = std::fs::read(f) else {
             continue;
         };
         let text = String::from_utf8_lossy(&bytes);

@@ -1,0 +1,288 @@
+//! `ROOT/rempart.toml`: the appliance's optional configuration, written by the operator. Every
+//! key is optional; a missing file means the defaults. Unknown keys and bad values are refused
+//! with the file, the key and the reason, so a typo never silently weakens a setting.
+//!
+//! ```toml
+//! [tui]
+//! idle_lock_minutes = 5          # 1..=1440
+//! keep_on_lock = false           # wipe the conversation when the screen locks
+//! export_dir = "/home/analyst/exports"   # the only place `e` (export) may write
+//! # For an appliance key without a passphrase: what unlocks the screen
+//! # (`rempart passphrase-hash` prints this line).
+//! unlock_passphrase = "$argon2id$v=19$m=65536,t=3,p=1$..."
+//! default_marking = "DIFFUSION RESTREINTE"  # for bundles that carry no marking
+//! system_prompt = "You are a careful analyst's assistant."
+//! temperature = 0.8
+//! top_p = 0.95
+//! max_tokens = 1024
+//!
+//! [markings]                     # banner colours: marking text = colour
+//! "DIFFUSION RESTREINTE" = "yellow"
+//! "SPECIAL FRANCE" = "magenta"
+//! ```
+//!
+//! # Security
+//! The file is the operator's: the UI only reads it (the sandbox makes ROOT read-only). The
+//! operator unlock passphrase is stored as an Argon2id PHC hash whose cost parameters are
+//! bounded here, so an edited file cannot make the UI allocate gigabytes.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use ratatui::style::Color;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The configuration file's name inside the appliance root.
+pub const FILE: &str = "rempart.toml";
+
+/// Largest configuration file read.
+const MAX_LEN: u64 = 64 * 1024;
+
+/// `ROOT/rempart.toml`, validated.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The terminal UI.
+    #[serde(default)]
+    pub tui: TuiConfig,
+    /// Banner colours by marking (case-insensitive match on the whole marking).
+    #[serde(default)]
+    pub markings: BTreeMap<String, String>,
+}
+
+/// `[tui]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuiConfig {
+    /// Minutes without input before the screen locks.
+    pub idle_lock_minutes: u64,
+    /// Keep the conversation in memory while locked.
+    pub keep_on_lock: bool,
+    /// The directory exports may be written to (default: the directory the UI started in).
+    pub export_dir: Option<PathBuf>,
+    /// Argon2id PHC hash of the operator passphrase that unlocks the screen when the
+    /// appliance key has no passphrase.
+    pub unlock_passphrase: Option<String>,
+    /// Marking shown for bundles that carry none.
+    pub default_marking: Option<String>,
+    /// Default system prompt.
+    pub system_prompt: Option<String>,
+    /// Default sampling temperature.
+    pub temperature: Option<f32>,
+    /// Default nucleus threshold.
+    pub top_p: Option<f32>,
+    /// Default maximum tokens per answer.
+    pub max_tokens: Option<usize>,
+}
+
+impl Default for TuiConfig {
+    fn default() -> Self {
+        Self {
+            idle_lock_minutes: 5,
+            keep_on_lock: false,
+            export_dir: None,
+            unlock_passphrase: None,
+            default_marking: None,
+            system_prompt: None,
+            temperature: None,
+            top_p: None,
+            max_tokens: None,
+        }
+    }
+}
+
+/// Argon2 costs accepted in `unlock_passphrase` (memory in KiB, passes, lanes).
+const MAX_M_KIB: u32 = 1 << 20;
+const MAX_T: u32 = 16;
+const MAX_P: u32 = 8;
+
+impl Config {
+    /// Reads `ROOT/rempart.toml`; a missing file gives the defaults.
+    pub fn load(root: &Path) -> Result<Self> {
+        let path = root.join(FILE);
+        let bad = |reason: String| Error::Config {
+            path: path.clone(),
+            reason,
+        };
+        let file = match crate::store::open_regular(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return Err(bad("not a regular file".into()));
+            }
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        let mut text = String::new();
+        file.into_file()
+            .take(MAX_LEN + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| bad(format!("not UTF-8 text ({e})")))?;
+        if text.len() as u64 > MAX_LEN {
+            return Err(bad(format!("larger than {MAX_LEN} bytes")));
+        }
+        Self::parse(&text).map_err(bad)
+    }
+
+    /// Parses and validates the text of a configuration file.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let c: Self = toml::from_str(text).map_err(|e| e.message().to_owned() + &at(text, &e))?;
+        let t = &c.tui;
+        if !(1..=1440).contains(&t.idle_lock_minutes) {
+            return Err("tui.idle_lock_minutes must be between 1 and 1440".into());
+        }
+        if let Some(h) = &t.unlock_passphrase {
+            check_phc(h).map_err(|e| format!("tui.unlock_passphrase: {e}"))?;
+        }
+        let params = crate::engine::SamplingParams {
+            temperature: t.temperature.unwrap_or(0.8),
+            top_p: t.top_p.unwrap_or(0.95),
+            ..crate::engine::SamplingParams::default()
+        };
+        params
+            .validate()
+            .map_err(|e| format!("tui.temperature / tui.top_p: {e}"))?;
+        if t.max_tokens == Some(0) {
+            return Err("tui.max_tokens must be at least 1".into());
+        }
+        for (marking, colour) in &c.markings {
+            parse_colour(colour).ok_or_else(|| {
+                format!(
+                    "markings.{marking:?}: unknown colour {colour:?} (use black, red, green, \
+                     yellow, blue, magenta, cyan, white, gray, orange or 0-255)"
+                )
+            })?;
+        }
+        Ok(c)
+    }
+
+    /// The configured banner colour for `marking`, if any.
+    pub fn marking_colour(&self, marking: &str) -> Option<Color> {
+        self.markings
+            .iter()
+            .find(|(m, _)| m.eq_ignore_ascii_case(marking.trim()))
+            .and_then(|(_, c)| parse_colour(c))
+    }
+}
+
+fn at(text: &str, e: &toml::de::Error) -> String {
+    e.span().map_or_else(String::new, |s| {
+        let line = text.get(..s.start).map_or(0, |t| t.lines().count().max(1));
+        format!(" (line {line})")
+    })
+}
+
+/// A colour name or a 256-colour index.
+fn parse_colour(s: &str) -> Option<Color> {
+    Some(match s.trim().to_ascii_lowercase().as_str() {
+        "black" => Color::Black,
+        "red" => Color::Red,
+        "green" => Color::Green,
+        "yellow" => Color::Yellow,
+        "blue" => Color::Blue,
+        "magenta" => Color::Magenta,
+        "cyan" => Color::Cyan,
+        "white" => Color::White,
+        "gray" | "grey" => Color::Gray,
+        "orange" => Color::Indexed(208),
+        n => Color::Indexed(n.parse().ok()?),
+    })
+}
+
+fn check_phc(h: &str) -> std::result::Result<(), String> {
+    let phc = PasswordHash::new(h).map_err(|e| format!("not a PHC hash string ({e})"))?;
+    if phc.algorithm.as_str() != "argon2id" {
+        return Err(format!(
+            "algorithm {} (expected argon2id)",
+            phc.algorithm.as_str()
+        ));
+    }
+    let get = |k: &str| {
+        phc.params
+            .get_decimal(k)
+            .ok_or_else(|| format!("missing cost parameter {k}"))
+    };
+    let (m, t, p) = (get("m")?, get("t")?, get("p")?);
+    if m > MAX_M_KIB || t > MAX_T || p > MAX_P {
+        return Err(format!(
+            "costs m={m} t={t} p={p} exceed m={MAX_M_KIB} t={MAX_T} p={MAX_P}"
+        ));
+    }
+    if phc.hash.is_none() || phc.salt.is_none() {
+        return Err("no salt or hash".into());
+    }
+    Ok(())
+}
+
+/// Whether `passphrase` matches the operator unlock hash (validated by [`Config::parse`]).
+pub fn verify_unlock(hash: &str, passphrase: &str) -> bool {
+    Argon2::default()
+        .verify_password(passphrase.as_bytes(), hash)
+        .is_ok()
+}
+
+/// An Argon2id PHC hash of `passphrase` with a random salt (default costs: 19 MiB, t=2, p=1),
+/// for `tui.unlock_passphrase`.
+pub fn hash_unlock(passphrase: &str) -> Result<String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).map_err(|e| Error::Usage(format!("random salt: {e}")))?;
+    Argon2::default()
+        .hash_password_with_salt(passphrase.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| Error::Usage(format!("hashing the passphrase: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_a_full_file_parse() {
+        let d = Config::parse("").unwrap();
+        assert_eq!((d.tui.idle_lock_minutes, d.tui.keep_on_lock), (5, false));
+        let h = hash_unlock("operator pass").unwrap();
+        let c = Config::parse(&format!(
+            "[tui]\nidle_lock_minutes = 2\nkeep_on_lock = true\nexport_dir = \"/tmp/x\"\n\
+             unlock_passphrase = \"{h}\"\ntemperature = 0\nmax_tokens = 64\n\
+             [markings]\n\"Special France\" = \"magenta\"\n"
+        ))
+        .unwrap();
+        assert_eq!(c.tui.idle_lock_minutes, 2);
+        assert!(c.tui.keep_on_lock);
+        assert_eq!(c.marking_colour("SPECIAL FRANCE"), Some(Color::Magenta));
+        assert_eq!(c.marking_colour("SECRET"), None);
+        assert!(verify_unlock(&h, "operator pass"));
+        assert!(!verify_unlock(&h, "operator pas"));
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused_with_the_key() {
+        for (text, want) in [
+            (
+                "[tui]\nidle_lock_minute = 3\n",
+                "unknown field `idle_lock_minute`",
+            ),
+            ("[tui]\nidle_lock_minutes = 0\n", "idle_lock_minutes"),
+            ("[tui]\nidle_lock_minutes = \"5\"\n", "invalid type"),
+            ("[tui]\ntemperature = -1\n", "temperature"),
+            ("[tui]\nmax_tokens = 0\n", "max_tokens"),
+            (
+                "[markings]\nSECRET = \"mauve\"\n",
+                "unknown colour \"mauve\"",
+            ),
+            ("[tui]\nunlock_passphrase = \"hunter2\"\n", "not a PHC hash"),
+            (
+                "[tui]\nunlock_passphrase = \"$argon2id$v=19$m=99999999,t=3,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA\"\n",
+                "exceed",
+            ),
+            ("[tui\n", "line 1"),
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+}
