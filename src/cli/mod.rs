@@ -42,6 +42,15 @@ pub enum KeyRole {
     Publisher,
 }
 
+/// Which forward pass `bench` measures.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum BackendArg {
+    /// The lean llama path where it applies, else candle-transformers.
+    Auto,
+    /// candle-transformers' model.
+    Stock,
+}
+
 /// Where inference runs.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DeviceArg {
@@ -328,6 +337,13 @@ pub enum Command {
         /// Also time opening this sealed bundle with ROOT's appliance key (--decrypt).
         #[arg(long)]
         bundle: Option<PathBuf>,
+        /// Worker threads for inference (default: one per CPU, or RAYON_NUM_THREADS).
+        #[arg(short = 't', long)]
+        threads: Option<usize>,
+        /// Forward pass: `auto` (Rempart's lean llama path where it applies) or `stock`
+        /// (candle-transformers' model), to compare them.
+        #[arg(long, value_enum, default_value = "auto")]
+        backend: BackendArg,
         /// Passphrase file for a protected appliance key.
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
@@ -688,6 +704,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                     passphrase: pass_source(passphrase_file.as_deref()),
                     require_mlock: *require_mlock,
                     device: *device,
+                    backend: crate::engine::Backend::Auto,
                 },
                 system: system.as_deref(),
                 prompt,
@@ -756,6 +773,7 @@ pub fn run(cli: &Cli) -> Result<()> {
                 passphrase: pass_source(passphrase_file.as_deref()),
                 require_mlock: false,
                 device: DeviceArg::Cpu,
+                backend: crate::engine::Backend::Auto,
             },
             text,
             *json,
@@ -771,6 +789,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             bundle,
             passphrase_file,
             json,
+            threads,
+            backend,
         } => {
             let pass = pass_source(passphrase_file.as_deref());
             if *decrypt {
@@ -790,11 +810,18 @@ pub fn run(cli: &Cli) -> Result<()> {
                         passphrase: pass,
                         require_mlock: false,
                         device: *device,
+                        backend: match backend {
+                            BackendArg::Auto => crate::engine::Backend::Auto,
+                            BackendArg::Stock => crate::engine::Backend::Stock,
+                        },
                     },
-                    *pp,
-                    *tg,
-                    *repetitions,
-                    *json,
+                    &run::BenchOpts {
+                        pp: *pp,
+                        tg: *tg,
+                        reps: *repetitions,
+                        threads: *threads,
+                        json: *json,
+                    },
                 )
             }
         }

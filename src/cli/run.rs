@@ -38,6 +38,7 @@ pub(crate) struct ModelOpts<'a> {
     pub passphrase: PassphraseSource,
     pub require_mlock: bool,
     pub device: super::DeviceArg,
+    pub backend: engine::Backend,
 }
 
 /// A loading stage, for progress reports.
@@ -183,7 +184,7 @@ pub(crate) fn load_model_with(
 ) -> Result<(Loaded, LoadReport, Secret<32>)> {
     let device = device(o.device)?;
     with_arena(cli, o, held, progress, |bytes| {
-        Ok(engine::load(bytes, &device)?)
+        Ok(engine::load_with(bytes, &device, o.backend)?)
     })
 }
 
@@ -375,14 +376,28 @@ fn stats(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-pub(super) fn bench_model(
-    cli: &Cli,
-    o: &ModelOpts<'_>,
-    pp: usize,
-    tg: usize,
-    reps: usize,
-    json_out: bool,
-) -> Result<()> {
+/// `bench` (model) options.
+pub(super) struct BenchOpts {
+    pub pp: usize,
+    pub tg: usize,
+    pub reps: usize,
+    pub threads: Option<usize>,
+    pub json: bool,
+}
+
+pub(super) fn bench_model(cli: &Cli, o: &ModelOpts<'_>, b: &BenchOpts) -> Result<()> {
+    match b.threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build()
+            .map_err(|e| crate::Error::Usage(format!("cannot start {n} threads: {e}")))?
+            .install(|| bench_model_in_pool(cli, o, b)),
+        None => bench_model_in_pool(cli, o, b),
+    }
+}
+
+fn bench_model_in_pool(cli: &Cli, o: &ModelOpts<'_>, b: &BenchOpts) -> Result<()> {
+    let (pp, tg, reps, json_out) = (b.pp, b.tg, b.reps, b.json);
     let (mut loaded, report, _) = load_model(cli, o)?;
     let reps = reps.max(1);
     let ctx = loaded.model.context_len();
@@ -421,15 +436,19 @@ pub(super) fn bench_model(
     if json_out {
         output::json(&json!({
             "model": report.model, "architecture": info.architecture, "quantization": info.quantization,
-            "threads": threads, "repetitions": reps,
+            "backend": loaded.model.backend(), "threads": threads, "repetitions": reps,
             "pp": {"tokens": pp, "tokens_per_s_mean": ppm, "tokens_per_s_stddev": pps, "runs": pp_tps},
             "tg": {"tokens": tg, "tokens_per_s_mean": tgm, "tokens_per_s_stddev": tgs, "runs": tg_tps},
             "load": report,
         }));
     } else {
         output::line(format!(
-            "model        {} ({} {}, {} weight bytes)",
-            report.model, info.architecture, info.quantization, info.weight_bytes
+            "model        {} ({} {}, {} weight bytes, {} forward pass)",
+            report.model,
+            info.architecture,
+            info.quantization,
+            info.weight_bytes,
+            loaded.model.backend()
         ));
         output::line(format!(
             "load         read+verify {:.1} ms, unwrap+decrypt {:.1} ms, build {:.1} ms",

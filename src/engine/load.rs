@@ -34,6 +34,7 @@ pub struct ModelInfo {
 }
 
 enum Arch {
+    Lean(Box<super::lean::LeanLlama>),
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
@@ -58,8 +59,12 @@ impl std::fmt::Debug for Model {
 
 impl Forward for Model {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
+        if let Arch::Lean(m) = &mut self.arch {
+            return m.forward(tokens, pos);
+        }
         let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
         let logits = match &mut self.arch {
+            Arch::Lean(_) => return Err(Error::Candle("unreachable".into())),
             Arch::Llama(m) => m.forward(&x, pos)?,
             Arch::Qwen2(m) => m.forward(&x, pos)?,
             Arch::Qwen3(m) => m.forward(&x, pos)?,
@@ -79,6 +84,27 @@ impl Forward for Model {
 
     fn context_len(&self) -> usize {
         self.context
+    }
+}
+
+/// Which forward pass runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// Rempart's lean llama path where it applies (CPU, llama family, F32/Q4_0/Q4_1/Q8_0
+    /// matrices), else candle-transformers' model.
+    #[default]
+    Auto,
+    /// Always candle-transformers' model (for comparisons).
+    Stock,
+}
+
+impl Model {
+    /// Which forward pass this model runs: "lean" or "candle".
+    pub fn backend(&self) -> &'static str {
+        match self.arch {
+            Arch::Lean(_) => "lean",
+            _ => "candle",
+        }
     }
 }
 
@@ -166,6 +192,11 @@ pub fn load_tokenizer(bytes: &[u8]) -> Result<(Tok, ChatTemplate), Error> {
 
 /// Builds the model from GGUF bytes in memory.
 pub fn load(bytes: &[u8], device: &Device) -> Result<Loaded, Error> {
+    load_with(bytes, device, Backend::Auto)
+}
+
+/// Builds the model from GGUF bytes in memory with the chosen forward pass.
+pub fn load_with(bytes: &[u8], device: &Device, backend: Backend) -> Result<Loaded, Error> {
     let mut cursor = Cursor::new(bytes);
     let ct = gguf_file::Content::read(&mut cursor).map_err(|e| Error::Gguf(e.to_string()))?;
     let md = &ct.metadata;
@@ -208,7 +239,14 @@ pub fn load(bytes: &[u8], device: &Device) -> Result<Loaded, Error> {
     stop_tokens.extend(tok.eot);
     stop_tokens.sort_unstable();
     stop_tokens.dedup();
+    let lean =
+        backend == Backend::Auto && matches!(device, Device::Cpu) && super::lean::supports(&ct);
     let arch_model = match arch.as_str() {
+        "llama" | "mistral" if lean => Arch::Lean(Box::new(super::lean::LeanLlama::from_gguf(
+            &ct,
+            bytes,
+            CANDLE_MAX_CONTEXT,
+        )?)),
         "llama" | "mistral" => Arch::Llama(quantized_llama::ModelWeights::from_gguf(
             ct,
             &mut cursor,

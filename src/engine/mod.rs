@@ -10,6 +10,7 @@ mod chat;
 mod detok;
 mod error;
 mod generate;
+pub mod lean;
 mod load;
 mod sampling;
 #[doc(hidden)]
@@ -26,7 +27,9 @@ pub use chat::{ChatTemplate, Message};
 pub use detok::Detok;
 pub use error::Error;
 pub use generate::{Forward, GenRequest, GenStats, StopReason, generate};
-pub use load::{Loaded, Model, ModelInfo, describe, load, load_tokenizer, read_content};
+pub use load::{
+    Backend, Loaded, Model, ModelInfo, describe, load, load_tokenizer, load_with, read_content,
+};
 pub use sampling::{Sampler, SamplingParams, argmax};
 pub use tokenizer::Tok;
 

@@ -18,6 +18,14 @@ pub struct TinyOpts {
     pub template: Option<&'static str>,
     /// Weight seed.
     pub seed: u64,
+    /// Block type of the matrices (norms stay F32).
+    pub dtype: GgmlDType,
+    /// Model width (feed-forward twice as wide).
+    pub dim: usize,
+    /// Attention heads and key/value heads.
+    pub heads: (u32, u32),
+    /// RoPE frequency base.
+    pub rope_base: f32,
 }
 
 impl Default for TinyOpts {
@@ -28,6 +36,10 @@ impl Default for TinyOpts {
             context: 64,
             template: Some(super::chat::CHATML),
             seed: 1,
+            dtype: GgmlDType::F32,
+            dim: 32,
+            heads: (4, 2),
+            rope_base: 10000.0,
         }
     }
 }
@@ -90,7 +102,7 @@ fn rand_tensor(shape: &[usize], seed: &mut u64) -> Tensor {
 #[allow(clippy::expect_used, reason = "test fixture")]
 pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
     let (tokens, merges, types) = tiny_vocab();
-    let (dim, heads, kv_heads, layers, ffn) = (32usize, 4u32, 2u32, 2u32, 64usize);
+    let (dim, (heads, kv_heads), layers, ffn) = (o.dim, o.heads, 2u32, 2 * o.dim);
     let vocab = tokens.len();
     let a = o.arch;
     let s = |v: &str| Value::String(v.to_owned());
@@ -112,7 +124,7 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
             format!("{a}.rope.dimension_count"),
             Value::U32(dim as u32 / heads),
         ),
-        (format!("{a}.rope.freq_base"), Value::F32(10000.0)),
+        (format!("{a}.rope.freq_base"), Value::F32(o.rope_base)),
         ("tokenizer.ggml.model".into(), s("gpt2")),
         ("tokenizer.ggml.pre".into(), s("smollm")),
         (
@@ -173,10 +185,12 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
     let qt: Vec<(String, QTensor)> = tensors
         .into_iter()
         .map(|(n, t)| {
-            (
-                n,
-                QTensor::quantize(&t, GgmlDType::F32).expect("f32 quantize"),
-            )
+            let dtype = if t.rank() == 2 {
+                o.dtype
+            } else {
+                GgmlDType::F32
+            };
+            (n, QTensor::quantize(&t, dtype).expect("quantize"))
         })
         .collect();
     let md_ref: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();

@@ -376,6 +376,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                 passphrase: PassphraseSource::None,
                 require_mlock,
                 device: crate::cli::DeviceArg::Cpu,
+                backend: engine::Backend::Auto,
             };
             let progress = |stage, f| {
                 let _ = tx.send(LoadMsg::Progress(stage, f));

@@ -112,17 +112,22 @@ fn spawn_import(env: &TestEnv, bundle: &Path) -> std::process::Child {
 fn kill_9_at_50_points_of_an_import_leaves_a_consistent_store_that_still_answers() {
     let (env, big) = with_v1();
     let mut installed = check_consistent(&env, &[1], None, "before");
-    // Time one uninterrupted import of the padded bundle; kill points are spread over it.
-    let b2 = seal(&env, &big, 2);
-    let t = Instant::now();
-    assert!(spawn_import(&env, &b2).wait().unwrap().success());
-    let full = t.elapsed();
-    installed = check_consistent(&env, &installed, Some(2), "after the timed import");
-    assert_eq!(installed, [2, 1]);
+    // Time three uninterrupted imports of the padded bundle and take the fastest (a busy
+    // machine, e.g. other tests in parallel, slows some runs down); kill points are spread
+    // over it.
+    let mut full = Duration::MAX;
+    for version in 2..=4 {
+        let b = seal(&env, &big, version);
+        let t = Instant::now();
+        assert!(spawn_import(&env, &b).wait().unwrap().success());
+        full = full.min(t.elapsed());
+        installed = check_consistent(&env, &installed, Some(version), "after a timed import");
+        assert_eq!(installed, [version, version - 1]);
+    }
     let mut interrupted = 0;
     const POINTS: u32 = 50;
     for i in 0..POINTS {
-        let version = u64::from(i) + 3;
+        let version = u64::from(i) + 5;
         let bundle = seal(&env, &big, version);
         // Evenly spaced over 110% of the uninterrupted time, so the start-up, the checks, the
         // copy, the fsyncs, the re-verification, the rename, the state and the audit record all
@@ -155,10 +160,10 @@ fn kill_9_at_50_points_of_an_import_leaves_a_consistent_store_that_still_answers
         interrupted >= POINTS * 3 / 5,
         "only {interrupted} of {POINTS} kills interrupted an import (full import {full:?})"
     );
-    // No install without its record: each of the 52 versions has an `import_accepted` record
+    // No install without its record: each of the 54 versions has an `import_accepted` record
     // (a kill between the record and the rename gives a second one at the re-import).
     let accepted = env.json(&["audit", "show", "--json", "--event", "import_accepted"]);
-    for version in 1..=u64::from(POINTS) + 2 {
+    for version in 1..=u64::from(POINTS) + 4 {
         assert!(
             accepted
                 .as_array()

@@ -164,6 +164,12 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
     let first_answer = lines[model_at + 1].trim().to_owned();
     assert!(p.contains("You") && !first_answer.is_empty(), "{p}");
 
+    // Settings (F3): allow long answers (160 -> 4000 tokens) for what follows.
+    tmux.keys(&["F3"]);
+    tmux.wait("the settings", 30, |p| p.contains("Max tokens: 160"));
+    tmux.keys(&["Down", "Down", "Down", "C-u", "4000", "Enter"]);
+    tmux.wait("the settings to close", 30, |p| !p.contains("Max tokens"));
+
     // A long answer, stopped with Esc after it started; typing stays live meanwhile, and the
     // terminal shrinking to 80x24 mid-answer keeps both banners in place.
     tmux.keys(&["Write a long story about a lighthouse keeper.", "Enter"]);
@@ -171,7 +177,9 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
     tmux.keys(&["draft"]);
     tmux.wait("typing during generation", 30, |p| p.contains("│draft"));
     tmux.resize(80, 24);
-    let p = tmux.wait("the resized screen", 30, |p| p.lines().count() == 24);
+    let p = tmux.wait("the resized screen", 30, |p| {
+        p.lines().count() == 24 && p.lines().last().is_some_and(|l| l.contains("SECRET"))
+    });
     let lines: Vec<&str> = p.lines().collect();
     assert!(
         lines[0].contains("SECRET") && lines[23].contains("SECRET"),
@@ -183,11 +191,11 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
         p.contains("stopped: the answer so far is kept")
     });
     assert!(p.contains("lighthouse"), "{p}");
-    // Clear the draft, then change a setting (max tokens 160 -> 8).
+    // Clear the draft, then change a setting again (max tokens 4000 -> 8).
     tmux.keys(&["BSpace", "BSpace", "BSpace", "BSpace", "BSpace"]);
     tmux.wait("an empty editor", 30, |p| !p.contains("│draft"));
     tmux.keys(&["F3"]);
-    tmux.wait("the settings", 30, |p| p.contains("Max tokens: 160"));
+    tmux.wait("the settings", 30, |p| p.contains("Max tokens: 4000"));
     tmux.keys(&["Down", "Down", "Down", "C-u", "8", "Enter"]);
     tmux.wait("the settings to close", 30, |p| !p.contains("Max tokens"));
 
@@ -228,8 +236,9 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
     // Ctrl-L: locked, conversation gone from the screen, banners still there.
     tmux.wait("the chat screen", 30, |p| !p.contains("Loading smollm2b"));
     tmux.keys(&["Hi", "Enter"]);
+    // The switch reset the speed to "– tok/s"; a figure there means the answer is complete.
     let p = tmux.wait("a short answer", 120, |p| {
-        !p.contains("answering") && p.contains("Hi")
+        !p.contains("– tok/s") && !p.contains("answering")
     });
     assert!(p.contains("Model"), "{p}");
     tmux.keys(&["C-l"]);

@@ -1,0 +1,599 @@
+//! Rempart's own forward pass for the llama family (llama, mistral and the SmolLM, TinyLlama...
+//! models that declare `llama`), over the GGUF weights candle parsed, in candle's quantised block
+//! layouts. It replaces candle-transformers' `quantized_llama` when every matrix is F32, Q4_0,
+//! Q4_1 or Q8_0 (candle's Q4_1 dot product has no SIMD path, and the stock model rebuilds every
+//! intermediate tensor, dequantises the token embedding to f32 and grows its KV cache by
+//! concatenation on every token).
+//!
+//! What it does instead:
+//! - each matrix row is read in place from one copy of the weights, and the activations are
+//!   quantised once per product to [`kernels::Q8`] blocks, then each row's dot product is a
+//!   block kernel ([`kernels`], AVX2 in the x86-64-v3 build); rows are split across the rayon
+//!   pool, whose idle workers sleep instead of spinning (a busy neighbour costs a share of a
+//!   core, not the whole pass);
+//! - products that share an input (q, k, v; gate, up) run in one parallel region;
+//! - the token embedding stays quantised: one row is dequantised per token;
+//! - the KV cache is per layer, f32, written in place at the token's position and grown in
+//!   steps of [`KV_STEP`] positions;
+//! - a prompt is processed as a batch: each weight row is read once for all its tokens.
+//!
+//! It is tested against the stock implementation's logits on tiny random models of each block
+//! type (`tests::lean_matches_stock_llama_logits`).
+
+pub mod kernels;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::quantized::gguf_file::{Content, TensorInfo};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+use rayon::prelude::*;
+
+use self::kernels::{BLOCK, Kind, Q8};
+use super::Error;
+use super::generate::Forward;
+
+/// KV cache growth step, in positions.
+pub const KV_STEP: usize = 256;
+
+/// A weight matrix: `rows` rows of `cols` weights, row-major, in `kind` blocks.
+#[derive(Debug)]
+pub struct QMat {
+    kind: Kind,
+    rows: usize,
+    row_bytes: usize,
+    data: Vec<u8>,
+}
+
+impl QMat {
+    fn row(&self, r: usize) -> &[u8] {
+        self.data
+            .get(r * self.row_bytes..(r + 1) * self.row_bytes)
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+struct Layer {
+    attn_norm: Vec<f32>,
+    ffn_norm: Vec<f32>,
+    q: QMat,
+    k: QMat,
+    v: QMat,
+    o: QMat,
+    gate: QMat,
+    up: QMat,
+    down: QMat,
+    /// Keys then values, `[pos][kv_dim]` each, `cached` positions filled; f16 as in
+    /// llama.cpp's default cache (half the memory of f32).
+    k_cache: Vec<f16>,
+    v_cache: Vec<f16>,
+}
+
+/// Shapes and constants.
+#[derive(Debug, Clone, Copy)]
+struct Dims {
+    dim: usize,
+    heads: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    ffn: usize,
+    vocab: usize,
+    eps: f32,
+    context: usize,
+}
+
+/// The lean llama model.
+#[derive(Debug)]
+pub struct LeanLlama {
+    d: Dims,
+    embed: QMat,
+    out_norm: Vec<f32>,
+    output: QMat,
+    layers: Vec<Layer>,
+    /// RoPE cos/sin per position and pair, `[pos][head_dim / 2]`.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    /// Positions in the KV cache.
+    cached: usize,
+}
+
+fn kind_of(t: GgmlDType) -> Option<Kind> {
+    Some(match t {
+        GgmlDType::F32 => Kind::F32,
+        GgmlDType::Q4_0 => Kind::Q4_0,
+        GgmlDType::Q4_1 => Kind::Q4_1,
+        GgmlDType::Q8_0 => Kind::Q8_0,
+        _ => return None,
+    })
+}
+
+/// Whether the lean path can run this GGUF: llama-family, every matrix in a supported block
+/// type, every row a whole number of blocks, every norm f32.
+pub fn supports(ct: &Content) -> bool {
+    let arch = ct
+        .metadata
+        .get("general.architecture")
+        .and_then(|v| v.to_string().ok());
+    if !matches!(arch.map(String::as_str), Some("llama" | "mistral")) {
+        return false;
+    }
+    // Mixture-of-experts llama variants keep the stock path.
+    if ct
+        .metadata
+        .get("llama.expert_count")
+        .and_then(|v| v.to_u32().ok())
+        .is_some_and(|n| n > 1)
+    {
+        return false;
+    }
+    ct.tensor_infos.iter().all(|(name, info)| {
+        let dims = info.shape.dims();
+        if name.ends_with("norm.weight") {
+            return info.ggml_dtype == GgmlDType::F32;
+        }
+        kind_of(info.ggml_dtype).is_some()
+            && dims.len() == 2
+            && dims.last().is_some_and(|c| c.is_multiple_of(BLOCK))
+    })
+}
+
+fn md_u32(ct: &Content, k: &str) -> Result<usize, Error> {
+    ct.metadata
+        .get(k)
+        .and_then(|v| v.to_u32().ok())
+        .map(|v| v as usize)
+        .ok_or_else(|| Error::Metadata(format!("missing or invalid {k}")))
+}
+
+/// The bytes of tensor `name` in `bytes` (the GGUF file in memory), checked against its info.
+fn tensor_bytes<'a>(
+    ct: &'a Content,
+    bytes: &'a [u8],
+    name: &str,
+) -> Result<(&'a TensorInfo, &'a [u8]), Error> {
+    let info = ct
+        .tensor_infos
+        .get(name)
+        .ok_or_else(|| Error::Metadata(format!("missing tensor {name}")))?;
+    let n = info.shape.elem_count();
+    let len = n / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+    let start = ct
+        .tensor_data_offset
+        .checked_add(info.offset)
+        .and_then(|s| usize::try_from(s).ok())
+        .ok_or_else(|| Error::Gguf(format!("{name}: offset out of range")))?;
+    let data = start
+        .checked_add(len)
+        .and_then(|end| bytes.get(start..end))
+        .ok_or_else(|| Error::Gguf(format!("{name}: data past the end of the file")))?;
+    Ok((info, data))
+}
+
+fn matrix(ct: &Content, bytes: &[u8], name: &str, rows: usize, cols: usize) -> Result<QMat, Error> {
+    let (info, data) = tensor_bytes(ct, bytes, name)?;
+    let kind = kind_of(info.ggml_dtype)
+        .ok_or_else(|| Error::Gguf(format!("{name}: block type {:?}", info.ggml_dtype)))?;
+    if info.shape.dims() != [rows, cols] || !cols.is_multiple_of(BLOCK) {
+        return Err(Error::Gguf(format!(
+            "{name}: shape {:?}, expected [{rows}, {cols}]",
+            info.shape.dims()
+        )));
+    }
+    let row_bytes = cols / BLOCK * kind.block_bytes();
+    if data.len() != rows * row_bytes {
+        return Err(Error::Gguf(format!(
+            "{name}: {} bytes for its shape",
+            data.len()
+        )));
+    }
+    Ok(QMat {
+        kind,
+        rows,
+        row_bytes,
+        data: data.to_vec(),
+    })
+}
+
+fn vector(ct: &Content, bytes: &[u8], name: &str, len: usize) -> Result<Vec<f32>, Error> {
+    let (info, data) = tensor_bytes(ct, bytes, name)?;
+    if info.ggml_dtype != GgmlDType::F32 || info.shape.elem_count() != len {
+        return Err(Error::Gguf(format!("{name}: expected {len} f32")));
+    }
+    Ok(data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
+}
+
+impl LeanLlama {
+    /// Builds the model from the parsed GGUF `ct` and the file's bytes (copied; the caller
+    /// wipes them), with a context window of at most `max_context` tokens.
+    pub fn from_gguf(ct: &Content, bytes: &[u8], max_context: usize) -> Result<Self, Error> {
+        let dim = md_u32(ct, "llama.embedding_length")?;
+        let heads = md_u32(ct, "llama.attention.head_count")?;
+        let kv_heads = md_u32(ct, "llama.attention.head_count_kv").unwrap_or(heads);
+        let ffn = md_u32(ct, "llama.feed_forward_length")?;
+        let layers_n = md_u32(ct, "llama.block_count")?;
+        let context = md_u32(ct, "llama.context_length")
+            .unwrap_or(2048)
+            .min(max_context);
+        if heads == 0
+            || kv_heads == 0
+            || !dim.is_multiple_of(heads)
+            || !heads.is_multiple_of(kv_heads)
+        {
+            return Err(Error::Metadata(format!(
+                "{heads} heads, {kv_heads} KV heads for width {dim}"
+            )));
+        }
+        let head_dim = dim / heads;
+        let rope_dim = md_u32(ct, "llama.rope.dimension_count").unwrap_or(head_dim);
+        if rope_dim != head_dim || !head_dim.is_multiple_of(2) {
+            return Err(Error::Metadata(format!(
+                "RoPE over {rope_dim} of {head_dim} dimensions is not supported by the lean path"
+            )));
+        }
+        let eps = ct
+            .metadata
+            .get("llama.attention.layer_norm_rms_epsilon")
+            .and_then(|v| v.to_f32().ok())
+            .unwrap_or(1e-5);
+        let base = ct
+            .metadata
+            .get("llama.rope.freq_base")
+            .and_then(|v| v.to_f32().ok())
+            .unwrap_or(10000.0);
+        let vocab = ct
+            .tensor_infos
+            .get("token_embd.weight")
+            .and_then(|i| i.shape.dims().first().copied())
+            .ok_or_else(|| Error::Metadata("missing token_embd.weight".into()))?;
+        let kv_dim = kv_heads * head_dim;
+        let embed = matrix(ct, bytes, "token_embd.weight", vocab, dim)?;
+        let output = if ct.tensor_infos.contains_key("output.weight") {
+            matrix(ct, bytes, "output.weight", vocab, dim)?
+        } else {
+            // Tied embeddings: the output projection is the embedding matrix.
+            matrix(ct, bytes, "token_embd.weight", vocab, dim)?
+        };
+        let mut layers = Vec::with_capacity(layers_n);
+        for l in 0..layers_n {
+            let n = |s: &str| format!("blk.{l}.{s}.weight");
+            layers.push(Layer {
+                attn_norm: vector(ct, bytes, &n("attn_norm"), dim)?,
+                ffn_norm: vector(ct, bytes, &n("ffn_norm"), dim)?,
+                q: matrix(ct, bytes, &n("attn_q"), dim, dim)?,
+                k: matrix(ct, bytes, &n("attn_k"), kv_dim, dim)?,
+                v: matrix(ct, bytes, &n("attn_v"), kv_dim, dim)?,
+                o: matrix(ct, bytes, &n("attn_output"), dim, dim)?,
+                gate: matrix(ct, bytes, &n("ffn_gate"), ffn, dim)?,
+                up: matrix(ct, bytes, &n("ffn_up"), ffn, dim)?,
+                down: matrix(ct, bytes, &n("ffn_down"), dim, ffn)?,
+                k_cache: Vec::new(),
+                v_cache: Vec::new(),
+            });
+        }
+        let half = head_dim / 2;
+        let mut cos = Vec::with_capacity(context * half);
+        let mut sin = Vec::with_capacity(context * half);
+        for p in 0..context {
+            for i in 0..half {
+                let theta = 1f32 / base.powf((2 * i) as f32 / head_dim as f32);
+                let a = p as f32 * theta;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Ok(Self {
+            d: Dims {
+                dim,
+                heads,
+                kv_heads,
+                head_dim,
+                ffn,
+                vocab,
+                eps,
+                context,
+            },
+            embed,
+            out_norm: vector(ct, bytes, "output_norm.weight", dim)?,
+            output,
+            layers,
+            cos,
+            sin,
+            cached: 0,
+        })
+    }
+}
+
+/// RMSNorm as ggml computes it (sum of squares in f64, then an f32 scale), so that the
+/// activations quantised next round the same way as llama.cpp's.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let sum: f64 = x.iter().map(|v| f64::from(v * v)).sum();
+    let mean = (sum / x.len().max(1) as f64) as f32;
+    let scale = 1.0 / (mean + eps).sqrt();
+    for ((o, v), g) in out.iter_mut().zip(x).zip(w) {
+        *o = v * scale * g;
+    }
+}
+
+/// Activations of `t` tokens, as f32 rows and as Q8 blocks.
+struct Act {
+    f: Vec<f32>,
+    q: Vec<Q8>,
+    cols: usize,
+}
+
+impl Act {
+    fn new(f: Vec<f32>, cols: usize) -> Self {
+        let mut q = vec![Q8::default(); f.len() / BLOCK];
+        kernels::quantize(&f, &mut q);
+        Self { f, q, cols }
+    }
+    fn tokens(&self) -> usize {
+        self.f.len() / self.cols.max(1)
+    }
+}
+
+/// Per-task buffers of the attention.
+#[derive(Default)]
+struct Scratch {
+    scores: Vec<f32>,
+    q16: Vec<f32>,
+    row: Vec<f32>,
+}
+
+/// Dot product with eight partial sums (vectorised by the compiler).
+fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (ac, bc) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for ((s, x), y) in acc.iter_mut().zip(ac).zip(bc) {
+            *s += x * y;
+        }
+    }
+    let tail: f32 = a
+        .chunks_exact(8)
+        .remainder()
+        .iter()
+        .zip(b.chunks_exact(8).remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Rows per parallel task: enough work to amortise the hand-off.
+const ROWS_PER_TASK: usize = 32;
+
+/// `outs[i] = mats[i] · x` for every token, all matrices in one parallel region. Each output
+/// is `[token][row]`.
+fn matmul(jobs: &mut [(&QMat, &mut Vec<f32>)], x: &Act) {
+    let t = x.tokens();
+    let nb = x.cols / BLOCK;
+    // Row-major per row ([row][token]) so that tasks own contiguous chunks.
+    let mut tasks: Vec<(&QMat, usize, &mut [f32])> = Vec::new();
+    for (m, out) in jobs.iter_mut() {
+        out.clear();
+        out.resize(m.rows * t, 0.0);
+        for (c, chunk) in out.chunks_mut(ROWS_PER_TASK * t).enumerate() {
+            tasks.push((*m, c * ROWS_PER_TASK, chunk));
+        }
+    }
+    tasks.par_iter_mut().for_each(|(m, r0, chunk)| {
+        for (i, row_out) in chunk.chunks_mut(t).enumerate() {
+            let row = m.row(*r0 + i);
+            for (tok, o) in row_out.iter_mut().enumerate() {
+                let xq = x.q.get(tok * nb..(tok + 1) * nb).unwrap_or_default();
+                let xf =
+                    x.f.get(tok * x.cols..(tok + 1) * x.cols)
+                        .unwrap_or_default();
+                *o = kernels::dot(m.kind, row, xq, xf);
+            }
+        }
+    });
+    drop(tasks);
+    if t > 1 {
+        for (m, out) in jobs.iter_mut() {
+            let rt = std::mem::take(*out);
+            out.resize(m.rows * t, 0.0);
+            for (r, vals) in rt.chunks_exact(t).enumerate() {
+                for (tok, v) in vals.iter().enumerate() {
+                    if let Some(o) = out.get_mut(tok * m.rows + r) {
+                        *o = *v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Interleaved (GGML "normal") rotary embedding of each head of `x` at position `pos`.
+fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], pos: usize) {
+    let half = head_dim / 2;
+    let cos = cos.get(pos * half..(pos + 1) * half).unwrap_or_default();
+    let sin = sin.get(pos * half..(pos + 1) * half).unwrap_or_default();
+    for head in x.chunks_exact_mut(head_dim) {
+        for ((pair, c), s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
+            if let [a, b] = pair {
+                let (x0, x1) = (*a, *b);
+                *a = x0 * c - x1 * s;
+                *b = x0 * s + x1 * c;
+            }
+        }
+    }
+}
+
+impl LeanLlama {
+    fn forward_tokens(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
+        let d = self.d;
+        if pos == 0 {
+            self.cached = 0;
+        }
+        if pos != self.cached {
+            return Err(Error::Candle(format!(
+                "position {pos} does not follow the {} cached tokens",
+                self.cached
+            )));
+        }
+        let t = tokens.len();
+        if t == 0 || pos + t > d.context {
+            return Err(Error::Candle(format!(
+                "{t} tokens at position {pos} do not fit the context of {}",
+                d.context
+            )));
+        }
+        let kv_dim = d.kv_heads * d.head_dim;
+        let group = d.heads / d.kv_heads;
+        // Embeddings: one dequantised row per token.
+        let mut x = vec![0f32; t * d.dim];
+        for (tok, row) in tokens.iter().zip(x.chunks_exact_mut(d.dim)) {
+            let id = *tok as usize;
+            if id >= d.vocab {
+                return Err(Error::Candle(format!("token {id} outside the vocabulary")));
+            }
+            kernels::dequantize_row(self.embed.kind, self.embed.row(id), row);
+        }
+        let mut xn = vec![0f32; t * d.dim];
+        let (mut q, mut k, mut v, mut o) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut g, mut u, mut down) = (Vec::new(), Vec::new(), Vec::new());
+        let mut attn = vec![0f32; t * d.dim];
+        let scale = 1.0 / (d.head_dim as f32).sqrt();
+        let end = pos + t;
+        let (cos, sin) = (&self.cos, &self.sin);
+        for layer in &mut self.layers {
+            for (xr, nr) in x.chunks_exact(d.dim).zip(xn.chunks_exact_mut(d.dim)) {
+                rms_norm(xr, &layer.attn_norm, d.eps, nr);
+            }
+            let xa = Act::new(std::mem::take(&mut xn), d.dim);
+            matmul(
+                &mut [(&layer.q, &mut q), (&layer.k, &mut k), (&layer.v, &mut v)],
+                &xa,
+            );
+            xn = xa.f;
+            for (i, (qt, kt)) in q
+                .chunks_exact_mut(d.dim)
+                .zip(k.chunks_exact_mut(kv_dim))
+                .enumerate()
+            {
+                rope(qt, d.head_dim, cos, sin, pos + i);
+                rope(kt, d.head_dim, cos, sin, pos + i);
+            }
+            // Write the new keys and values in place, growing the cache by whole steps.
+            let need = end * kv_dim;
+            if layer.k_cache.len() < need {
+                let grown = need.div_ceil(KV_STEP * kv_dim) * KV_STEP * kv_dim;
+                let grown = grown.min(d.context * kv_dim).max(need);
+                layer.k_cache.resize(grown, f16::ZERO);
+                layer.v_cache.resize(grown, f16::ZERO);
+            }
+            if let (Some(kc), Some(vc)) = (
+                layer.k_cache.get_mut(pos * kv_dim..need),
+                layer.v_cache.get_mut(pos * kv_dim..need),
+            ) {
+                for (c, x) in kc.iter_mut().zip(&k) {
+                    *c = f16::from_f32(*x);
+                }
+                for (c, x) in vc.iter_mut().zip(&v) {
+                    *c = f16::from_f32(*x);
+                }
+            }
+            // Attention: one task per (token, head). As llama.cpp: the query rounded to f16
+            // against the f16 keys, products summed in f32; softmax in f32 with an f64 sum; the
+            // weights rounded to f16 against the f16 values.
+            let (kc, vc) = (&layer.k_cache, &layer.v_cache);
+            let qr = &q;
+            let head = |i: usize, out: &mut [f32], scratch: &mut Scratch| {
+                let (tok, h) = (i / d.heads, i % d.heads);
+                let kvh = h / group;
+                let at = tok * d.dim + h * d.head_dim;
+                let Scratch { scores, q16, row } = scratch;
+                q16.clear();
+                q16.extend(
+                    qr.get(at..at + d.head_dim)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|x| f16::from_f32(*x).to_f32()),
+                );
+                row.resize(d.head_dim, 0.0);
+                let upto = pos + tok + 1;
+                scores.clear();
+                let mut max = f32::NEG_INFINITY;
+                for p in 0..upto {
+                    let from = p * kv_dim + kvh * d.head_dim;
+                    let kr = kc.get(from..from + d.head_dim).unwrap_or_default();
+                    kr.convert_to_f32_slice(row);
+                    let s = dot_f32(q16, row) * scale;
+                    max = max.max(s);
+                    scores.push(s);
+                }
+                let mut total = 0f64;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    total += f64::from(*s);
+                }
+                let inv = (1.0 / total) as f32;
+                out.fill(0.0);
+                for (p, s) in scores.iter().enumerate() {
+                    let from = p * kv_dim + kvh * d.head_dim;
+                    let vr = vc.get(from..from + d.head_dim).unwrap_or_default();
+                    vr.convert_to_f32_slice(row);
+                    let w = f16::from_f32(s * inv).to_f32();
+                    for (o, vv) in out.iter_mut().zip(row.iter()) {
+                        *o += w * vv;
+                    }
+                }
+            };
+            // Small attentions (a decode step early in the context) cost less than a hand-off.
+            if t * (pos + t) * d.heads < 2048 {
+                let mut scratch = Scratch::default();
+                for (i, out) in attn.chunks_mut(d.head_dim).enumerate() {
+                    head(i, out, &mut scratch);
+                }
+            } else {
+                attn.par_chunks_mut(d.head_dim)
+                    .enumerate()
+                    .for_each_init(Scratch::default, |scratch, (i, out)| head(i, out, scratch));
+            }
+            let aa = Act::new(std::mem::take(&mut attn), d.dim);
+            matmul(&mut [(&layer.o, &mut o)], &aa);
+            attn = aa.f;
+            for (xv, ov) in x.iter_mut().zip(&o) {
+                *xv += ov;
+            }
+            // Feed-forward: down(silu(gate(x)) * up(x)).
+            for (xr, nr) in x.chunks_exact(d.dim).zip(xn.chunks_exact_mut(d.dim)) {
+                rms_norm(xr, &layer.ffn_norm, d.eps, nr);
+            }
+            let xa = Act::new(std::mem::take(&mut xn), d.dim);
+            matmul(&mut [(&layer.gate, &mut g), (&layer.up, &mut u)], &xa);
+            xn = xa.f;
+            for (gv, uv) in g.iter_mut().zip(&u) {
+                *gv = *gv / (1.0 + (-*gv).exp()) * uv;
+            }
+            let ha = Act::new(std::mem::take(&mut g), d.ffn);
+            matmul(&mut [(&layer.down, &mut down)], &ha);
+            g = ha.f;
+            for (xv, dv) in x.iter_mut().zip(&down) {
+                *xv += dv;
+            }
+        }
+        self.cached = end;
+        // Logits of the last token only.
+        let last = x.get((t - 1) * d.dim..).unwrap_or_default();
+        let mut xl = vec![0f32; d.dim];
+        rms_norm(last, &self.out_norm, d.eps, &mut xl);
+        let xa = Act::new(xl, d.dim);
+        let mut logits = Vec::new();
+        matmul(&mut [(&self.output, &mut logits)], &xa);
+        Ok(logits)
+    }
+}
+
+impl Forward for LeanLlama {
+    fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
+        self.forward_tokens(tokens, pos)
+    }
+
+    fn context_len(&self) -> usize {
+        self.d.context
+    }
+}
