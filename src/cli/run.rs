@@ -430,6 +430,15 @@ fn bench_model_in_pool(cli: &Cli, o: &ModelOpts<'_>, b: &BenchOpts) -> Result<()
         }
     }
     let threads = rayon::current_num_threads();
+    // Resident memory now, after generation (the arena is gone; the weights, the KV cache and
+    // the process remain), and the peak over the whole run (the load included).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "/proc/self/status is the kernel's, not untrusted input"
+    )]
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss = crate::secure::sandbox::status_field(&status, "VmRSS");
+    let peak = crate::secure::sandbox::status_field(&status, "VmHWM");
     let (ppm, pps) = stats(&pp_tps);
     let (tgm, tgs) = stats(&tg_tps);
     let info = &loaded.info;
@@ -437,6 +446,7 @@ fn bench_model_in_pool(cli: &Cli, o: &ModelOpts<'_>, b: &BenchOpts) -> Result<()
         output::json(&json!({
             "model": report.model, "architecture": info.architecture, "quantization": info.quantization,
             "backend": loaded.model.backend(), "threads": threads, "repetitions": reps,
+            "rss_after_generation": rss, "rss_peak": peak,
             "pp": {"tokens": pp, "tokens_per_s_mean": ppm, "tokens_per_s_stddev": pps, "runs": pp_tps},
             "tg": {"tokens": tg, "tokens_per_s_mean": tgm, "tokens_per_s_stddev": tgs, "runs": tg_tps},
             "load": report,
@@ -455,7 +465,7 @@ fn bench_model_in_pool(cli: &Cli, o: &ModelOpts<'_>, b: &BenchOpts) -> Result<()
             report.read_verify_ms, report.unwrap_decrypt_ms, report.build_ms
         ));
         output::line(format!(
-            "memory       arena locked: {}, weights locked: {}",
+            "memory       arena locked: {}, weights locked: {}; resident after the runs {rss}, peak {peak} (load included)",
             report.arena_locked, report.weights_locked
         ));
         if pp > 0 {

@@ -88,7 +88,8 @@ pub struct LeanLlama {
     d: Dims,
     embed: QMat,
     out_norm: Vec<f32>,
-    output: QMat,
+    /// The output projection; `None` when tied to the embedding (one copy of the weights).
+    output: Option<QMat>,
     layers: Vec<Layer>,
     /// RoPE cos/sin per position and pair, `[pos][head_dim / 2]`.
     cos: Vec<f32>,
@@ -250,11 +251,11 @@ impl LeanLlama {
             .ok_or_else(|| Error::Metadata("missing token_embd.weight".into()))?;
         let kv_dim = kv_heads * head_dim;
         let embed = matrix(ct, bytes, "token_embd.weight", vocab, dim)?;
+        // Tied embeddings (no output.weight): the output projection is the embedding matrix.
         let output = if ct.tensor_infos.contains_key("output.weight") {
-            matrix(ct, bytes, "output.weight", vocab, dim)?
+            Some(matrix(ct, bytes, "output.weight", vocab, dim)?)
         } else {
-            // Tied embeddings: the output projection is the embedding matrix.
-            matrix(ct, bytes, "token_embd.weight", vocab, dim)?
+            None
         };
         let mut layers = Vec::with_capacity(layers_n);
         for l in 0..layers_n {
@@ -583,7 +584,8 @@ impl LeanLlama {
         rms_norm(last, &self.out_norm, d.eps, &mut xl);
         let xa = Act::new(xl, d.dim);
         let mut logits = Vec::new();
-        matmul(&mut [(&self.output, &mut logits)], &xa);
+        let output = self.output.as_ref().unwrap_or(&self.embed);
+        matmul(&mut [(output, &mut logits)], &xa);
         Ok(logits)
     }
 }
