@@ -220,6 +220,11 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
     tmux.keys(&["e", "brief.md", "Enter"]);
     tmux.wait("the refusal", 30, |p| p.contains("already exists"));
     tmux.keys(&["Escape"]);
+    // Wait for the prompt to close: an Escape still unread when F2's escape sequence arrives
+    // would be read together with it as Alt+Escape.
+    tmux.wait("the export prompt to close", 30, |p| {
+        !p.contains("Export the conversation")
+    });
 
     // The picker lists both models with their metadata; switching wipes the conversation
     // and the old model, and the banner follows the new bundle's marking.
