@@ -5,40 +5,17 @@
 //! latency; `build/bench-tui-latency` measures the real binary in tmux during generation.
 #![allow(missing_docs, clippy::unwrap_used, reason = "benchmark harness")]
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-use rempart::tui::app::{Action, App, LockPolicy, Session, Settings, Unlock, update};
+use rempart::tui::app::{Action, App, sample, update};
 use rempart::tui::view::draw;
-use zeroize::Zeroizing;
 
 fn busy_app(t0: Instant) -> App {
-    let mut app = App::new(
-        Session {
-            marking: "CONFIDENTIAL".into(),
-            model: "smollm2-135m-instruct v1".into(),
-            device: "cpu".into(),
-            context: 8192,
-            memory_locked: true,
-            unlock: Unlock::ApplianceKey,
-            banner: None,
-        },
-        Settings {
-            system: Zeroizing::new(String::new()),
-            temperature: 0.8,
-            top_p: 0.95,
-            max_tokens: 1024,
-            seed: None,
-        },
-        LockPolicy {
-            idle: Duration::from_secs(300),
-            keep_conversation: false,
-        },
-        t0,
-    );
+    let mut app = sample("CONFIDENTIAL", t0);
     let key = |c| Action::Key(KeyEvent::from(c));
     for turn in 0..20 {
         for c in format!("question {turn} about **air gaps**").chars() {

@@ -59,17 +59,16 @@ impl std::fmt::Debug for Model {
 
 impl Forward for Model {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
-        if let Arch::Lean(m) = &mut self.arch {
-            return m.forward(tokens, pos);
-        }
-        let x = Tensor::new(tokens, &self.device)?.unsqueeze(0)?;
+        // The candle models take the tokens as a (1, seq) tensor; the lean pass takes ids.
+        let device = &self.device;
+        let x = || -> Result<Tensor, Error> { Ok(Tensor::new(tokens, device)?.unsqueeze(0)?) };
         let logits = match &mut self.arch {
-            Arch::Lean(_) => return Err(Error::Candle("unreachable".into())),
-            Arch::Llama(m) => m.forward(&x, pos)?,
-            Arch::Qwen2(m) => m.forward(&x, pos)?,
-            Arch::Qwen3(m) => m.forward(&x, pos)?,
-            Arch::Gemma3(m) => m.forward(&x, pos)?,
-            Arch::Phi3(m) => m.forward(&x, pos)?,
+            Arch::Lean(m) => return m.forward(tokens, pos),
+            Arch::Llama(m) => m.forward(&x()?, pos)?,
+            Arch::Qwen2(m) => m.forward(&x()?, pos)?,
+            Arch::Qwen3(m) => m.forward(&x()?, pos)?,
+            Arch::Gemma3(m) => m.forward(&x()?, pos)?,
+            Arch::Phi3(m) => m.forward(&x()?, pos)?,
         };
         // Some families return (batch, seq, vocab), others (batch, vocab): take the last row.
         let logits = match logits.rank() {

@@ -725,6 +725,35 @@ fn new_input() -> TextArea<'static> {
     t
 }
 
+/// An app with a sample session (protected key, 8192-token context, memory locked) and the
+/// default settings, for the screen tests and the frame benchmark.
+#[doc(hidden)]
+pub fn sample(marking: &str, now: Instant) -> App {
+    App::new(
+        Session {
+            marking: marking.into(),
+            model: "smollm2-135m-instruct v3".into(),
+            device: "cpu".into(),
+            context: 8192,
+            memory_locked: true,
+            unlock: Unlock::ApplianceKey,
+            banner: None,
+        },
+        Settings {
+            system: Zeroizing::new(String::new()),
+            temperature: 0.8,
+            top_p: 0.95,
+            max_tokens: 1024,
+            seed: None,
+        },
+        LockPolicy {
+            idle: Duration::from_secs(300),
+            keep_conversation: false,
+        },
+        now,
+    )
+}
+
 /// How long the loading screen shows the final figures before the conversation.
 pub const LOADED_SHOWN: Duration = Duration::from_millis(1500);
 

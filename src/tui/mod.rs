@@ -261,7 +261,7 @@ fn sampling(s: &Settings, random: u64) -> SamplingParams {
 
 /// `NAME@VERSION`, `name vVERSION` and the marking of an installed model.
 fn resolve(cli: &Cli, spec: Option<&str>) -> Result<(String, String, Option<String>)> {
-    let trust = crate::keys::TrustStore::load(&cli.root.join("keys").join("trusted"))?;
+    let trust = crate::keys::TrustStore::load(&cli.trusted_dir())?;
     let inst = crate::store::resolve(&cli.root.join("models"), &trust, spec)?;
     let m = inst.manifest;
     Ok((
@@ -273,8 +273,7 @@ fn resolve(cli: &Cli, spec: Option<&str>) -> Result<(String, String, Option<Stri
 
 /// The picker's entries.
 fn list_models(cli: &Cli) -> std::result::Result<Vec<ModelEntry>, String> {
-    let trust = crate::keys::TrustStore::load(&cli.root.join("keys").join("trusted"))
-        .map_err(|e| e.to_string())?;
+    let trust = crate::keys::TrustStore::load(&cli.trusted_dir()).map_err(|e| e.to_string())?;
     let (list, skipped) =
         crate::store::catalog(&cli.root.join("models"), &trust).map_err(|e| e.to_string())?;
     if list.is_empty() {
@@ -430,6 +429,10 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                     return Ok(());
                 }
             }
+            if app.screen == app::Screen::Locked {
+                // The key is dropped (wiped) while locked; unlocking unwraps it again.
+                self.key = None;
+            }
         }
     }
 
@@ -554,13 +557,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                         Err(e) => more.extend(app::update(app, Action::EngineError(e), now)),
                     }
                 }
-                Effect::Audit(event) => {
-                    if event == "tui_lock" {
-                        // The key is dropped (wiped) while locked; unlocking unwraps it again.
-                        self.key = None;
-                    }
-                    self.ctx.audit(event, json!({}));
-                }
+                Effect::Audit(event) => self.ctx.audit(event, json!({})),
                 Effect::CheckPassphrase(p) => {
                     let r = self.unlock(app.session.unlock, p);
                     more.extend(app::update(app, Action::UnlockResult(r), now));

@@ -506,33 +506,11 @@ mod tests {
     use ratatui::backend::TestBackend;
 
     use super::*;
-    use crate::tui::app::{Action, LoadFigures, LockPolicy, ModelEntry, Session, Settings, update};
+    use crate::tui::app::{Action, LoadFigures, ModelEntry, update};
     use crossterm::event::{KeyCode, KeyEvent};
 
     fn app(marking: &str, t0: Instant) -> App {
-        App::new(
-            Session {
-                marking: marking.into(),
-                model: "smollm2-135m-instruct v3".into(),
-                device: "cpu".into(),
-                context: 8192,
-                memory_locked: true,
-                unlock: Unlock::ApplianceKey,
-                banner: None,
-            },
-            Settings {
-                system: zeroize::Zeroizing::new(String::new()),
-                temperature: 0.8,
-                top_p: 0.95,
-                max_tokens: 1024,
-                seed: None,
-            },
-            LockPolicy {
-                idle: Duration::from_secs(300),
-                keep_conversation: false,
-            },
-            t0,
-        )
+        crate::tui::app::sample(marking, t0)
     }
 
     fn render(app: &App, w: u16, h: u16, now: Instant) -> String {

@@ -336,16 +336,25 @@ mod tests {
             .collect()
     }
 
+    /// A random `rows` x `cols` matrix quantised by candle.
+    fn candle_quantized(
+        dtype: candle_core::quantized::GgmlDType,
+        rows: usize,
+        cols: usize,
+        seed: &mut u64,
+    ) -> candle_core::quantized::QTensor {
+        let w = rand_f32(rows * cols, seed);
+        let t = candle_core::Tensor::from_vec(w, (rows, cols), &candle_core::Device::Cpu).unwrap();
+        candle_core::quantized::QTensor::quantize(&t, dtype).unwrap()
+    }
+
     /// candle's quantiser and reference (scalar) dot give the weights' bytes and a reference.
     fn check(dtype: candle_core::quantized::GgmlDType, kind: Kind) {
-        use candle_core::quantized::QTensor;
-        use candle_core::{Device, Tensor};
+        use candle_core::Device;
         let mut seed = 7;
         let (rows, cols) = (8, 256);
-        let w = rand_f32(rows * cols, &mut seed);
+        let q = candle_quantized(dtype, rows, cols, &mut seed);
         let x = rand_f32(cols, &mut seed);
-        let t = Tensor::from_vec(w, (rows, cols), &Device::Cpu).unwrap();
-        let q = QTensor::quantize(&t, dtype).unwrap();
         let bytes = q.data().unwrap().into_owned();
         let wd = q
             .dequantize(&Device::Cpu)
@@ -392,8 +401,7 @@ mod tests {
 
     #[test]
     fn simd_and_portable_kernels_agree() {
-        use candle_core::quantized::{GgmlDType, QTensor};
-        use candle_core::{Device, Tensor};
+        use candle_core::quantized::GgmlDType;
         let mut seed = 5;
         let x = rand_f32(512, &mut seed);
         let mut xq = vec![Q8::default(); 16];
@@ -403,9 +411,7 @@ mod tests {
             (GgmlDType::Q4_1, Kind::Q4_1),
             (GgmlDType::Q8_0, Kind::Q8_0),
         ] {
-            let t = Tensor::from_vec(rand_f32(512, &mut seed), (1, 512), &Device::Cpu).unwrap();
-            let row = QTensor::quantize(&t, dtype)
-                .unwrap()
+            let row = candle_quantized(dtype, 1, 512, &mut seed)
                 .data()
                 .unwrap()
                 .into_owned();

@@ -156,8 +156,13 @@ fn tensor_bytes<'a>(
         .tensor_infos
         .get(name)
         .ok_or_else(|| Error::Metadata(format!("missing tensor {name}")))?;
-    let n = info.shape.elem_count();
-    let len = n / info.ggml_dtype.block_size() * info.ggml_dtype.type_size();
+    let len = info
+        .shape
+        .dims()
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(*d))
+        .and_then(|n| (n / info.ggml_dtype.block_size()).checked_mul(info.ggml_dtype.type_size()))
+        .ok_or_else(|| Error::Gguf(format!("{name}: shape too large")))?;
     let start = ct
         .tensor_data_offset
         .checked_add(info.offset)
@@ -181,7 +186,7 @@ fn matrix(ct: &Content, bytes: &[u8], name: &str, rows: usize, cols: usize) -> R
         )));
     }
     let row_bytes = cols / BLOCK * kind.block_bytes();
-    if data.len() != rows * row_bytes {
+    if rows.checked_mul(row_bytes) != Some(data.len()) {
         return Err(Error::Gguf(format!(
             "{name}: {} bytes for its shape",
             data.len()
