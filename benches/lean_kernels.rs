@@ -1,12 +1,13 @@
 //! The lean forward pass's hot kernels (criterion): activation quantisation, and a matrix-vector
 //! product of the default model's shapes (1536 x 576 and 576 x 1536) in Q4_1 and Q8_0 blocks,
-//! one row at a time with the block dot product, on one thread.
+//! one row at a time, on one thread, at every kernel level this CPU runs (portable, AVX2,
+//! AVX-512 VNNI), for one token (decode) and four at once (prompt processing).
 #![allow(missing_docs, clippy::unwrap_used, reason = "benchmark harness")]
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use rempart::engine::lean::kernels::{self, BLOCK, Kind, Q8};
+use rempart::engine::lean::kernels::{Kind, Level, Packed, QAct};
 
 fn values(n: usize, mut seed: u64) -> Vec<f32> {
     (0..n)
@@ -22,13 +23,13 @@ fn values(n: usize, mut seed: u64) -> Vec<f32> {
 fn kernels_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("lean_kernels");
     for (rows, cols) in [(1536usize, 576usize), (576, 1536)] {
-        let x = values(cols, 1);
-        let mut xq = vec![Q8::default(); cols / BLOCK];
+        let x = values(4 * cols, 1);
         g.throughput(Throughput::Elements(cols as u64));
         g.bench_function(format!("quantize_{cols}"), |b| {
-            b.iter(|| kernels::quantize(&x, &mut xq));
+            b.iter(|| QAct::new(x[..cols].to_vec(), cols));
         });
-        kernels::quantize(&x, &mut xq);
+        let xq = QAct::new(x.clone(), cols);
+        let ys = [xq.token(0), xq.token(1), xq.token(2), xq.token(3)];
         for (dtype, kind) in [(GgmlDType::Q4_1, Kind::Q4_1), (GgmlDType::Q8_0, Kind::Q8_0)] {
             let w = Tensor::from_vec(values(rows * cols, 2), (rows, cols), &Device::Cpu).unwrap();
             let data = QTensor::quantize(&w, dtype)
@@ -36,16 +37,18 @@ fn kernels_bench(c: &mut Criterion) {
                 .data()
                 .unwrap()
                 .into_owned();
-            let row_bytes = cols / BLOCK * kind.block_bytes();
-            let mut out = vec![0f32; rows];
-            g.throughput(Throughput::Bytes(data.len() as u64));
-            g.bench_function(format!("matvec_{kind:?}_{rows}x{cols}"), |b| {
-                b.iter(|| {
-                    for (o, row) in out.iter_mut().zip(data.chunks_exact(row_bytes)) {
-                        *o = kernels::dot(kind, row, &xq, &x);
-                    }
+            let p = Packed::from_ggml(kind, rows, cols, &data).unwrap();
+            let mut out = vec![0f32; 4 * rows];
+            for level in Level::available() {
+                g.throughput(Throughput::Bytes(data.len() as u64));
+                g.bench_function(format!("matvec_{kind:?}_{rows}x{cols}_{level:?}"), |b| {
+                    b.iter(|| p.matvec(level, 0..rows, &[ys[0]], &mut out, (1, 0)));
                 });
-            });
+                g.throughput(Throughput::Bytes(4 * data.len() as u64));
+                g.bench_function(format!("matmul4_{kind:?}_{rows}x{cols}_{level:?}"), |b| {
+                    b.iter(|| p.matvec(level, 0..rows, &ys, &mut out, (4, 0)));
+                });
+            }
         }
     }
     g.finish();

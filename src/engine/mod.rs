@@ -98,7 +98,7 @@ impl Loaded {
     pub fn answer(
         &mut self,
         req: &Request,
-        on_text: &mut dyn FnMut(&str),
+        on_text: &mut (dyn FnMut(&str) + Send),
     ) -> Result<(StopReason, GenStats), Error> {
         req.params.validate()?;
         let prompt = self.prompt_tokens(&req.messages)?;
@@ -109,7 +109,13 @@ impl Loaded {
             stop_tokens: &self.stop_tokens,
             cancel: &req.cancel,
         };
-        let (_ids, stop, stats) = generate(&mut self.model, &self.tok, &mut sampler, &g, on_text)?;
+        // On one of the pool's workers: the forward pass's parallel regions then start from
+        // inside the pool (that worker takes its share of the rows) instead of being handed
+        // over from this thread and waited for, twice per layer.
+        let model = &mut self.model;
+        let tok = &self.tok;
+        let (_ids, stop, stats) =
+            rayon::scope(move |_| generate(model, tok, &mut sampler, &g, on_text))?;
         Ok((stop, stats))
     }
 }

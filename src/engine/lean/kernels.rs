@@ -1,42 +1,43 @@
-//! The hot kernels of the lean forward pass: activations quantised once per matrix product to
-//! [`Q8`] blocks, and block dot products of a weight row (candle's GGUF block layouts, read
-//! from bytes) with them.
+//! The hot kernels of the lean forward pass: weights repacked once at load time
+//! ([`Packed`]), activations quantised once per matrix product to 8-bit blocks ([`QAct`]),
+//! and block dot products of one weight row with up to four tokens at a time.
 //!
-//! Block layouts (little-endian, 32 weights per block):
+//! GGUF block layouts read at load time (little-endian, 32 weights per block):
 //! - `Q4_0`, 18 bytes: `d: f16`, 16 bytes of nibbles; weight = d * (nibble - 8).
 //! - `Q4_1`, 20 bytes: `d: f16`, `m: f16`, 16 bytes of nibbles; weight = d * nibble + m.
 //! - `Q8_0`, 34 bytes: `d: f16`, 32 `i8`; weight = d * q.
 //!
-//! Nibble order (as ggml): byte j holds weight j in its low half and weight j + 16 in its high
-//! half. With AVX2 (the x86-64-v3 build) the products use `maddubs`/`madd` on 32 weights at a
-//! time; elsewhere a portable loop gives the same sums (integer arithmetic, so both paths agree
-//! exactly up to the final float additions).
+//! In a GGUF block, byte j holds weight j in its low half and weight j + 16 in its high half.
+//! [`Packed`] stores the same bits in a layout made for the kernels (no byte more): the scales
+//! (and `Q4_1` minimums) of a matrix in their own `f16` arrays, so that 16 of them convert to
+//! f32 in one instruction, and the nibbles of two consecutive blocks interleaved: byte j of a
+//! pair holds weight j of the first block in its low half and weight j of the second in its
+//! high half. One 32-byte load, a mask and a shift then give the 64 weights of the pair in
+//! order, ready to multiply with the activations as they are stored.
+//!
+//! Three instruction-set levels, chosen once at run time ([`Level::best`]): AVX-512 with VNNI
+//! (one `vpdpbusd` per pair of blocks and token, the scales of 16 blocks converted at once),
+//! AVX2 (`maddubs`/`madd` per block, the x86-64-v3 baseline), and a portable loop. Integer sums
+//! are exact at every level, so the levels agree up to the order of the float additions
+//! (tested).
 //!
 //! # Safety
-//! The only `unsafe` is unaligned 16/32-byte SIMD loads from slices whose length is checked
-//! just before; the block count of every row is checked by the caller ([`super::QMat`]).
+//! The `unsafe` here is SIMD: calls of `#[target_feature]` functions, made only at a level
+//! [`Level::best`] detected on this CPU, and unaligned loads from slices whose lengths each
+//! kernel checks on entry (see [`Lens`]).
 
 #![allow(
     unsafe_code,
-    reason = "SIMD loads; each block says why it is in bounds"
+    reason = "SIMD kernels; each block says why it is in bounds and supported"
 )]
+
+use std::ops::Range;
+use std::sync::OnceLock;
 
 use half::f16;
 
 /// Weights per block.
 pub const BLOCK: usize = 32;
-
-/// An activation block: `x ≈ d * qs`, `s = d * sum(qs)` (for the `Q4_0`/`Q4_1` offsets).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-#[repr(C)]
-pub struct Q8 {
-    /// Scale.
-    pub d: f32,
-    /// `d * sum(qs)`.
-    pub s: f32,
-    /// Quantised values in -127..=127.
-    pub qs: [i8; BLOCK],
-}
 
 /// Weight block types the lean path reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +53,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Bytes per block of [`BLOCK`] weights (per weight for F32: 4 * 32).
+    /// Bytes per block of [`BLOCK`] weights in a GGUF file (per 32 weights for F32: 128).
     pub fn block_bytes(self) -> usize {
         match self {
             Self::F32 => 4 * BLOCK,
@@ -61,122 +62,615 @@ impl Kind {
             Self::Q8_0 => 34,
         }
     }
+
+    /// Weights a row must be a multiple of: quantised rows are processed in pairs of blocks.
+    pub fn row_multiple(self) -> usize {
+        match self {
+            Self::F32 => BLOCK,
+            _ => 2 * BLOCK,
+        }
+    }
 }
 
-fn half_at(b: &[u8], at: usize) -> f32 {
+/// Instruction-set level of the kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Plain Rust, any CPU.
+    Portable,
+    /// AVX2, FMA and F16C (x86-64-v3).
+    Avx2,
+    /// AVX-512 F/BW/VL with VNNI (Ice Lake, Sapphire Rapids, Zen 4 and later).
+    Avx512,
+}
+
+impl Level {
+    /// The best level this CPU runs, detected once.
+    pub fn best() -> Self {
+        static BEST: OnceLock<Level> = OnceLock::new();
+        *BEST.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::arch::is_x86_feature_detected as has;
+                let avx2 = has!("avx2") && has!("fma") && has!("f16c");
+                if avx2
+                    && has!("avx512f")
+                    && has!("avx512bw")
+                    && has!("avx512vl")
+                    && has!("avx512vnni")
+                {
+                    return Level::Avx512;
+                }
+                if avx2 {
+                    return Level::Avx2;
+                }
+            }
+            Level::Portable
+        })
+    }
+
+    /// Every level this CPU runs, lowest first (tests and benchmarks compare them).
+    pub fn available() -> Vec<Self> {
+        [Self::Portable, Self::Avx2, Self::Avx512]
+            .into_iter()
+            .filter(|l| *l <= Self::best())
+            .collect()
+    }
+}
+
+fn half_at(b: &[u8], at: usize) -> f16 {
     let lo = b.get(at).copied().unwrap_or(0);
     let hi = b.get(at + 1).copied().unwrap_or(0);
-    f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
+    f16::from_bits(u16::from_le_bytes([lo, hi]))
 }
 
-/// Quantises `x` (a multiple of [`BLOCK`] long) into `out` (`x.len() / BLOCK` blocks).
-pub fn quantize(x: &[f32], out: &mut [Q8]) {
-    for (xs, q) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
-        let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (v, o) in xs.iter().zip(q.qs.iter_mut()) {
-            // |v * inv| <= 127 by construction (NaN becomes 0).
-            let r = (v * inv).round() as i8;
-            *o = r;
-            sum += i32::from(r);
+/// Activations of `tokens` rows of `cols` values, kept as f32 (for F32 weights) and quantised
+/// to 8-bit blocks: per block `x ≈ d * q`, and `s = d * sum(q)` (for the `Q4_0`/`Q4_1`
+/// offsets). Scales are rounded to f16 as ggml's `Q8_0`/`Q8_1` store them, so the products
+/// match llama.cpp's bit for bit in the integers and closely in the floats.
+#[derive(Debug, Default)]
+pub struct QAct {
+    cols: usize,
+    f: Vec<f32>,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    s: Vec<f32>,
+}
+
+/// One token's activations, as the kernels read them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Y<'a> {
+    /// Quantised values, `32 * blocks`.
+    pub qs: &'a [i8],
+    /// Block scales.
+    pub d: &'a [f32],
+    /// `d * sum(q)` per block.
+    pub s: &'a [f32],
+    /// The values in f32.
+    pub f: &'a [f32],
+}
+
+impl QAct {
+    /// Quantises `f` (a whole number of rows of `cols`, a multiple of [`BLOCK`]).
+    pub fn new(f: Vec<f32>, cols: usize) -> Self {
+        let n = f.len() / BLOCK;
+        let mut a = Self {
+            cols,
+            f,
+            qs: vec![0; n * BLOCK],
+            d: vec![0.0; n],
+            s: vec![0.0; n],
+        };
+        for (((xs, q), d), s) in
+            a.f.chunks_exact(BLOCK)
+                .zip(a.qs.chunks_exact_mut(BLOCK))
+                .zip(a.d.iter_mut())
+                .zip(a.s.iter_mut())
+        {
+            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let scale = amax / 127.0;
+            let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            let mut sum = 0i32;
+            for (v, o) in xs.iter().zip(q.iter_mut()) {
+                // |v * inv| <= 127 by construction (NaN becomes 0).
+                let r = (v * inv).round() as i8;
+                *o = r;
+                sum += i32::from(r);
+            }
+            *d = f16::from_f32(scale).to_f32();
+            *s = f16::from_f32(scale * sum as f32).to_f32();
         }
-        // Scales rounded to f16 as ggml's Q8_0/Q8_1 store them, so the products match
-        // llama.cpp's bit for bit in the integer part and closely in the float part.
-        q.d = f16::from_f32(d).to_f32();
-        q.s = f16::from_f32(d * sum as f32).to_f32();
+        a
+    }
+
+    /// Number of token rows.
+    pub fn tokens(&self) -> usize {
+        self.f.len() / self.cols.max(1)
+    }
+
+    /// Token `t`'s activations (empty slices past the end).
+    pub fn token(&self, t: usize) -> Y<'_> {
+        let nb = self.cols / BLOCK;
+        Y {
+            qs: self
+                .qs
+                .get(t * self.cols..(t + 1) * self.cols)
+                .unwrap_or_default(),
+            d: self.d.get(t * nb..(t + 1) * nb).unwrap_or_default(),
+            s: self.s.get(t * nb..(t + 1) * nb).unwrap_or_default(),
+            f: self
+                .f
+                .get(t * self.cols..(t + 1) * self.cols)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Gives back the f32 buffer (to be reused).
+    pub fn into_f32(self) -> Vec<f32> {
+        self.f
     }
 }
 
-/// Dequantises one row of `kind` blocks into `out`.
-pub fn dequantize_row(kind: Kind, row: &[u8], out: &mut [f32]) {
-    match kind {
-        Kind::F32 => {
-            for (o, b) in out.iter_mut().zip(row.chunks_exact(4)) {
-                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+/// A weight matrix repacked for the kernels (see the module documentation).
+#[derive(Debug)]
+pub struct Packed {
+    kind: Kind,
+    rows: usize,
+    cols: usize,
+    /// Block scales, `[row][block]`.
+    d: Vec<f16>,
+    /// `Q4_1` block minimums, `[row][block]` (empty for other kinds).
+    m: Vec<f16>,
+    /// Quantised weights: pair-interleaved nibbles (`Q4_*`, 16 bytes per block) or `i8`
+    /// (`Q8_0`, 32 per block).
+    qs: Vec<u8>,
+    /// F32 weights.
+    f: Vec<f32>,
+}
+
+/// The weight of index `j` (0..32) in a GGUF `Q4_*` block's 16 nibble bytes.
+fn nibble(qs: &[u8], j: usize) -> u8 {
+    let b = qs.get(j % 16).copied().unwrap_or(0);
+    if j < 16 { b & 0x0F } else { b >> 4 }
+}
+
+impl Packed {
+    /// Repacks `rows` x `cols` weights of `kind` from their GGUF bytes.
+    pub fn from_ggml(kind: Kind, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, String> {
+        if cols == 0 || !cols.is_multiple_of(kind.row_multiple()) {
+            return Err(format!(
+                "rows of {cols} weights (a multiple of {} is needed)",
+                kind.row_multiple()
+            ));
+        }
+        let nb = cols / BLOCK;
+        let bb = kind.block_bytes();
+        if rows.checked_mul(nb * bb) != Some(bytes.len()) {
+            return Err(format!(
+                "{} bytes for {rows} x {cols} {kind:?} weights",
+                bytes.len()
+            ));
+        }
+        let mut p = Self {
+            kind,
+            rows,
+            cols,
+            d: Vec::new(),
+            m: Vec::new(),
+            qs: Vec::new(),
+            f: Vec::new(),
+        };
+        match kind {
+            Kind::F32 => {
+                p.f = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+            }
+            Kind::Q4_0 | Kind::Q4_1 => {
+                let q_at = if kind == Kind::Q4_1 { 4 } else { 2 };
+                p.d.reserve_exact(rows * nb);
+                p.qs.reserve_exact(rows * nb * 16);
+                if kind == Kind::Q4_1 {
+                    p.m.reserve_exact(rows * nb);
+                }
+                for pair in bytes.chunks_exact(2 * bb) {
+                    let (a, b) = pair.split_at(bb);
+                    for blk in [a, b] {
+                        p.d.push(half_at(blk, 0));
+                        if kind == Kind::Q4_1 {
+                            p.m.push(half_at(blk, 2));
+                        }
+                    }
+                    let qa = a.get(q_at..).unwrap_or_default();
+                    let qb = b.get(q_at..).unwrap_or_default();
+                    for j in 0..2 * 16 {
+                        p.qs.push(nibble(qa, j) | (nibble(qb, j) << 4));
+                    }
+                }
+            }
+            Kind::Q8_0 => {
+                p.d.reserve_exact(rows * nb);
+                p.qs.reserve_exact(rows * nb * BLOCK);
+                for blk in bytes.chunks_exact(bb) {
+                    p.d.push(half_at(blk, 0));
+                    p.qs.extend_from_slice(blk.get(2..).unwrap_or_default());
+                }
             }
         }
-        Kind::Q4_0 | Kind::Q4_1 => {
-            let bb = kind.block_bytes();
-            for (blk, o) in row.chunks_exact(bb).zip(out.chunks_exact_mut(BLOCK)) {
-                let d = half_at(blk, 0);
-                let (m, qs) = if kind == Kind::Q4_1 {
-                    (half_at(blk, 2), blk.get(4..20).unwrap_or_default())
+        Ok(p)
+    }
+
+    /// Block type.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Weights per row.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes held (the same as the GGUF's).
+    pub fn bytes(&self) -> usize {
+        self.d.len() * 2 + self.m.len() * 2 + self.qs.len() + self.f.len() * 4
+    }
+
+    /// Row `r`'s slices: scales, minimums, quantised weights, f32 weights.
+    fn row(&self, r: usize) -> (&[f16], &[f16], &[u8], &[f32]) {
+        let nb = self.cols / BLOCK;
+        let qb = match self.kind {
+            Kind::Q8_0 => BLOCK,
+            _ => BLOCK / 2,
+        };
+        (
+            self.d.get(r * nb..(r + 1) * nb).unwrap_or_default(),
+            self.m.get(r * nb..(r + 1) * nb).unwrap_or_default(),
+            self.qs
+                .get(r * nb * qb..(r + 1) * nb * qb)
+                .unwrap_or_default(),
+            self.f
+                .get(r * self.cols..(r + 1) * self.cols)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Dequantises row `r` into `out` (`cols` long).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let (d, m, qs, f) = self.row(r);
+        match self.kind {
+            Kind::F32 => {
+                for (o, v) in out.iter_mut().zip(f) {
+                    *o = *v;
+                }
+            }
+            Kind::Q4_0 | Kind::Q4_1 => {
+                for (pair, (o, q)) in out
+                    .chunks_exact_mut(2 * BLOCK)
+                    .zip(qs.chunks_exact(BLOCK))
+                    .enumerate()
+                {
+                    let (oa, ob) = o.split_at_mut(BLOCK);
+                    for (half, os) in [(0, oa), (1, ob)] {
+                        let blk = 2 * pair + half;
+                        let dv = d.get(blk).map_or(0.0, |v| v.to_f32());
+                        let mv = if self.kind == Kind::Q4_1 {
+                            m.get(blk).map_or(0.0, |v| v.to_f32())
+                        } else {
+                            -8.0 * dv
+                        };
+                        for (ov, b) in os.iter_mut().zip(q) {
+                            let n = if half == 0 { b & 0x0F } else { b >> 4 };
+                            *ov = dv * f32::from(n) + mv;
+                        }
+                    }
+                }
+            }
+            Kind::Q8_0 => {
+                for ((o, q), dv) in out
+                    .chunks_exact_mut(BLOCK)
+                    .zip(qs.chunks_exact(BLOCK))
+                    .zip(d)
+                {
+                    let dv = dv.to_f32();
+                    for (ov, b) in o.iter_mut().zip(q) {
+                        *ov = dv * f32::from(*b as i8);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dot products of rows `rows` with `N` tokens' activations, at `level` (lowered to what
+    /// the CPU runs): row `rows.start + i`, token `j` goes to `out[i * stride + at + j]`. A
+    /// token whose activations do not have this matrix's width, rows past the end or an `out`
+    /// too short leave zeros.
+    pub fn matvec<const N: usize>(
+        &self,
+        level: Level,
+        rows: Range<usize>,
+        ys: &[Y<'_>; N],
+        out: &mut [f32],
+        (stride, at): (usize, usize),
+    ) {
+        let level = level.min(Level::best());
+        let n = rows.len();
+        let Some(out) = out.get_mut(..n.saturating_mul(stride)) else {
+            return;
+        };
+        if at + N > stride || rows.end > self.rows {
+            out.fill(0.0);
+            return;
+        }
+        let mut out = Out { out, stride, at };
+        if self.kind == Kind::F32 {
+            for (i, r) in rows.enumerate() {
+                let (_, _, _, f) = self.row(r);
+                let mut v = [0f32; N];
+                for (o, y) in v.iter_mut().zip(ys) {
+                    if y.f.len() == f.len() {
+                        *o = dot_f32(f, y.f);
+                    }
+                }
+                out.put(i, v);
+            }
+            return;
+        }
+        let Some(rs) = Rows::new(self, rows, ys) else {
+            out.out.fill(0.0);
+            return;
+        };
+        let q8 = self.kind == Kind::Q8_0;
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `best()` detected AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C on this CPU;
+            // `rs` checked the lengths the kernel reads.
+            Level::Avx512 => unsafe { x86::rows_512(q8, rs, ys, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `best()` detected AVX2, FMA and F16C; lengths checked in `rs`.
+            Level::Avx2 => unsafe { x86::rows_avx2(q8, rs, ys, out) },
+            _ => each_row(rs, out, |l| {
+                if q8 {
+                    q8_portable(l, ys)
                 } else {
-                    (-8.0 * d, blk.get(2..18).unwrap_or_default())
+                    q4_portable(l, ys)
+                }
+            }),
+        }
+    }
+
+    /// Dot products of row `r` with `N` tokens' activations (see [`Self::matvec`]).
+    pub fn dots<const N: usize>(&self, level: Level, r: usize, ys: &[Y<'_>; N]) -> [f32; N] {
+        let mut out = [0f32; N];
+        self.matvec(level, r..r + 1, ys, &mut out, (N, 0));
+        out
+    }
+}
+
+/// Rows ahead whose weights are prefetched: the weights stream from memory once per token,
+/// and the hardware prefetcher alone left the kernels waiting on their loads (`perf
+/// annotate`: most samples on the first use of each loaded block; with it, one-thread
+/// generation went from about 69 to 80 tokens/s here).
+const PREFETCH_ROWS: usize = 4;
+
+/// Runs `kernel` on every row of `rs`, prefetching the rows ahead, into `out`. Inlined into
+/// each level's caller, so that the kernel is compiled with that level's features.
+#[inline(always)]
+fn each_row<const N: usize>(rs: Rows<'_>, mut out: Out<'_>, kernel: impl Fn(Lens<'_>) -> [f32; N]) {
+    for i in 0..rs.rows {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(next) = rs.row(i + PREFETCH_ROWS) {
+            prefetch(next);
+        }
+        if let Some(l) = rs.row(i) {
+            out.put(i, kernel(l));
+        }
+    }
+}
+
+/// Asks for a row's weights and scales in the cache.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn prefetch(l: Lens<'_>) {
+    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    let scales = [
+        l.d.as_ptr().cast::<u8>(),
+        l.m.unwrap_or(l.d).as_ptr().cast(),
+    ];
+    for p in l.qs.chunks(64).map(<[u8]>::as_ptr).chain(scales) {
+        // SAFETY: SSE is part of every x86-64 CPU; a prefetch is a hint that never faults
+        // and changes no memory.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+    }
+}
+
+/// Where [`Packed::matvec`] writes: row `i`'s `N` values at `out[i * stride + at..]`.
+struct Out<'a> {
+    out: &'a mut [f32],
+    stride: usize,
+    at: usize,
+}
+
+impl Out<'_> {
+    #[inline]
+    fn put<const N: usize>(&mut self, i: usize, v: [f32; N]) {
+        let from = i * self.stride + self.at;
+        if let Some(o) = self.out.get_mut(from..from + N) {
+            o.copy_from_slice(&v);
+        }
+    }
+}
+
+/// Consecutive rows of a quantised matrix whose lengths were checked against the
+/// activations: `nb` blocks per row (an even number), `d` and (for `Q4_1`) `m` with
+/// `rows * nb` scales, `qs` with `rows * nb * per_block` bytes, and every token's `qs`
+/// (`32 * nb`), `d` and `s` (`nb`).
+#[derive(Clone, Copy)]
+struct Rows<'a> {
+    rows: usize,
+    nb: usize,
+    per_block: usize,
+    d: &'a [f16],
+    m: Option<&'a [f16]>,
+    qs: &'a [u8],
+}
+
+impl<'a> Rows<'a> {
+    fn new<const N: usize>(p: &'a Packed, rows: Range<usize>, ys: &[Y<'_>; N]) -> Option<Self> {
+        let nb = p.cols / BLOCK;
+        let per_block = if p.kind == Kind::Q8_0 {
+            BLOCK
+        } else {
+            BLOCK / 2
+        };
+        let scales = rows.start * nb..rows.end * nb;
+        let ok = nb.is_multiple_of(2)
+            && ys
+                .iter()
+                .all(|y| y.qs.len() == nb * BLOCK && y.d.len() == nb && y.s.len() == nb);
+        ok.then_some(())?;
+        Some(Self {
+            rows: rows.len(),
+            nb,
+            per_block,
+            d: p.d.get(scales.clone())?,
+            m: if p.kind == Kind::Q4_1 {
+                Some(p.m.get(scales)?)
+            } else {
+                None
+            },
+            qs: p
+                .qs
+                .get(rows.start * nb * per_block..rows.end * nb * per_block)?,
+        })
+    }
+
+    /// Row `i`, with the same guarantees for one row.
+    #[inline]
+    fn row(&self, i: usize) -> Option<Lens<'a>> {
+        let nb = self.nb;
+        Some(Lens {
+            nb,
+            d: self.d.get(i * nb..(i + 1) * nb)?,
+            m: match self.m {
+                Some(m) => Some(m.get(i * nb..(i + 1) * nb)?),
+                None => None,
+            },
+            qs: self
+                .qs
+                .get(i * nb * self.per_block..(i + 1) * nb * self.per_block)?,
+        })
+    }
+}
+
+/// One weight row's slices, from [`Rows::row`]: `nb` blocks (even), `d` and `m` with `nb`
+/// scales, `qs` with `nb` blocks of bytes; the tokens' slices were checked by [`Rows::new`].
+/// The SIMD kernels read only within these lengths.
+#[derive(Clone, Copy)]
+struct Lens<'a> {
+    nb: usize,
+    d: &'a [f16],
+    /// `Q4_1` minimums; `None` for `Q4_0` (minimum `-8 d`) and `Q8_0`.
+    m: Option<&'a [f16]>,
+    qs: &'a [u8],
+}
+
+/// Dot product with eight partial sums (vectorised by the compiler).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (ac, bc) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        for ((s, x), y) in acc.iter_mut().zip(ac).zip(bc) {
+            *s += x * y;
+        }
+    }
+    let tail: f32 = a
+        .chunks_exact(8)
+        .remainder()
+        .iter()
+        .zip(b.chunks_exact(8).remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The `Q4_*` kernel in plain Rust.
+fn q4_portable<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
+    let mut out = [0f32; N];
+    for (o, y) in out.iter_mut().zip(ys) {
+        for (pair, q) in l.qs.chunks_exact(BLOCK).enumerate() {
+            for half in 0..2 {
+                let blk = 2 * pair + half;
+                let yq = y.qs.get(blk * BLOCK..(blk + 1) * BLOCK).unwrap_or_default();
+                let isum: i32 = q
+                    .iter()
+                    .zip(yq)
+                    .map(|(b, v)| {
+                        let n = if half == 0 { b & 0x0F } else { b >> 4 };
+                        i32::from(n) * i32::from(*v)
+                    })
+                    .sum();
+                let dv = l.d.get(blk).map_or(0.0, |v| v.to_f32());
+                let mv = match l.m {
+                    Some(m) => m.get(blk).map_or(0.0, |v| v.to_f32()),
+                    None => -8.0 * dv,
                 };
-                let (lo, hi) = o.split_at_mut(BLOCK / 2);
-                for ((q, l), h) in qs.iter().zip(lo.iter_mut()).zip(hi.iter_mut()) {
-                    *l = d * f32::from(q & 0x0F) + m;
-                    *h = d * f32::from(q >> 4) + m;
-                }
-            }
-        }
-        Kind::Q8_0 => {
-            for (blk, o) in row.chunks_exact(34).zip(out.chunks_exact_mut(BLOCK)) {
-                let d = half_at(blk, 0);
-                for (q, v) in blk.get(2..34).unwrap_or_default().iter().zip(o.iter_mut()) {
-                    *v = d * f32::from(*q as i8);
-                }
+                let (yd, ysum) = (
+                    y.d.get(blk).copied().unwrap_or(0.0),
+                    y.s.get(blk).copied().unwrap_or(0.0),
+                );
+                *o += dv * yd * isum as f32 + mv * ysum;
             }
         }
     }
+    out
 }
 
-/// Dot product of a weight row with the activations: `xq` for quantised kinds, `xf` for F32.
-/// `row` holds exactly `xq.len()` blocks (checked by the caller).
-#[inline]
-pub fn dot(kind: Kind, row: &[u8], xq: &[Q8], xf: &[f32]) -> f32 {
-    match kind {
-        Kind::F32 => row
-            .chunks_exact(4)
-            .zip(xf)
-            .map(|(b, x)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x)
-            .sum(),
-        Kind::Q4_0 | Kind::Q4_1 => {
-            #[cfg(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            ))]
-            // SAFETY: this build targets AVX2 and FMA (x86-64-v3, checked by the cfg above at
-            // compile time); the kernel's only memory accesses are its checked slice loads.
-            return unsafe { simd::dot_q4(kind, row, xq) };
-            #[cfg(not(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            )))]
-            dot_q4(kind, row, xq)
-        }
-        Kind::Q8_0 => {
-            #[cfg(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            ))]
-            // SAFETY: as above.
-            return unsafe { simd::dot_q8_0(row, xq) };
-            #[cfg(not(all(
-                target_arch = "x86_64",
-                target_feature = "avx2",
-                target_feature = "fma"
-            )))]
-            dot_q8_0(row, xq)
+/// The `Q8_0` kernel in plain Rust.
+fn q8_portable<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
+    let mut out = [0f32; N];
+    for (o, y) in out.iter_mut().zip(ys) {
+        for (((q, yq), dv), yd) in
+            l.qs.chunks_exact(BLOCK)
+                .zip(y.qs.chunks_exact(BLOCK))
+                .zip(l.d)
+                .zip(y.d)
+        {
+            let isum: i32 = q
+                .iter()
+                .zip(yq)
+                .map(|(a, b)| i32::from(*a as i8) * i32::from(*b))
+                .sum();
+            *o += dv.to_f32() * yd * isum as f32;
         }
     }
+    out
 }
 
-#[cfg(all(
-    target_arch = "x86_64",
-    target_feature = "avx2",
-    target_feature = "fma"
-))]
-mod simd {
+#[cfg(target_arch = "x86_64")]
+mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Kind, Q8, half_at};
+    use super::{Lens, Out, Rows, Y, each_row};
+
+    /// Every row of `rs`, AVX-512 VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    pub(super) fn rows_512<const N: usize>(q8: bool, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
+        each_row(rs, out, |l| if q8 { q8_512(l, ys) } else { q4_512(l, ys) });
+    }
+
+    /// Every row of `rs`, AVX2.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn rows_avx2<const N: usize>(q8: bool, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
+        each_row(
+            rs,
+            out,
+            |l| if q8 { q8_avx2(l, ys) } else { q4_avx2(l, ys) },
+        );
+    }
 
     /// Sum of the 8 lanes.
     #[inline]
@@ -190,28 +684,7 @@ mod simd {
         _mm_cvtss_f32(s)
     }
 
-    /// The 32 nibbles of 16 bytes as unsigned bytes, in weight order.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn nibbles(q: &[u8; 16]) -> __m256i {
-        // SAFETY: `q` is exactly 16 readable bytes; the load is unaligned.
-        let v = unsafe { _mm_loadu_si128(q.as_ptr().cast()) };
-        let m = _mm_set1_epi8(0x0F);
-        let lo = _mm_and_si128(v, m);
-        let hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
-        _mm256_set_m128i(hi, lo)
-    }
-
-    /// 32 bytes.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn load32<T>(q: &[T; 32]) -> __m256i {
-        const { assert!(size_of::<T>() == 1) };
-        // SAFETY: `q` is exactly 32 readable one-byte elements; the load is unaligned.
-        unsafe { _mm256_loadu_si256(q.as_ptr().cast()) }
-    }
-
-    /// Sum over the block of unsigned `x` times signed `y`, as 8 float lanes.
+    /// Sum over a block of unsigned `x` times signed `y`, as 8 float lanes.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
     fn mul_sum_us8(x: __m256i, y: __m256i) -> __m256 {
@@ -219,106 +692,260 @@ mod simd {
         _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)))
     }
 
-    /// [`super::dot`] for Q4_0 and Q4_1 rows.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dot_q4(kind: Kind, row: &[u8], xq: &[Q8]) -> f32 {
-        let bb = kind.block_bytes();
-        let q_at = if kind == Kind::Q4_1 { 4 } else { 2 };
-        let mut acc = _mm256_setzero_ps();
-        let mut offs = 0f32;
-        for (blk, y) in row.chunks_exact(bb).zip(xq) {
-            let d = half_at(blk, 0);
-            let Some(qs) = blk
-                .get(q_at..q_at + 16)
-                .and_then(|s| <&[u8; 16]>::try_from(s).ok())
-            else {
-                continue;
-            };
-            let p = mul_sum_us8(nibbles(qs), load32(&y.qs));
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * y.d), p, acc);
-            offs += if kind == Kind::Q4_1 {
-                half_at(blk, 2) * y.s
-            } else {
-                -8.0 * d * y.s
-            };
-        }
-        hsum(acc) + offs
+    /// 32 bytes at `p + at`.
+    ///
+    /// # Safety
+    /// `at + 32 <= len` of the slice `p` points into.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn load256<T>(p: *const T, at: usize) -> __m256i {
+        const { assert!(size_of::<T>() == 1) };
+        // SAFETY: in bounds by the caller's contract; the load is unaligned.
+        unsafe { _mm256_loadu_si256(p.add(at).cast()) }
     }
 
-    /// [`super::dot`] for Q8_0 rows.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn dot_q8_0(row: &[u8], xq: &[Q8]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (blk, y) in row.chunks_exact(34).zip(xq) {
-            let d = half_at(blk, 0);
-            let Some(qs) = blk.get(2..34).and_then(|s| <&[u8; 32]>::try_from(s).ok()) else {
-                continue;
+    /// `Q4_*` rows, AVX2: per block, `maddubs` of the 32 nibbles with the 32 activations.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn q4_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
+        let low = _mm256_set1_epi8(0x0F);
+        let mut acc = [[_mm256_setzero_ps(); 2]; N];
+        let mut offs = [0f32; N];
+        let mut blk = 0;
+        while blk + 2 <= l.nb {
+            // SAFETY: qs holds 16 * nb bytes (Lens) and blk + 2 <= nb: 32 bytes from 16 * blk.
+            let v = unsafe { load256(l.qs.as_ptr(), blk * 16) };
+            let xa = _mm256_and_si256(v, low);
+            let xb = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            let (da, db) = (
+                l.d.get(blk).map_or(0.0, |v| v.to_f32()),
+                l.d.get(blk + 1).map_or(0.0, |v| v.to_f32()),
+            );
+            let (ma, mb) = match l.m {
+                Some(m) => (
+                    m.get(blk).map_or(0.0, |v| v.to_f32()),
+                    m.get(blk + 1).map_or(0.0, |v| v.to_f32()),
+                ),
+                None => (-8.0 * da, -8.0 * db),
             };
-            let x = load32(qs);
+            for t in 0..N {
+                let y = ys[t];
+                // SAFETY: every token's qs holds 32 * nb bytes (Lens): 64 bytes from 32 * blk.
+                let (ya, yb) = unsafe {
+                    (
+                        load256(y.qs.as_ptr(), blk * 32),
+                        load256(y.qs.as_ptr(), blk * 32 + 32),
+                    )
+                };
+                let (yda, ydb) = (
+                    y.d.get(blk).copied().unwrap_or(0.0),
+                    y.d.get(blk + 1).copied().unwrap_or(0.0),
+                );
+                let (ysa, ysb) = (
+                    y.s.get(blk).copied().unwrap_or(0.0),
+                    y.s.get(blk + 1).copied().unwrap_or(0.0),
+                );
+                acc[t][0] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(da * yda), mul_sum_us8(xa, ya), acc[t][0]);
+                acc[t][1] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(db * ydb), mul_sum_us8(xb, yb), acc[t][1]);
+                offs[t] += ma * ysa + mb * ysb;
+            }
+            blk += 2;
+        }
+        let mut out = [0f32; N];
+        for t in 0..N {
+            out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + offs[t];
+        }
+        out
+    }
+
+    /// `Q8_0` rows, AVX2.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn q8_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
+        let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
+        let block = |blk: usize, acc: &mut [__m256; N]| {
+            // SAFETY: qs holds 32 * nb bytes (Lens) and blk < nb.
+            let x = unsafe { load256(l.qs.as_ptr(), blk * 32) };
             // maddubs wants an unsigned left operand: |x|, and y carrying x's sign.
             let ax = _mm256_sign_epi8(x, x);
-            let sy = _mm256_sign_epi8(load32(&y.qs), x);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(d * y.d), mul_sum_us8(ax, sy), acc);
-        }
-        hsum(acc)
-    }
-}
-
-#[cfg(any(
-    test,
-    not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))
-))]
-fn dot_q4(kind: Kind, row: &[u8], xq: &[Q8]) -> f32 {
-    let bb = kind.block_bytes();
-    let q_at = if kind == Kind::Q4_1 { 4 } else { 2 };
-    let mut sum = 0f32;
-    for (blk, y) in row.chunks_exact(bb).zip(xq) {
-        let d = half_at(blk, 0);
-        let qs = blk.get(q_at..q_at + 16).unwrap_or_default();
-        let (lo, hi) = y.qs.split_at(BLOCK / 2);
-        let isum: i32 = qs
-            .iter()
-            .zip(lo.iter().zip(hi))
-            .map(|(q, (l, h))| {
-                i32::from(q & 0x0F) * i32::from(*l) + i32::from(q >> 4) * i32::from(*h)
-            })
-            .sum();
-        let m = if kind == Kind::Q4_1 {
-            half_at(blk, 2)
-        } else {
-            -8.0 * d
+            let dx = l.d.get(blk).map_or(0.0, |v| v.to_f32());
+            for t in 0..N {
+                let y = ys[t];
+                // SAFETY: every token's qs holds 32 * nb bytes (Lens).
+                let yv = unsafe { load256(y.qs.as_ptr(), blk * 32) };
+                let sy = _mm256_sign_epi8(yv, x);
+                let sc = _mm256_set1_ps(dx * y.d.get(blk).copied().unwrap_or(0.0));
+                acc[t] = _mm256_fmadd_ps(sc, mul_sum_us8(ax, sy), acc[t]);
+            }
         };
-        sum += d * y.d * isum as f32 + m * y.s;
+        // nb is even (Lens): two blocks per step, into alternating accumulators.
+        let mut blk = 0;
+        while blk + 2 <= l.nb {
+            block(blk, &mut acc0);
+            block(blk + 1, &mut acc1);
+            blk += 2;
+        }
+        let mut out = [0f32; N];
+        for t in 0..N {
+            out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t]));
+        }
+        out
     }
-    sum
-}
 
-#[cfg(any(
-    test,
-    not(all(
-        target_arch = "x86_64",
-        target_feature = "avx2",
-        target_feature = "fma"
-    ))
-))]
-fn dot_q8_0(row: &[u8], xq: &[Q8]) -> f32 {
-    let mut sum = 0f32;
-    for (blk, y) in row.chunks_exact(34).zip(xq) {
-        let d = half_at(blk, 0);
-        let isum: i32 = blk
-            .get(2..34)
-            .unwrap_or_default()
-            .iter()
-            .zip(y.qs)
-            .map(|(q, v)| i32::from(*q as i8) * i32::from(v))
-            .sum();
-        sum += d * y.d * isum as f32;
+    /// The scales of up to 16 blocks from `c`, as f32 lanes (zero past `n`).
+    ///
+    /// # Safety
+    /// `c + n <= len` of the slice `p` points into, `n <= 16`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn scales16(p: *const half::f16, c: usize, mask: __mmask16) -> __m512 {
+        // SAFETY: masked lanes are not read; the unmasked ones are in bounds by the contract.
+        _mm512_cvtph_ps(unsafe { _mm256_maskz_loadu_epi16(mask, p.add(c).cast()) })
     }
-    sum
+
+    /// Up to 16 f32 from `c` (zero past `n`).
+    ///
+    /// # Safety
+    /// As [`scales16`].
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn f32x16(p: *const f32, c: usize, mask: __mmask16) -> __m512 {
+        // SAFETY: masked lanes are not read; the unmasked ones are in bounds by the contract.
+        unsafe { _mm512_maskz_loadu_ps(mask, p.add(c)) }
+    }
+
+    /// 64 bytes at `p + at`.
+    ///
+    /// # Safety
+    /// `at + 64 <= len` of the slice `p` points into.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn load512<T>(p: *const T, at: usize) -> __m512i {
+        const { assert!(size_of::<T>() == 1) };
+        // SAFETY: in bounds by the caller's contract; the load is unaligned.
+        unsafe { _mm512_loadu_si512(p.add(at).cast()) }
+    }
+
+    /// The 16 lanes of a pair's products (8 per block) times their blocks' scales, taken from
+    /// `sc` (scales of a 16-block chunk) at the pair's position `p` (even) in the chunk.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn pair_scales(sc: __m512, p: usize) -> __m512 {
+        let idx = _mm512_add_epi32(
+            _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1),
+            _mm512_set1_epi32(p as i32),
+        );
+        _mm512_permutexvar_ps(idx, sc)
+    }
+
+    /// `Q4_*` or `Q8_0` rows, AVX-512 VNNI: per chunk of 16 blocks, the weight and activation
+    /// scales multiplied in one vector; per pair of blocks, one `vpdpbusd` per token of the
+    /// 64 unsigned weights `x` (from `expand`) with the 64 signed activations (`sign_y`
+    /// gives the activations' signs the kernel needs), converted and scaled.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    fn blocks_512<const N: usize>(
+        l: Lens<'_>,
+        ys: &[Y<'_>; N],
+        offsets: bool,
+        expand: impl Fn(usize) -> (__m512i, __mmask64),
+    ) -> ([__m512; N], [__m512; N]) {
+        let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); N], [_mm512_setzero_ps(); N]);
+        let mut macc = [_mm512_setzero_ps(); N];
+        let mut c = 0;
+        while c < l.nb {
+            let n = (l.nb - c).min(16);
+            let mask = ((1u32 << n) - 1) as __mmask16;
+            // SAFETY: c + n <= nb, and d (and m) hold nb scales; every y.d, y.s nb (Lens).
+            let dw = unsafe { scales16(l.d.as_ptr(), c, mask) };
+            let mut sc = [_mm512_setzero_ps(); N];
+            for t in 0..N {
+                let y = ys[t];
+                // SAFETY: as above.
+                let (yd, ysum) =
+                    unsafe { (f32x16(y.d.as_ptr(), c, mask), f32x16(y.s.as_ptr(), c, mask)) };
+                sc[t] = _mm512_mul_ps(dw, yd);
+                if !offsets {
+                    continue;
+                }
+                let mw = match l.m {
+                    // SAFETY: as above.
+                    Some(m) => unsafe { scales16(m.as_ptr(), c, mask) },
+                    None => _mm512_mul_ps(dw, _mm512_set1_ps(-8.0)),
+                };
+                macc[t] = _mm512_fmadd_ps(mw, ysum, macc[t]);
+            }
+            // One pair of blocks into `acc` (two accumulators alternate, so that consecutive
+            // pairs do not wait on each other's additions).
+            let pair = |p: usize, acc: &mut [__m512; N]| {
+                let blk = c + p;
+                let (x, neg) = expand(blk);
+                for t in 0..N {
+                    // SAFETY: every token's qs holds 32 * nb bytes and blk + 2 <= nb.
+                    let mut yv = unsafe { load512(ys[t].qs.as_ptr(), blk * 32) };
+                    yv = _mm512_mask_sub_epi8(yv, neg, _mm512_setzero_si512(), yv);
+                    let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x, yv);
+                    acc[t] =
+                        _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), pair_scales(sc[t], p), acc[t]);
+                }
+            };
+            let mut p = 0;
+            while p + 4 <= n {
+                pair(p, &mut acc0);
+                pair(p + 2, &mut acc1);
+                p += 4;
+            }
+            if p < n {
+                pair(p, &mut acc0);
+            }
+            c += n;
+        }
+        let mut sums = [_mm512_setzero_ps(); N];
+        for t in 0..N {
+            sums[t] = _mm512_add_ps(acc0[t], acc1[t]);
+        }
+        (sums, macc)
+    }
+
+    /// `Q4_*` rows, AVX-512 VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    fn q4_512<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
+        let low = _mm256_set1_epi8(0x0F);
+        let qs = l.qs;
+        let (sums, macc) = blocks_512(l, ys, true, |blk| {
+            // SAFETY: qs holds 16 * nb bytes (Lens), blk + 2 <= nb: 32 bytes from 16 * blk.
+            let v = unsafe { load256(qs.as_ptr(), blk * 16) };
+            let lo = _mm256_and_si256(v, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            (_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), 0)
+        });
+        let mut out = [0f32; N];
+        for t in 0..N {
+            out[t] = _mm512_reduce_add_ps(sums[t]) + _mm512_reduce_add_ps(macc[t]);
+        }
+        out
+    }
+
+    /// `Q8_0` rows, AVX-512 VNNI: `vpdpbusd` multiplies unsigned by signed bytes, so the
+    /// weights go in as |x| and the activations take the weights' signs.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+    #[inline]
+    fn q8_512<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
+        let qs = l.qs;
+        let (sums, _) = blocks_512(l, ys, false, |blk| {
+            // SAFETY: qs holds 32 * nb bytes (Lens), blk + 2 <= nb: 64 bytes from 32 * blk.
+            let x = unsafe { load512(qs.as_ptr(), blk * 32) };
+            (_mm512_abs_epi8(x), _mm512_movepi8_mask(x))
+        });
+        let mut out = [0f32; N];
+        for t in 0..N {
+            out[t] = _mm512_reduce_add_ps(sums[t]);
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -348,103 +975,129 @@ mod tests {
         candle_core::quantized::QTensor::quantize(&t, dtype).unwrap()
     }
 
-    /// candle's quantiser and reference (scalar) dot give the weights' bytes and a reference.
-    fn check(dtype: candle_core::quantized::GgmlDType, kind: Kind) {
+    const KINDS: [(candle_core::quantized::GgmlDType, Kind); 4] = {
+        use candle_core::quantized::GgmlDType;
+        [
+            (GgmlDType::Q4_0, Kind::Q4_0),
+            (GgmlDType::Q4_1, Kind::Q4_1),
+            (GgmlDType::Q8_0, Kind::Q8_0),
+            (GgmlDType::F32, Kind::F32),
+        ]
+    };
+
+    /// Repacked rows dequantise exactly to candle's weights, and every level's dot product
+    /// (one token and four at once) is within the 8-bit rounding of the activations of the
+    /// exact product of those weights with x.
+    #[test]
+    fn packed_dots_match_candle_blocks_at_every_level() {
         use candle_core::Device;
         let mut seed = 7;
-        let (rows, cols) = (8, 256);
-        let q = candle_quantized(dtype, rows, cols, &mut seed);
-        let x = rand_f32(cols, &mut seed);
-        let bytes = q.data().unwrap().into_owned();
-        let wd = q
-            .dequantize(&Device::Cpu)
-            .unwrap()
-            .to_vec2::<f32>()
-            .unwrap();
-        let mut xq = vec![Q8::default(); cols / BLOCK];
-        quantize(&x, &mut xq);
-        let row_bytes = cols / BLOCK * kind.block_bytes();
-        for (r, wr) in wd.iter().enumerate() {
-            let row = &bytes[r * row_bytes..(r + 1) * row_bytes];
-            // Dequantisation is exact against candle's.
-            let mut deq = vec![0f32; cols];
-            dequantize_row(kind, row, &mut deq);
-            assert_eq!(&deq, wr, "row {r} dequantised");
-            // The quantised dot is within the Q8 rounding of the exact dot of the dequantised
-            // weights with x (each activation is off by at most d/2).
-            let exact: f32 = wr.iter().zip(&x).map(|(a, b)| a * b).sum();
-            let bound: f32 = wr
-                .iter()
-                .zip(xq.iter().flat_map(|b| std::iter::repeat_n(b.d, BLOCK)))
-                .map(|(a, d)| a.abs() * d / 2.0)
-                .sum::<f32>()
-                + 1e-4;
-            let got = dot(kind, row, &xq, &x);
-            assert!(
-                (got - exact).abs() <= bound,
-                "{kind:?} row {r}: {got} vs {exact} (bound {bound})"
-            );
-            if kind == Kind::F32 {
-                assert!((got - exact).abs() <= 1e-4, "F32 row {r}: {got} vs {exact}");
+        // 18 blocks per row, as the default model's width 576: a 16-block chunk and a pair.
+        let (rows, cols) = (6, 576);
+        for (dtype, kind) in KINDS {
+            let q = candle_quantized(dtype, rows, cols, &mut seed);
+            let bytes = q.data().unwrap().into_owned();
+            let wd = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let p = Packed::from_ggml(kind, rows, cols, &bytes).unwrap();
+            assert_eq!(p.bytes(), bytes.len(), "{kind:?}: repacking adds no bytes");
+            let x = QAct::new(rand_f32(4 * cols, &mut seed), cols);
+            let ys = [x.token(0), x.token(1), x.token(2), x.token(3)];
+            for (r, wr) in wd.iter().enumerate() {
+                let mut deq = vec![0f32; cols];
+                p.dequantize_row(r, &mut deq);
+                assert_eq!(&deq, wr, "{kind:?} row {r} dequantised");
+                let bounds: Vec<(f32, f32)> = ys
+                    .iter()
+                    .map(|y| {
+                        let exact: f32 = wr.iter().zip(y.f).map(|(a, b)| a * b).sum();
+                        // Each activation is off by at most d/2 (plus the f16 rounding of d).
+                        let bound: f32 = wr
+                            .iter()
+                            .enumerate()
+                            .map(|(i, a)| a.abs() * y.d[i / BLOCK] * 0.51)
+                            .sum::<f32>()
+                            + 1e-4;
+                        (exact, bound)
+                    })
+                    .collect();
+                for level in Level::available() {
+                    let four = p.dots(level, r, &ys);
+                    for (t, ((exact, bound), got)) in bounds.iter().zip(four).enumerate() {
+                        assert!(
+                            (got - exact).abs() <= *bound,
+                            "{kind:?} {level:?} row {r} token {t}: {got} vs {exact} (bound {bound})"
+                        );
+                        let [one] = p.dots(level, r, &[ys[t]]);
+                        assert!(
+                            (one - got).abs() <= 1e-5 * (1.0 + got.abs()),
+                            "{kind:?} {level:?}: one token {one} vs four {got}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The SIMD levels give the portable kernel's sums (integer parts exact; floats added in
+    /// another order).
+    #[test]
+    fn simd_and_portable_kernels_agree() {
+        let mut seed = 5;
+        let cols = 1536;
+        let x = QAct::new(rand_f32(cols, &mut seed), cols);
+        for (dtype, kind) in KINDS {
+            let bytes = candle_quantized(dtype, 3, cols, &mut seed)
+                .data()
+                .unwrap()
+                .into_owned();
+            let p = Packed::from_ggml(kind, 3, cols, &bytes).unwrap();
+            for r in 0..3 {
+                let [portable] = p.dots(Level::Portable, r, &[x.token(0)]);
+                for level in Level::available() {
+                    let [fast] = p.dots(level, r, &[x.token(0)]);
+                    assert!(
+                        (fast - portable).abs() <= 1e-4 * (1.0 + portable.abs()),
+                        "{kind:?} {level:?}: {fast} vs {portable}"
+                    );
+                }
             }
         }
     }
 
     #[test]
-    fn q4_0_q4_1_and_q8_0_dots_match_candle_blocks() {
-        use candle_core::quantized::GgmlDType;
-        check(GgmlDType::Q4_0, Kind::Q4_0);
-        check(GgmlDType::Q4_1, Kind::Q4_1);
-        check(GgmlDType::Q8_0, Kind::Q8_0);
-        check(GgmlDType::F32, Kind::F32);
-    }
-
-    #[test]
-    fn simd_and_portable_kernels_agree() {
-        use candle_core::quantized::GgmlDType;
-        let mut seed = 5;
-        let x = rand_f32(512, &mut seed);
-        let mut xq = vec![Q8::default(); 16];
-        quantize(&x, &mut xq);
-        for (dtype, kind) in [
-            (GgmlDType::Q4_0, Kind::Q4_0),
-            (GgmlDType::Q4_1, Kind::Q4_1),
-            (GgmlDType::Q8_0, Kind::Q8_0),
-        ] {
-            let row = candle_quantized(dtype, 1, 512, &mut seed)
-                .data()
-                .unwrap()
-                .into_owned();
-            let fast = dot(kind, &row, &xq, &x);
-            let portable = if kind == Kind::Q8_0 {
-                dot_q8_0(&row, &xq)
-            } else {
-                dot_q4(kind, &row, &xq)
-            };
-            assert!(
-                (fast - portable).abs() <= 1e-4 * (1.0 + portable.abs()),
-                "{kind:?}: {fast} vs {portable}"
-            );
-        }
+    fn packing_refuses_bad_shapes_and_sizes() {
+        // A quantised row must be whole pairs of blocks; the bytes must match the shape.
+        assert!(Packed::from_ggml(Kind::Q4_1, 2, 32, &[0; 40]).is_err());
+        assert!(Packed::from_ggml(Kind::Q4_1, 2, 64, &[0; 79]).is_err());
+        assert!(Packed::from_ggml(Kind::Q8_0, usize::MAX, 64, &[0; 68]).is_err());
+        assert!(Packed::from_ggml(Kind::F32, 1, 32, &[0; 128]).is_ok());
+        // Activations of another width give 0, not a read past the end.
+        let p = Packed::from_ggml(Kind::Q4_1, 1, 64, &[0x11; 40]).unwrap();
+        let x = QAct::new(vec![1.0; 32], 32);
+        assert_eq!(p.dots(Level::best(), 0, &[x.token(0)]), [0.0]);
+        assert_eq!(p.dots(Level::best(), 5, &[x.token(0)]), [0.0]);
     }
 
     #[test]
     fn quantize_round_trips_within_half_a_step() {
         let mut seed = 3;
-        let x = rand_f32(96, &mut seed);
-        let mut q = vec![Q8::default(); 3];
-        quantize(&x, &mut q);
-        for (b, xs) in q.iter().zip(x.chunks_exact(BLOCK)) {
-            let sum: i32 = b.qs.iter().map(|v| i32::from(*v)).sum();
+        let x = QAct::new(rand_f32(96, &mut seed), 96);
+        let y = x.token(0);
+        for (b, xs) in x.f.chunks_exact(BLOCK).enumerate() {
+            let (d, q) = (y.d[b], &y.qs[b * BLOCK..(b + 1) * BLOCK]);
+            let sum: i32 = q.iter().map(|v| i32::from(*v)).sum();
             // f16 scales: within f16 rounding (2^-11 relative).
-            assert!((b.s - b.d * sum as f32).abs() <= 1e-3 * (b.d * sum as f32).abs() + 1e-6);
-            for (v, qv) in xs.iter().zip(b.qs) {
-                assert!((v - b.d * f32::from(qv)).abs() <= b.d / 2.0 + b.d * 127.0 / 2048.0);
+            assert!((y.s[b] - d * sum as f32).abs() <= 1e-3 * (d * sum as f32).abs() + 1e-6);
+            for (v, qv) in xs.iter().zip(q) {
+                assert!((v - d * f32::from(*qv)).abs() <= d / 2.0 + d * 127.0 / 2048.0);
             }
         }
         // All zeros: scale 0, no NaN.
-        let mut z = [Q8::default()];
-        quantize(&[0.0; 32], &mut z);
-        assert_eq!((z[0].d, z[0].s), (0.0, 0.0));
+        let z = QAct::new(vec![0.0; 32], 32);
+        assert_eq!((z.d[0], z.s[0]), (0.0, 0.0));
     }
 }

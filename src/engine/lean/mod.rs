@@ -28,29 +28,15 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use self::kernels::{BLOCK, Kind, Q8};
+use self::kernels::{Kind, Level, QAct, Y};
 use super::Error;
 use super::generate::Forward;
 
 /// KV cache growth step, in positions.
 pub const KV_STEP: usize = 256;
 
-/// A weight matrix: `rows` rows of `cols` weights, row-major, in `kind` blocks.
-#[derive(Debug)]
-pub struct QMat {
-    kind: Kind,
-    rows: usize,
-    row_bytes: usize,
-    data: Vec<u8>,
-}
-
-impl QMat {
-    fn row(&self, r: usize) -> &[u8] {
-        self.data
-            .get(r * self.row_bytes..(r + 1) * self.row_bytes)
-            .unwrap_or_default()
-    }
-}
+/// A weight matrix, repacked for the kernels.
+type QMat = kernels::Packed;
 
 #[derive(Debug)]
 struct Layer {
@@ -96,6 +82,8 @@ pub struct LeanLlama {
     sin: Vec<f32>,
     /// Positions in the KV cache.
     cached: usize,
+    /// Kernel instruction-set level, detected once.
+    level: Level,
 }
 
 fn kind_of(t: GgmlDType) -> Option<Kind> {
@@ -132,9 +120,12 @@ pub fn supports(ct: &Content) -> bool {
         if name.ends_with("norm.weight") {
             return info.ggml_dtype == GgmlDType::F32;
         }
-        kind_of(info.ggml_dtype).is_some()
-            && dims.len() == 2
-            && dims.last().is_some_and(|c| c.is_multiple_of(BLOCK))
+        kind_of(info.ggml_dtype).is_some_and(|k| {
+            dims.len() == 2
+                && dims
+                    .last()
+                    .is_some_and(|c| c.is_multiple_of(k.row_multiple()))
+        })
     })
 }
 
@@ -179,25 +170,14 @@ fn matrix(ct: &Content, bytes: &[u8], name: &str, rows: usize, cols: usize) -> R
     let (info, data) = tensor_bytes(ct, bytes, name)?;
     let kind = kind_of(info.ggml_dtype)
         .ok_or_else(|| Error::Gguf(format!("{name}: block type {:?}", info.ggml_dtype)))?;
-    if info.shape.dims() != [rows, cols] || !cols.is_multiple_of(BLOCK) {
+    if info.shape.dims() != [rows, cols] {
         return Err(Error::Gguf(format!(
             "{name}: shape {:?}, expected [{rows}, {cols}]",
             info.shape.dims()
         )));
     }
-    let row_bytes = cols / BLOCK * kind.block_bytes();
-    if rows.checked_mul(row_bytes) != Some(data.len()) {
-        return Err(Error::Gguf(format!(
-            "{name}: {} bytes for its shape",
-            data.len()
-        )));
-    }
-    Ok(QMat {
-        kind,
-        rows,
-        row_bytes,
-        data: data.to_vec(),
-    })
+    kernels::Packed::from_ggml(kind, rows, cols, data)
+        .map_err(|e| Error::Gguf(format!("{name}: {e}")))
 }
 
 fn vector(ct: &Content, bytes: &[u8], name: &str, len: usize) -> Result<Vec<f32>, Error> {
@@ -308,6 +288,7 @@ impl LeanLlama {
             cos,
             sin,
             cached: 0,
+            level: Level::best(),
         })
     }
 }
@@ -323,87 +304,52 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Activations of `t` tokens, as f32 rows and as Q8 blocks.
-struct Act {
-    f: Vec<f32>,
-    q: Vec<Q8>,
-    cols: usize,
-}
-
-impl Act {
-    fn new(f: Vec<f32>, cols: usize) -> Self {
-        let mut q = vec![Q8::default(); f.len() / BLOCK];
-        kernels::quantize(&f, &mut q);
-        Self { f, q, cols }
-    }
-    fn tokens(&self) -> usize {
-        self.f.len() / self.cols.max(1)
-    }
-}
-
 /// Per-task buffers of the attention.
 #[derive(Default)]
 struct Scratch {
     scores: Vec<f32>,
     q16: Vec<f32>,
-    row: Vec<f32>,
-}
-
-/// Dot product with eight partial sums (vectorised by the compiler).
-fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
-    for (ac, bc) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
-        for ((s, x), y) in acc.iter_mut().zip(ac).zip(bc) {
-            *s += x * y;
-        }
-    }
-    let tail: f32 = a
-        .chunks_exact(8)
-        .remainder()
-        .iter()
-        .zip(b.chunks_exact(8).remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    acc.iter().sum::<f32>() + tail
+    keys: Vec<f32>,
+    vals: Vec<f32>,
 }
 
 /// Rows per parallel task: enough work to amortise the hand-off.
 const ROWS_PER_TASK: usize = 32;
 
-/// `outs[i] = mats[i] · x` for every token, all matrices in one parallel region. Each output
-/// is `[token][row]`.
-fn matmul(jobs: &mut [(&QMat, &mut Vec<f32>)], x: &Act) {
+/// `outs[i] = mats[i] · x` for every token, all matrices in one parallel region, with the
+/// kernels of `level`. Each output is `[token][row]`.
+fn matmul(level: Level, jobs: &mut [(&QMat, &mut Vec<f32>)], x: &QAct) {
     let t = x.tokens();
-    let nb = x.cols / BLOCK;
     // Row-major per row ([row][token]) so that tasks own contiguous chunks.
     let mut tasks: Vec<(&QMat, usize, &mut [f32])> = Vec::new();
     for (m, out) in jobs.iter_mut() {
         out.clear();
-        out.resize(m.rows * t, 0.0);
+        out.resize(m.rows() * t, 0.0);
         for (c, chunk) in out.chunks_mut(ROWS_PER_TASK * t).enumerate() {
             tasks.push((*m, c * ROWS_PER_TASK, chunk));
         }
     }
     tasks.par_iter_mut().for_each(|(m, r0, chunk)| {
-        for (i, row_out) in chunk.chunks_mut(t).enumerate() {
-            let row = m.row(*r0 + i);
-            for (tok, o) in row_out.iter_mut().enumerate() {
-                let xq = x.q.get(tok * nb..(tok + 1) * nb).unwrap_or_default();
-                let xf =
-                    x.f.get(tok * x.cols..(tok + 1) * x.cols)
-                        .unwrap_or_default();
-                *o = kernels::dot(m.kind, row, xq, xf);
-            }
+        let rows = *r0..*r0 + chunk.len() / t;
+        // Four tokens at a time share each expanded weight block.
+        let mut tok = 0;
+        while tok + 4 <= t {
+            let ys: [Y<'_>; 4] = std::array::from_fn(|j| x.token(tok + j));
+            m.matvec(level, rows.clone(), &ys, chunk, (t, tok));
+            tok += 4;
+        }
+        for tok in tok..t {
+            m.matvec(level, rows.clone(), &[x.token(tok)], chunk, (t, tok));
         }
     });
     drop(tasks);
     if t > 1 {
         for (m, out) in jobs.iter_mut() {
             let rt = std::mem::take(*out);
-            out.resize(m.rows * t, 0.0);
+            out.resize(m.rows() * t, 0.0);
             for (r, vals) in rt.chunks_exact(t).enumerate() {
                 for (tok, v) in vals.iter().enumerate() {
-                    if let Some(o) = out.get_mut(tok * m.rows + r) {
+                    if let Some(o) = out.get_mut(tok * m.rows() + r) {
                         *o = *v;
                     }
                 }
@@ -431,6 +377,7 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], pos: usize) {
 impl LeanLlama {
     fn forward_tokens(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
         let d = self.d;
+        let level = self.level;
         if pos == 0 {
             self.cached = 0;
         }
@@ -456,12 +403,14 @@ impl LeanLlama {
             if id >= d.vocab {
                 return Err(Error::Candle(format!("token {id} outside the vocabulary")));
             }
-            kernels::dequantize_row(self.embed.kind, self.embed.row(id), row);
+            self.embed.dequantize_row(id, row);
         }
         let mut xn = vec![0f32; t * d.dim];
         let (mut q, mut k, mut v, mut o) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut g, mut u, mut down) = (Vec::new(), Vec::new(), Vec::new());
         let mut attn = vec![0f32; t * d.dim];
+        let mut attn_h = Vec::new();
+        let mut scratch = Scratch::default();
         let scale = 1.0 / (d.head_dim as f32).sqrt();
         let end = pos + t;
         let (cos, sin) = (&self.cos, &self.sin);
@@ -469,12 +418,13 @@ impl LeanLlama {
             for (xr, nr) in x.chunks_exact(d.dim).zip(xn.chunks_exact_mut(d.dim)) {
                 rms_norm(xr, &layer.attn_norm, d.eps, nr);
             }
-            let xa = Act::new(std::mem::take(&mut xn), d.dim);
+            let xa = QAct::new(std::mem::take(&mut xn), d.dim);
             matmul(
+                level,
                 &mut [(&layer.q, &mut q), (&layer.k, &mut k), (&layer.v, &mut v)],
                 &xa,
             );
-            xn = xa.f;
+            xn = xa.into_f32();
             for (i, (qt, kt)) in q
                 .chunks_exact_mut(d.dim)
                 .zip(k.chunks_exact_mut(kv_dim))
@@ -502,66 +452,90 @@ impl LeanLlama {
                     *c = f16::from_f32(*x);
                 }
             }
-            // Attention: one task per (token, head). As llama.cpp: the query rounded to f16
-            // against the f16 keys, products summed in f32; softmax in f32 with an f64 sum; the
-            // weights rounded to f16 against the f16 values.
+            // Attention: one task per head, for all the tokens. As llama.cpp: the query
+            // rounded to f16 against the f16 keys, products summed in f32; softmax in f32 with
+            // an f64 sum; the weights rounded to f16 against the f16 values.
             let (kc, vc) = (&layer.k_cache, &layer.v_cache);
             let qr = &q;
-            let head = |i: usize, out: &mut [f32], scratch: &mut Scratch| {
-                let (tok, h) = (i / d.heads, i % d.heads);
+            let hd = d.head_dim;
+            let head = |h: usize, out: &mut [f32], scratch: &mut Scratch| {
                 let kvh = h / group;
-                let at = tok * d.dim + h * d.head_dim;
-                let Scratch { scores, q16, row } = scratch;
-                q16.clear();
-                q16.extend(
-                    qr.get(at..at + d.head_dim)
-                        .unwrap_or_default()
-                        .iter()
-                        .map(|x| f16::from_f32(*x).to_f32()),
-                );
-                row.resize(d.head_dim, 0.0);
-                let upto = pos + tok + 1;
-                scores.clear();
-                let mut max = f32::NEG_INFINITY;
-                for p in 0..upto {
-                    let from = p * kv_dim + kvh * d.head_dim;
-                    let kr = kc.get(from..from + d.head_dim).unwrap_or_default();
-                    kr.convert_to_f32_slice(row);
-                    let s = dot_f32(q16, row) * scale;
-                    max = max.max(s);
-                    scores.push(s);
+                let Scratch {
+                    scores,
+                    q16,
+                    keys,
+                    vals,
+                } = scratch;
+                // This head's keys and values in f32, converted once for all the tokens.
+                keys.resize(end * hd, 0.0);
+                vals.resize(end * hd, 0.0);
+                for (p, (kd, vd)) in keys
+                    .chunks_exact_mut(hd)
+                    .zip(vals.chunks_exact_mut(hd))
+                    .enumerate()
+                {
+                    let from = p * kv_dim + kvh * hd;
+                    if let (Some(k), Some(v)) = (kc.get(from..from + hd), vc.get(from..from + hd)) {
+                        k.convert_to_f32_slice(kd);
+                        v.convert_to_f32_slice(vd);
+                    }
                 }
-                let mut total = 0f64;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    total += f64::from(*s);
-                }
-                let inv = (1.0 / total) as f32;
-                out.fill(0.0);
-                for (p, s) in scores.iter().enumerate() {
-                    let from = p * kv_dim + kvh * d.head_dim;
-                    let vr = vc.get(from..from + d.head_dim).unwrap_or_default();
-                    vr.convert_to_f32_slice(row);
-                    let w = f16::from_f32(s * inv).to_f32();
-                    for (o, vv) in out.iter_mut().zip(row.iter()) {
-                        *o += w * vv;
+                for (tok, o) in out.chunks_exact_mut(hd).enumerate() {
+                    let at = tok * d.dim + h * hd;
+                    q16.clear();
+                    q16.extend(
+                        qr.get(at..at + hd)
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|x| f16::from_f32(*x).to_f32()),
+                    );
+                    let upto = pos + tok + 1;
+                    scores.clear();
+                    let mut max = f32::NEG_INFINITY;
+                    for kr in keys.chunks_exact(hd).take(upto) {
+                        let s = kernels::dot_f32(q16, kr) * scale;
+                        max = max.max(s);
+                        scores.push(s);
+                    }
+                    let mut total = 0f64;
+                    for s in scores.iter_mut() {
+                        *s = (*s - max).exp();
+                        total += f64::from(*s);
+                    }
+                    let inv = (1.0 / total) as f32;
+                    o.fill(0.0);
+                    for (s, vr) in scores.iter().zip(vals.chunks_exact(hd)) {
+                        let w = f16::from_f32(s * inv).to_f32();
+                        for (ov, vv) in o.iter_mut().zip(vr) {
+                            *ov += w * vv;
+                        }
                     }
                 }
             };
+            // Per head, `[head][token][head_dim]`.
+            attn_h.resize(d.heads * t * hd, 0.0);
             // Small attentions (a decode step early in the context) cost less than a hand-off.
-            if t * (pos + t) * d.heads < 2048 {
-                let mut scratch = Scratch::default();
-                for (i, out) in attn.chunks_mut(d.head_dim).enumerate() {
-                    head(i, out, &mut scratch);
+            if t * end * d.heads < 2048 {
+                for (h, out) in attn_h.chunks_mut(t * hd).enumerate() {
+                    head(h, out, &mut scratch);
                 }
             } else {
-                attn.par_chunks_mut(d.head_dim)
+                attn_h
+                    .par_chunks_mut(t * hd)
                     .enumerate()
-                    .for_each_init(Scratch::default, |scratch, (i, out)| head(i, out, scratch));
+                    .for_each_init(Scratch::default, |sc, (h, out)| head(h, out, sc));
             }
-            let aa = Act::new(std::mem::take(&mut attn), d.dim);
-            matmul(&mut [(&layer.o, &mut o)], &aa);
-            attn = aa.f;
+            for (h, rows) in attn_h.chunks_exact(t * hd).enumerate() {
+                for (tok, r) in rows.chunks_exact(hd).enumerate() {
+                    let at = tok * d.dim + h * hd;
+                    if let Some(dst) = attn.get_mut(at..at + hd) {
+                        dst.copy_from_slice(r);
+                    }
+                }
+            }
+            let aa = QAct::new(std::mem::take(&mut attn), d.dim);
+            matmul(level, &mut [(&layer.o, &mut o)], &aa);
+            attn = aa.into_f32();
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;
             }
@@ -569,15 +543,19 @@ impl LeanLlama {
             for (xr, nr) in x.chunks_exact(d.dim).zip(xn.chunks_exact_mut(d.dim)) {
                 rms_norm(xr, &layer.ffn_norm, d.eps, nr);
             }
-            let xa = Act::new(std::mem::take(&mut xn), d.dim);
-            matmul(&mut [(&layer.gate, &mut g), (&layer.up, &mut u)], &xa);
-            xn = xa.f;
+            let xa = QAct::new(std::mem::take(&mut xn), d.dim);
+            matmul(
+                level,
+                &mut [(&layer.gate, &mut g), (&layer.up, &mut u)],
+                &xa,
+            );
+            xn = xa.into_f32();
             for (gv, uv) in g.iter_mut().zip(&u) {
                 *gv = *gv / (1.0 + (-*gv).exp()) * uv;
             }
-            let ha = Act::new(std::mem::take(&mut g), d.ffn);
-            matmul(&mut [(&layer.down, &mut down)], &ha);
-            g = ha.f;
+            let ha = QAct::new(std::mem::take(&mut g), d.ffn);
+            matmul(level, &mut [(&layer.down, &mut down)], &ha);
+            g = ha.into_f32();
             for (xv, dv) in x.iter_mut().zip(&down) {
                 *xv += dv;
             }
@@ -587,10 +565,10 @@ impl LeanLlama {
         let last = x.get((t - 1) * d.dim..).unwrap_or_default();
         let mut xl = vec![0f32; d.dim];
         rms_norm(last, &self.out_norm, d.eps, &mut xl);
-        let xa = Act::new(xl, d.dim);
+        let xa = QAct::new(xl, d.dim);
         let mut logits = Vec::new();
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        matmul(&mut [(output, &mut logits)], &xa);
+        matmul(self.level, &mut [(output, &mut logits)], &xa);
         Ok(logits)
     }
 }
