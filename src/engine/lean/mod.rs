@@ -84,6 +84,59 @@ pub struct LeanLlama {
     cached: usize,
     /// Kernel instruction-set level, detected once.
     level: Level,
+    /// Whether this step runs on the whole pool (else on the calling thread alone).
+    parallel: bool,
+    /// Chooses between the two for generation steps.
+    governor: Governor,
+}
+
+/// How a forward pass runs.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    level: Level,
+    parallel: bool,
+}
+
+/// Chooses, step by step, whether a one-token (generation) step runs on the whole thread
+/// pool or on the calling thread alone, by timing both: when another process keeps one of
+/// the cores busy, a step split across the pool waits for the worker the scheduler has put
+/// aside (two threads fell below one thread's speed here), and one thread is then faster.
+/// The current choice is timed on every step and the other one on two steps out of every
+/// [`Governor::PROBE_EVERY`], so the choice follows the load both ways.
+#[derive(Debug, Default)]
+struct Governor {
+    step: u64,
+    /// Smoothed seconds per step: `[pool, alone]`.
+    secs: [Option<f64>; 2],
+    /// Whether the current step is a probe of the way not in use.
+    probing: bool,
+}
+
+impl Governor {
+    const PROBE_EVERY: u64 = 64;
+
+    /// Whether the next step runs on the pool.
+    fn parallel(&mut self) -> bool {
+        self.step += 1;
+        let alone_faster = match self.secs {
+            [Some(pool), Some(alone)] => alone < pool,
+            _ => false,
+        };
+        // The first probe early (steps 3 and 4), then two steps every PROBE_EVERY.
+        let phase = self.step % Self::PROBE_EVERY;
+        self.probing = matches!(self.step, 3 | 4) || phase >= Self::PROBE_EVERY - 2;
+        alone_faster == self.probing
+    }
+
+    /// Records a step's time: the way in use is smoothed over steps, a probe replaces what
+    /// was known of the other way (it may be minutes old).
+    fn record(&mut self, parallel: bool, secs: f64) {
+        let slot = &mut self.secs[usize::from(!parallel)];
+        *slot = Some(match *slot {
+            Some(v) if !self.probing => 0.75 * v + 0.25 * secs,
+            _ => secs,
+        });
+    }
 }
 
 fn kind_of(t: GgmlDType) -> Option<Kind> {
@@ -289,6 +342,8 @@ impl LeanLlama {
             sin,
             cached: 0,
             level: Level::best(),
+            parallel: true,
+            governor: Governor::default(),
         })
     }
 }
@@ -318,7 +373,8 @@ const ROWS_PER_TASK: usize = 32;
 
 /// `outs[i] = mats[i] · x` for every token, all matrices in one parallel region, with the
 /// kernels of `level`. Each output is `[token][row]`.
-fn matmul(level: Level, jobs: &mut [(&QMat, &mut Vec<f32>)], x: &QAct) {
+fn matmul(run: Run, jobs: &mut [(&QMat, &mut Vec<f32>)], x: &QAct) {
+    let level = run.level;
     let t = x.tokens();
     // Row-major per row ([row][token]) so that tasks own contiguous chunks.
     let mut tasks: Vec<(&QMat, usize, &mut [f32])> = Vec::new();
@@ -329,7 +385,7 @@ fn matmul(level: Level, jobs: &mut [(&QMat, &mut Vec<f32>)], x: &QAct) {
             tasks.push((*m, c * ROWS_PER_TASK, chunk));
         }
     }
-    tasks.par_iter_mut().for_each(|(m, r0, chunk)| {
+    let task = |(m, r0, chunk): &mut (&QMat, usize, &mut [f32])| {
         let rows = *r0..*r0 + chunk.len() / t;
         // Four tokens at a time share each expanded weight block.
         let mut tok = 0;
@@ -341,7 +397,12 @@ fn matmul(level: Level, jobs: &mut [(&QMat, &mut Vec<f32>)], x: &QAct) {
         for tok in tok..t {
             m.matvec(level, rows.clone(), &[x.token(tok)], chunk, (t, tok));
         }
-    });
+    };
+    if run.parallel {
+        tasks.par_iter_mut().for_each(task);
+    } else {
+        tasks.iter_mut().for_each(task);
+    }
     drop(tasks);
     if t > 1 {
         for (m, out) in jobs.iter_mut() {
@@ -377,7 +438,10 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], pos: usize) {
 impl LeanLlama {
     fn forward_tokens(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
         let d = self.d;
-        let level = self.level;
+        let run = Run {
+            level: self.level,
+            parallel: self.parallel,
+        };
         if pos == 0 {
             self.cached = 0;
         }
@@ -420,7 +484,7 @@ impl LeanLlama {
             }
             let xa = QAct::new(std::mem::take(&mut xn), d.dim);
             matmul(
-                level,
+                run,
                 &mut [(&layer.q, &mut q), (&layer.k, &mut k), (&layer.v, &mut v)],
                 &xa,
             );
@@ -515,7 +579,7 @@ impl LeanLlama {
             // Per head, `[head][token][head_dim]`.
             attn_h.resize(d.heads * t * hd, 0.0);
             // Small attentions (a decode step early in the context) cost less than a hand-off.
-            if t * end * d.heads < 2048 {
+            if !run.parallel || t * end * d.heads < 2048 {
                 for (h, out) in attn_h.chunks_mut(t * hd).enumerate() {
                     head(h, out, &mut scratch);
                 }
@@ -534,7 +598,7 @@ impl LeanLlama {
                 }
             }
             let aa = QAct::new(std::mem::take(&mut attn), d.dim);
-            matmul(level, &mut [(&layer.o, &mut o)], &aa);
+            matmul(run, &mut [(&layer.o, &mut o)], &aa);
             attn = aa.into_f32();
             for (xv, ov) in x.iter_mut().zip(&o) {
                 *xv += ov;
@@ -544,17 +608,13 @@ impl LeanLlama {
                 rms_norm(xr, &layer.ffn_norm, d.eps, nr);
             }
             let xa = QAct::new(std::mem::take(&mut xn), d.dim);
-            matmul(
-                level,
-                &mut [(&layer.gate, &mut g), (&layer.up, &mut u)],
-                &xa,
-            );
+            matmul(run, &mut [(&layer.gate, &mut g), (&layer.up, &mut u)], &xa);
             xn = xa.into_f32();
             for (gv, uv) in g.iter_mut().zip(&u) {
                 *gv = *gv / (1.0 + (-*gv).exp()) * uv;
             }
             let ha = QAct::new(std::mem::take(&mut g), d.ffn);
-            matmul(level, &mut [(&layer.down, &mut down)], &ha);
+            matmul(run, &mut [(&layer.down, &mut down)], &ha);
             g = ha.into_f32();
             for (xv, dv) in x.iter_mut().zip(&down) {
                 *xv += dv;
@@ -568,17 +628,58 @@ impl LeanLlama {
         let xa = QAct::new(xl, d.dim);
         let mut logits = Vec::new();
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        matmul(self.level, &mut [(output, &mut logits)], &xa);
+        matmul(run, &mut [(output, &mut logits)], &xa);
         Ok(logits)
     }
 }
 
 impl Forward for LeanLlama {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
-        self.forward_tokens(tokens, pos)
+        if tokens.len() != 1 || rayon::current_num_threads() < 2 {
+            self.parallel = true;
+            return self.forward_tokens(tokens, pos);
+        }
+        self.parallel = self.governor.parallel();
+        let start = std::time::Instant::now();
+        let logits = self.forward_tokens(tokens, pos)?;
+        self.governor
+            .record(self.parallel, start.elapsed().as_secs_f64());
+        Ok(logits)
     }
 
     fn context_len(&self) -> usize {
         self.d.context
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Governor;
+
+    /// Runs `steps` steps, the pool taking `pool` seconds a step and one thread `alone`;
+    /// returns how many ran on the pool.
+    fn drive(g: &mut Governor, steps: usize, pool: f64, alone: f64) -> usize {
+        let mut on_pool = 0;
+        for _ in 0..steps {
+            let p = g.parallel();
+            g.record(p, if p { pool } else { alone });
+            on_pool += usize::from(p);
+        }
+        on_pool
+    }
+
+    #[test]
+    fn governor_follows_the_faster_way_both_ways() {
+        let mut g = Governor::default();
+        // Idle machine: the pool is twice as fast; only the probes run alone.
+        let n = drive(&mut g, 256, 0.008, 0.016);
+        assert!(n >= 256 - 2 - 2 * 4, "{n} of 256 steps on the pool");
+        // A busy neighbour: the pool becomes slower than one thread, and is left within a
+        // few steps (its smoothed time has to cross one thread's), then only probed.
+        let n = drive(&mut g, 256, 0.020, 0.012);
+        assert!(n <= 2 * 4 + 6, "{n} of 256 steps on the slow pool");
+        // The neighbour stops: the probes see it and the pool is used again.
+        let n = drive(&mut g, 256, 0.008, 0.012);
+        assert!(n >= 256 - 64 - 2 * 4, "{n} of 256 steps back on the pool");
     }
 }
