@@ -445,15 +445,21 @@ fn bench_model_in_pool(cli: &Cli, o: &ModelOpts<'_>, b: &BenchOpts) -> Result<()
     if json_out {
         output::json(&json!({
             "model": report.model, "architecture": info.architecture, "quantization": info.quantization,
-            "backend": loaded.model.backend(), "threads": threads, "repetitions": reps,
+            "backend": loaded.model.backend(), "kernels": loaded.model.kernels(),
+            "threads": threads, "repetitions": reps,
             "rss_after_generation": rss, "rss_peak": peak,
             "pp": {"tokens": pp, "tokens_per_s_mean": ppm, "tokens_per_s_stddev": pps, "runs": pp_tps},
             "tg": {"tokens": tg, "tokens_per_s_mean": tgm, "tokens_per_s_stddev": tgs, "runs": tg_tps},
             "load": report,
         }));
     } else {
+        let kernels = loaded
+            .model
+            .kernels()
+            .map(|k| format!(", {k} kernels"))
+            .unwrap_or_default();
         output::line(format!(
-            "model        {} ({} {}, {} weight bytes, {} forward pass)",
+            "model        {} ({} {}, {} weight bytes, {} forward pass{kernels})",
             report.model,
             info.architecture,
             info.quantization,

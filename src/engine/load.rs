@@ -105,6 +105,19 @@ impl Model {
             _ => "candle",
         }
     }
+
+    /// The lean pass's kernel level ("avx512", "avx2", "portable"); `None` for candle's.
+    pub fn kernels(&self) -> Option<&'static str> {
+        use super::lean::kernels::Level;
+        match self.arch {
+            Arch::Lean(_) => Some(match Level::best() {
+                Level::Avx512 => "avx512",
+                Level::Avx2 => "avx2",
+                Level::Portable => "portable",
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// A loaded model with its tokenizer and chat template.
