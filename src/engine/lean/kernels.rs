@@ -23,8 +23,8 @@
 //!
 //! # Safety
 //! The `unsafe` here is SIMD: calls of `#[target_feature]` functions, made only at a level
-//! [`Level::best`] detected on this CPU, and unaligned loads from slices whose lengths each
-//! kernel checks on entry (see [`Lens`]).
+//! [`Level::best`] detected on this CPU, unaligned (and masked) loads from slices whose lengths
+//! the constructor `Rows::new` checks before any kernel runs, and cache prefetch hints.
 
 #![allow(
     unsafe_code,

@@ -6,16 +6,21 @@
 //! concatenation on every token).
 //!
 //! What it does instead:
-//! - each matrix row is read in place from one copy of the weights, and the activations are
-//!   quantised once per product to [`kernels::Q8`] blocks, then each row's dot product is a
-//!   block kernel ([`kernels`], AVX2 in the x86-64-v3 build); rows are split across the rayon
-//!   pool, whose idle workers sleep instead of spinning (a busy neighbour costs a share of a
-//!   core, not the whole pass);
+//! - the weights are repacked once at load into [`kernels::Packed`] (the same bytes, laid out
+//!   for the kernels), and the activations are quantised once per product to 8-bit blocks
+//!   ([`kernels::QAct`]); each row range's dot products are block kernels ([`kernels`]:
+//!   AVX-512 VNNI or AVX2 chosen at run time, a portable loop elsewhere) with the rows ahead
+//!   prefetched; rows are split across the rayon pool, whose idle workers sleep instead of
+//!   spinning;
 //! - products that share an input (q, k, v; gate, up) run in one parallel region;
+//! - a one-token (generation) step runs on the pool or on the calling thread alone, whichever
+//!   a governor (`Governor`) measured faster: a busy neighbour on one core then costs that core's
+//!   share, not every parallel region's wait for the worker it holds up;
 //! - the token embedding stays quantised: one row is dequantised per token;
-//! - the KV cache is per layer, f32, written in place at the token's position and grown in
+//! - the KV cache is per layer, f16, written in place at the token's position and grown in
 //!   steps of [`KV_STEP`] positions;
-//! - a prompt is processed as a batch: each weight row is read once for all its tokens.
+//! - a prompt is processed as a batch: each weight row is read once for all its tokens, four
+//!   tokens per expanded block, and each head's attention converts its keys once.
 //!
 //! It is tested against the stock implementation's logits on tiny random models of each block
 //! type (`tests::lean_matches_stock_llama_logits`).
