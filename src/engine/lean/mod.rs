@@ -373,6 +373,11 @@ struct Scratch {
     vals: Vec<f32>,
 }
 
+/// Tokens per attention task in a prompt: enough tasks to share among the threads (a
+/// model may have as few as 3 key/value heads), while each task's conversion of its head's
+/// keys stays small next to its products.
+const ATTN_TOKENS: usize = 16;
+
 /// Rows per parallel task: enough work to amortise the hand-off.
 const ROWS_PER_TASK: usize = 32;
 
@@ -521,23 +526,25 @@ impl LeanLlama {
                     *c = f16::from_f32(*x);
                 }
             }
-            // Attention: one task per head, for all the tokens. As llama.cpp: the query
-            // rounded to f16 against the f16 keys, products summed in f32; softmax in f32 with
-            // an f64 sum; the weights rounded to f16 against the f16 values.
+            // Attention: one task per key/value head (its group of query heads) and run of
+            // up to ATTN_TOKENS tokens, so that its keys and values are converted once per
+            // task. As llama.cpp: the query rounded to f16 against the f16 keys, products
+            // summed in f32; softmax in f32 with an f64 sum; the weights rounded to f16
+            // against the f16 values.
             let (kc, vc) = (&layer.k_cache, &layer.v_cache);
             let qr = &q;
             let hd = d.head_dim;
-            let head = |h: usize, out: &mut [f32], scratch: &mut Scratch| {
-                let kvh = h / group;
+            // `out` is `[token][query head of the group][head_dim]` for tokens from `tok0`.
+            let task = |kvh: usize, tok0: usize, out: &mut [f32], scratch: &mut Scratch| {
                 let Scratch {
                     scores,
                     q16,
                     keys,
                     vals,
                 } = scratch;
-                // This head's keys and values in f32, converted once for all the tokens.
-                keys.resize(end * hd, 0.0);
-                vals.resize(end * hd, 0.0);
+                let upto_all = pos + tok0 + out.len() / (group * hd);
+                keys.resize(upto_all * hd, 0.0);
+                vals.resize(upto_all * hd, 0.0);
                 for (p, (kd, vd)) in keys
                     .chunks_exact_mut(hd)
                     .zip(vals.chunks_exact_mut(hd))
@@ -549,7 +556,8 @@ impl LeanLlama {
                         v.convert_to_f32_slice(vd);
                     }
                 }
-                for (tok, o) in out.chunks_exact_mut(hd).enumerate() {
+                for (i, o) in out.chunks_exact_mut(hd).enumerate() {
+                    let (tok, h) = (tok0 + i / group, kvh * group + i % group);
                     let at = tok * d.dim + h * hd;
                     q16.clear();
                     q16.extend(
@@ -581,21 +589,31 @@ impl LeanLlama {
                     }
                 }
             };
-            // Per head, `[head][token][head_dim]`.
-            attn_h.resize(d.heads * t * hd, 0.0);
+            // `[kv head][token][query head of the group][head_dim]`.
+            attn_h.resize(d.kv_heads * t * group * hd, 0.0);
+            let (per_kv, per_run) = (t * group * hd, ATTN_TOKENS * group * hd);
             // Small attentions (a decode step early in the context) cost less than a hand-off.
             if !run.parallel || t * end * d.heads < 2048 {
-                for (h, out) in attn_h.chunks_mut(t * hd).enumerate() {
-                    head(h, out, &mut scratch);
+                for (kvh, out) in attn_h.chunks_mut(per_kv).enumerate() {
+                    for (r, run_out) in out.chunks_mut(per_run).enumerate() {
+                        task(kvh, r * ATTN_TOKENS, run_out, &mut scratch);
+                    }
                 }
             } else {
                 attn_h
-                    .par_chunks_mut(t * hd)
+                    .par_chunks_mut(per_kv)
                     .enumerate()
-                    .for_each_init(Scratch::default, |sc, (h, out)| head(h, out, sc));
+                    .for_each(|(kvh, out)| {
+                        out.par_chunks_mut(per_run)
+                            .enumerate()
+                            .for_each_init(Scratch::default, |sc, (r, run_out)| {
+                                task(kvh, r * ATTN_TOKENS, run_out, sc)
+                            });
+                    });
             }
-            for (h, rows) in attn_h.chunks_exact(t * hd).enumerate() {
-                for (tok, r) in rows.chunks_exact(hd).enumerate() {
+            for (kvh, rows) in attn_h.chunks_exact(per_kv).enumerate() {
+                for (i, r) in rows.chunks_exact(hd).enumerate() {
+                    let (tok, h) = (i / group, kvh * group + i % group);
                     let at = tok * d.dim + h * hd;
                     if let Some(dst) = attn.get_mut(at..at + hd) {
                         dst.copy_from_slice(r);
