@@ -378,8 +378,14 @@ fn lean_batch_equals_token_by_token() {
             b = single.model.forward(&[*tok], pos).unwrap();
         }
         let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
-        let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-        assert!(diff <= 1e-5 * scale, "{dtype:?}: max |diff| {diff} (scale {scale})");
+        let diff = a
+            .iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(
+            diff <= 1e-5 * scale,
+            "{dtype:?}: max |diff| {diff} (scale {scale})"
+        );
         // And the next step agrees too.
         let (a, b) = (
             batch.model.forward(&[7], prompt.len()).unwrap(),
