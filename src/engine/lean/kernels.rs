@@ -528,11 +528,9 @@ impl<'a> Rows<'a> {
             BLOCK / 2
         };
         let scales = rows.start * nb..rows.end * nb;
-        let ok = nb.is_multiple_of(2)
-            && ys
-                .iter()
-                .all(|y| y.qs.len() == nb * BLOCK && y.d.len() == nb && y.s.len() == nb);
-        ok.then_some(())?;
+        if !nb.is_multiple_of(2) || !fits(nb, ys) {
+            return None;
+        }
         Some(Self {
             rows: rows.len(),
             nb,
@@ -565,6 +563,12 @@ impl<'a> Rows<'a> {
                 .get(i * nb * self.per_block..(i + 1) * nb * self.per_block)?,
         })
     }
+}
+
+/// Whether every token's activations have `nb` blocks (what the kernels read of them).
+fn fits<const N: usize>(nb: usize, ys: &[Y<'_>; N]) -> bool {
+    ys.iter()
+        .all(|y| y.qs.len() == nb * BLOCK && y.d.len() == nb && y.s.len() == nb)
 }
 
 /// One weight row's slices, from [`Rows::row`]: `nb` blocks (even), `d` and `m` with `nb`
@@ -654,17 +658,25 @@ fn q8_portable<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Lens, Out, Rows, Y, each_row};
+    use super::{Lens, Out, Rows, Y, each_row, fits};
 
     /// Every row of `rs`, AVX-512 VNNI.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
     pub(super) fn rows_512<const N: usize>(q8: bool, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
+        // The kernels' loads rely on this (checked again here, next to them).
+        if !fits(rs.nb, ys) {
+            return;
+        }
         each_row(rs, out, |l| if q8 { q8_512(l, ys) } else { q4_512(l, ys) });
     }
 
     /// Every row of `rs`, AVX2.
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(super) fn rows_avx2<const N: usize>(q8: bool, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
+        // The kernels' loads rely on this (checked again here, next to them).
+        if !fits(rs.nb, ys) {
+            return;
+        }
         each_row(
             rs,
             out,
