@@ -190,10 +190,15 @@ fn main() {
     let arena_addr = arena.as_slice().as_ptr() as u64;
     let arena_flags = smaps_flags(arena_addr);
     let arena_locked = arena.lock_status().is_locked();
-    let model = rempart::engine::load(arena.as_slice(), &candle_core::Device::Cpu).unwrap();
+    // As `rempart ask` loads it: the model keeps the arena (its matrices repacked in place).
+    let model = rempart::engine::load_arena(
+        arena,
+        &candle_core::Device::Cpu,
+        rempart::engine::Backend::Auto,
+    )
+    .unwrap();
     let control_p_loaded = scan(&[&p], &mut scratch)[0];
     let vm_lck_loaded = status_field("VmLck");
-    drop(arena);
     drop(model);
     drop(v);
     drop(src);

@@ -55,7 +55,8 @@ pub(crate) enum Stage {
 /// Receives (stage, fraction done in 0..=1) from any thread.
 pub(crate) type Progress<'a> = &'a (dyn Fn(Stage, f64) + Sync);
 
-/// Unseals the model into the arena and hands the arena to `build`; the arena is wiped after.
+/// Unseals the model into the arena and hands the arena to `build`, which keeps it or drops it
+/// (a dropped arena is wiped).
 /// `held` is an appliance key already unlocked (the terminal UI keeps one while unlocked);
 /// without it the key file is read with `o.passphrase`.
 fn with_arena<T>(
@@ -63,7 +64,7 @@ fn with_arena<T>(
     o: &ModelOpts<'_>,
     held: Option<&crate::keys::ApplianceSecret>,
     progress: Progress<'_>,
-    build: impl FnOnce(&[u8]) -> Result<T>,
+    build: impl FnOnce(LockedBuf) -> Result<T>,
 ) -> Result<(T, LoadReport, Secret<32>)> {
     let t0 = Instant::now();
     progress(Stage::Verify, 0.0);
@@ -116,9 +117,8 @@ fn with_arena<T>(
         let arena_locked = matches!(arena.lock_status(), LockStatus::Locked);
         let t2 = Instant::now();
         progress(Stage::Build, 0.0);
-        let built = build(arena.as_slice())?;
+        let built = build(arena)?;
         progress(Stage::Build, 1.0);
-        drop(arena);
         let lock = crate::secure::mem::lock_current();
         let weights_locked = lock.is_ok();
         if let (true, Err(source)) = (o.require_mlock, lock) {
@@ -183,8 +183,8 @@ pub(crate) fn load_model_with(
     progress: Progress<'_>,
 ) -> Result<(Loaded, LoadReport, Secret<32>)> {
     let device = device(o.device)?;
-    with_arena(cli, o, held, progress, |bytes| {
-        Ok(engine::load_with(bytes, &device, o.backend)?)
+    with_arena(cli, o, held, progress, |arena| {
+        Ok(engine::load_arena(arena, &device, o.backend)?)
     })
 }
 
@@ -350,8 +350,8 @@ pub(super) fn ask(cli: &Cli, o: &AskOpts<'_>) -> Result<()> {
 
 pub(super) fn tokenize(cli: &Cli, o: &ModelOpts<'_>, text: &str, json_out: bool) -> Result<()> {
     let text = read_prompt(text)?;
-    let ((tok, _), _, _) = with_arena(cli, o, None, &|_, _| {}, |bytes| {
-        Ok(engine::load_tokenizer(bytes)?)
+    let ((tok, _), _, _) = with_arena(cli, o, None, &|_, _| {}, |arena| {
+        Ok(engine::load_tokenizer(arena.as_slice())?)
     })?;
     let ids = tok.encode(&text)?;
     if json_out {

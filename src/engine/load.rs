@@ -12,7 +12,9 @@ use candle_transformers::models::{
 
 use super::chat::{CHATML, ChatTemplate};
 use super::generate::Forward;
+use super::lean::pack::Store;
 use super::{Error, Tok};
+use crate::secure::LockedBuf;
 
 /// What the engine knows about a loaded model.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -108,13 +110,8 @@ impl Model {
 
     /// The lean pass's kernel level ("avx512", "avx2", "portable"); `None` for candle's.
     pub fn kernels(&self) -> Option<&'static str> {
-        use super::lean::kernels::Level;
         match self.arch {
-            Arch::Lean(_) => Some(match Level::best() {
-                Level::Avx512 => "avx512",
-                Level::Avx2 => "avx2",
-                Level::Portable => "portable",
-            }),
+            Arch::Lean(_) => Some(super::lean::kernels::Level::best().name()),
             _ => None,
         }
     }
@@ -207,10 +204,23 @@ pub fn load(bytes: &[u8], device: &Device) -> Result<Loaded, Error> {
     load_with(bytes, device, Backend::Auto)
 }
 
-/// Builds the model from GGUF bytes in memory with the chosen forward pass.
+/// Builds the model from GGUF bytes in memory with the chosen forward pass (the lean pass
+/// works on a copy of them).
 pub fn load_with(bytes: &[u8], device: &Device, backend: Backend) -> Result<Loaded, Error> {
-    let mut cursor = Cursor::new(bytes);
-    let ct = gguf_file::Content::read(&mut cursor).map_err(|e| Error::Gguf(e.to_string()))?;
+    load_store(Store::heap(bytes), device, backend)
+}
+
+/// Builds the model from the decrypted arena, which the lean pass keeps: its matrices are
+/// repacked in place (the weights are never held twice) and the rest is wiped. For candle's
+/// models the arena is wiped and freed once they have copied the weights.
+pub fn load_arena(arena: LockedBuf, device: &Device, backend: Backend) -> Result<Loaded, Error> {
+    load_store(Store::Arena(arena), device, backend)
+}
+
+fn load_store(store: Store, device: &Device, backend: Backend) -> Result<Loaded, Error> {
+    let bytes = store.bytes();
+    let ct = gguf_file::Content::read(&mut Cursor::new(bytes))
+        .map_err(|e| Error::Gguf(e.to_string()))?;
     let md = &ct.metadata;
     let arch = get_str(md, "general.architecture")
         .ok_or_else(|| Error::Metadata("missing general.architecture".into()))?;
@@ -253,10 +263,11 @@ pub fn load_with(bytes: &[u8], device: &Device, backend: Backend) -> Result<Load
     stop_tokens.dedup();
     let lean =
         backend == Backend::Auto && matches!(device, Device::Cpu) && super::lean::supports(&ct);
+    let mut cursor = Cursor::new(bytes);
     let arch_model = match arch.as_str() {
         "llama" | "mistral" if lean => Arch::Lean(Box::new(super::lean::LeanLlama::from_gguf(
             &ct,
-            bytes,
+            store,
             CANDLE_MAX_CONTEXT,
         )?)),
         "llama" | "mistral" => Arch::Llama(quantized_llama::ModelWeights::from_gguf(

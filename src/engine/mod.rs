@@ -2,9 +2,12 @@
 //! and answering on a per-request event channel.
 //!
 //! # Security
-//! The model is built from GGUF bytes in the decrypted arena, never from a path. candle copies
-//! weights into its own heap buffers; the zeroizing global allocator wipes them when freed, and
-//! the arena is wiped as soon as the model is built. Prompts and outputs are never logged.
+//! The model is built from GGUF bytes in the decrypted arena, never from a path. The lean
+//! llama pass keeps the arena and repacks its matrices in place (one copy of the weights, in
+//! locked, undumpable memory wiped when the model is dropped; every other byte of it is wiped
+//! once parsed). candle's models copy the weights into heap buffers, which the zeroizing global
+//! allocator wipes when freed, and the arena is then wiped and unmapped. Prompts and outputs
+//! are never logged.
 
 mod chat;
 mod detok;
@@ -28,7 +31,8 @@ pub use detok::Detok;
 pub use error::Error;
 pub use generate::{Forward, GenRequest, GenStats, StopReason, generate};
 pub use load::{
-    Backend, Loaded, Model, ModelInfo, describe, load, load_tokenizer, load_with, read_content,
+    Backend, Loaded, Model, ModelInfo, describe, load, load_arena, load_tokenizer, load_with,
+    read_content,
 };
 pub use sampling::{Sampler, SamplingParams, argmax};
 pub use tokenizer::Tok;

@@ -394,3 +394,31 @@ fn lean_batch_equals_token_by_token() {
         assert_eq!(argmax(&a), argmax(&b), "{dtype:?}: next step");
     }
 }
+
+/// The offset field of tensor `name`'s info in a GGUF file (v2/v3 layout: name, dimension
+/// count, dimensions, block type, then the offset).
+fn offset_field(gguf: &[u8], name: &str) -> std::ops::Range<usize> {
+    let mut key = (name.len() as u64).to_le_bytes().to_vec();
+    key.extend_from_slice(name.as_bytes());
+    let at = gguf.windows(key.len()).position(|w| w == key).unwrap() + key.len();
+    let dims = u32::from_le_bytes(gguf[at..at + 4].try_into().unwrap()) as usize;
+    let off = at + 4 + 8 * dims + 4;
+    off..off + 8
+}
+
+/// A file whose tensors share bytes cannot be repacked in place: refused, naming the tensor.
+#[test]
+fn overlapping_tensors_are_refused() {
+    let mut gguf = tiny_gguf(&TinyOpts::default());
+    let q = offset_field(&gguf, "blk.0.attn_q.weight");
+    let k = offset_field(&gguf, "blk.0.attn_k.weight");
+    let q_offset = gguf[q].to_vec();
+    gguf[k].copy_from_slice(&q_offset);
+    let err = load(&gguf, &Device::Cpu).unwrap_err().to_string();
+    assert!(
+        err.contains("blk.0.attn_k.weight") && err.contains("overlap"),
+        "{err}"
+    );
+    // The unpatched file loads.
+    assert!(load(&tiny_gguf(&TinyOpts::default()), &Device::Cpu).is_ok());
+}

@@ -32,9 +32,11 @@
 )]
 
 use std::ops::Range;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use half::f16;
+
+use super::pack::{Layout, Store, pack_in_place};
 
 /// Weights per block.
 pub const BLOCK: usize = 32;
@@ -108,6 +110,15 @@ impl Level {
         })
     }
 
+    /// The level's name, as `rempart bench` reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Portable => "portable",
+            Self::Avx2 => "avx2",
+            Self::Avx512 => "avx512",
+        }
+    }
+
     /// Every level this CPU runs, lowest first (tests and benchmarks compare them).
     pub fn available() -> Vec<Self> {
         [Self::Portable, Self::Avx2, Self::Avx512]
@@ -115,12 +126,6 @@ impl Level {
             .filter(|l| *l <= Self::best())
             .collect()
     }
-}
-
-fn half_at(b: &[u8], at: usize) -> f16 {
-    let lo = b.get(at).copied().unwrap_or(0);
-    let hi = b.get(at + 1).copied().unwrap_or(0);
-    f16::from_bits(u16::from_le_bytes([lo, hi]))
 }
 
 /// Activations of `tokens` rows of `cols` values, kept as f32 (for F32 weights) and quantised
@@ -210,141 +215,109 @@ impl QAct {
     }
 }
 
-/// A weight matrix repacked for the kernels (see the module documentation).
+/// A weight matrix repacked for the kernels (see the module documentation), in its
+/// [`Store`] (the decrypted arena, shared by all the model's matrices).
 #[derive(Debug)]
 pub struct Packed {
-    kind: Kind,
-    rows: usize,
-    cols: usize,
-    /// Block scales, `[row][block]`.
-    d: Vec<f16>,
-    /// `Q4_1` block minimums, `[row][block]` (empty for other kinds).
-    m: Vec<f16>,
-    /// Quantised weights: pair-interleaved nibbles (`Q4_*`, 16 bytes per block) or `i8`
-    /// (`Q8_0`, 32 per block).
-    qs: Vec<u8>,
-    /// F32 weights.
-    f: Vec<f32>,
+    store: Arc<Store>,
+    at: Layout,
 }
 
-/// The weight of index `j` (0..32) in a GGUF `Q4_*` block's 16 nibble bytes.
-fn nibble(qs: &[u8], j: usize) -> u8 {
-    let b = qs.get(j % 16).copied().unwrap_or(0);
-    if j < 16 { b & 0x0F } else { b >> 4 }
+/// The `T`s in `range` of `bytes` (empty if out of range or misaligned: packing checked both).
+fn view<'a, T: bytemuck::Pod>(bytes: &'a [u8], range: &Range<usize>) -> &'a [T] {
+    bytes
+        .get(range.clone())
+        .and_then(|b| bytemuck::try_cast_slice(b).ok())
+        .unwrap_or_default()
 }
 
 impl Packed {
-    /// Repacks `rows` x `cols` weights of `kind` from their GGUF bytes.
+    /// The matrix packed at `at` in `store` (by [`pack_in_place`]).
+    pub fn new(store: Arc<Store>, at: Layout) -> Self {
+        Self { store, at }
+    }
+
+    /// Repacks `rows` x `cols` weights of `kind` from their GGUF bytes, in a store of their own.
     pub fn from_ggml(kind: Kind, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, String> {
-        if cols == 0 || !cols.is_multiple_of(kind.row_multiple()) {
-            return Err(format!(
-                "rows of {cols} weights (a multiple of {} is needed)",
-                kind.row_multiple()
-            ));
-        }
-        let nb = cols / BLOCK;
-        let bb = kind.block_bytes();
-        if rows.checked_mul(nb * bb) != Some(bytes.len()) {
-            return Err(format!(
-                "{} bytes for {rows} x {cols} {kind:?} weights",
-                bytes.len()
-            ));
-        }
-        let mut p = Self {
-            kind,
-            rows,
-            cols,
-            d: Vec::new(),
-            m: Vec::new(),
-            qs: Vec::new(),
-            f: Vec::new(),
-        };
-        match kind {
-            Kind::F32 => {
-                p.f = bytes
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-            }
-            Kind::Q4_0 | Kind::Q4_1 => {
-                let q_at = if kind == Kind::Q4_1 { 4 } else { 2 };
-                p.d.reserve_exact(rows * nb);
-                p.qs.reserve_exact(rows * nb * 16);
-                if kind == Kind::Q4_1 {
-                    p.m.reserve_exact(rows * nb);
-                }
-                for pair in bytes.chunks_exact(2 * bb) {
-                    let (a, b) = pair.split_at(bb);
-                    for blk in [a, b] {
-                        p.d.push(half_at(blk, 0));
-                        if kind == Kind::Q4_1 {
-                            p.m.push(half_at(blk, 2));
-                        }
-                    }
-                    let qa = a.get(q_at..).unwrap_or_default();
-                    let qb = b.get(q_at..).unwrap_or_default();
-                    for j in 0..2 * 16 {
-                        p.qs.push(nibble(qa, j) | (nibble(qb, j) << 4));
-                    }
-                }
-            }
-            Kind::Q8_0 => {
-                p.d.reserve_exact(rows * nb);
-                p.qs.reserve_exact(rows * nb * BLOCK);
-                for blk in bytes.chunks_exact(bb) {
-                    p.d.push(half_at(blk, 0));
-                    p.qs.extend_from_slice(blk.get(2..).unwrap_or_default());
-                }
-            }
-        }
-        Ok(p)
+        let mut store = Store::heap(bytes);
+        let at = pack_in_place(kind, rows, cols, store.bytes_mut(), 0..bytes.len())?;
+        Ok(Self::new(Arc::new(store), at))
+    }
+
+    /// The store this matrix lives in (shared by all the model's matrices).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Block scales, `[row][block]`.
+    fn d(&self) -> &[f16] {
+        view(self.store.bytes(), &self.at.d)
+    }
+
+    /// `Q4_1` block minimums, `[row][block]` (empty for other kinds).
+    fn m(&self) -> &[f16] {
+        view(self.store.bytes(), &self.at.m)
+    }
+
+    /// Quantised weights (see [`Layout::qs`]).
+    fn qs(&self) -> &[u8] {
+        view(self.store.bytes(), &self.at.qs)
+    }
+
+    /// F32 weights.
+    fn f(&self) -> &[f32] {
+        view(self.store.bytes(), &self.at.f)
     }
 
     /// Block type.
     pub fn kind(&self) -> Kind {
-        self.kind
+        self.at.kind
     }
 
     /// Number of rows.
     pub fn rows(&self) -> usize {
-        self.rows
+        self.at.rows
     }
 
     /// Weights per row.
     pub fn cols(&self) -> usize {
-        self.cols
+        self.at.cols
     }
 
     /// Bytes held (the same as the GGUF's).
     pub fn bytes(&self) -> usize {
-        self.d.len() * 2 + self.m.len() * 2 + self.qs.len() + self.f.len() * 4
+        let a = &self.at;
+        a.d.len() + a.m.len() + a.qs.len() + a.f.len()
     }
 
-    /// Row `r`'s slices: scales, minimums, quantised weights, f32 weights.
-    fn row(&self, r: usize) -> (&[f16], &[f16], &[u8], &[f32]) {
-        let nb = self.cols / BLOCK;
-        let qb = match self.kind {
+    /// Row `r`'s f32 weights (empty for quantised kinds).
+    fn f_row(&self, r: usize) -> &[f32] {
+        let c = self.cols();
+        self.f().get(r * c..(r + 1) * c).unwrap_or_default()
+    }
+
+    /// Row `r`'s scales, minimums (`Q4_1`) and quantised weights.
+    fn q_row(&self, r: usize) -> (&[f16], &[f16], &[u8]) {
+        let nb = self.cols() / BLOCK;
+        let qb = match self.kind() {
             Kind::Q8_0 => BLOCK,
             _ => BLOCK / 2,
         };
         (
-            self.d.get(r * nb..(r + 1) * nb).unwrap_or_default(),
-            self.m.get(r * nb..(r + 1) * nb).unwrap_or_default(),
-            self.qs
+            self.d().get(r * nb..(r + 1) * nb).unwrap_or_default(),
+            self.m().get(r * nb..(r + 1) * nb).unwrap_or_default(),
+            self.qs()
                 .get(r * nb * qb..(r + 1) * nb * qb)
-                .unwrap_or_default(),
-            self.f
-                .get(r * self.cols..(r + 1) * self.cols)
                 .unwrap_or_default(),
         )
     }
 
     /// Dequantises row `r` into `out` (`cols` long).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let (d, m, qs, f) = self.row(r);
-        match self.kind {
+        let (d, m, qs) = self.q_row(r);
+        match self.kind() {
             Kind::F32 => {
-                for (o, v) in out.iter_mut().zip(f) {
+                for (o, v) in out.iter_mut().zip(self.f_row(r)) {
                     *o = *v;
                 }
             }
@@ -358,7 +331,7 @@ impl Packed {
                     for (half, os) in [(0, oa), (1, ob)] {
                         let blk = 2 * pair + half;
                         let dv = d.get(blk).map_or(0.0, |v| v.to_f32());
-                        let mv = if self.kind == Kind::Q4_1 {
+                        let mv = if self.kind() == Kind::Q4_1 {
                             m.get(blk).map_or(0.0, |v| v.to_f32())
                         } else {
                             -8.0 * dv
@@ -402,14 +375,14 @@ impl Packed {
         let Some(out) = out.get_mut(..n.saturating_mul(stride)) else {
             return;
         };
-        if at + N > stride || rows.end > self.rows {
+        if at + N > stride || rows.end > self.rows() {
             out.fill(0.0);
             return;
         }
         let mut out = Out { out, stride, at };
-        if self.kind == Kind::F32 {
+        if self.kind() == Kind::F32 {
             for (i, r) in rows.enumerate() {
-                let (_, _, _, f) = self.row(r);
+                let f = self.f_row(r);
                 let mut v = [0f32; N];
                 for (o, y) in v.iter_mut().zip(ys) {
                     if y.f.len() == f.len() {
@@ -424,7 +397,7 @@ impl Packed {
             out.out.fill(0.0);
             return;
         };
-        let q8 = self.kind == Kind::Q8_0;
+        let q8 = self.kind() == Kind::Q8_0;
         match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `best()` detected AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C on this CPU;
@@ -521,8 +494,8 @@ struct Rows<'a> {
 
 impl<'a> Rows<'a> {
     fn new<const N: usize>(p: &'a Packed, rows: Range<usize>, ys: &[Y<'_>; N]) -> Option<Self> {
-        let nb = p.cols / BLOCK;
-        let per_block = if p.kind == Kind::Q8_0 {
+        let nb = p.cols() / BLOCK;
+        let per_block = if p.kind() == Kind::Q8_0 {
             BLOCK
         } else {
             BLOCK / 2
@@ -535,14 +508,14 @@ impl<'a> Rows<'a> {
             rows: rows.len(),
             nb,
             per_block,
-            d: p.d.get(scales.clone())?,
-            m: if p.kind == Kind::Q4_1 {
-                Some(p.m.get(scales)?)
+            d: p.d().get(scales.clone())?,
+            m: if p.kind() == Kind::Q4_1 {
+                Some(p.m().get(scales)?)
             } else {
                 None
             },
             qs: p
-                .qs
+                .qs()
                 .get(rows.start * nb * per_block..rows.end * nb * per_block)?,
         })
     }

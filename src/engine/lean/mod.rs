@@ -26,6 +26,10 @@
 //! type (`tests::lean_matches_stock_llama_logits`).
 
 pub mod kernels;
+pub mod pack;
+
+use std::ops::Range;
+use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::{Content, TensorInfo};
@@ -34,6 +38,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use self::kernels::{Kind, Level, QAct, Y};
+use self::pack::{Layout, Store};
 use super::Error;
 use super::generate::Forward;
 
@@ -43,17 +48,18 @@ pub const KV_STEP: usize = 256;
 /// A weight matrix, repacked for the kernels.
 type QMat = kernels::Packed;
 
+/// One transformer block: its matrices are [`QMat`]s, or while loading their [`Layout`]s.
 #[derive(Debug)]
-struct Layer {
+struct Layer<M = QMat> {
     attn_norm: Vec<f32>,
     ffn_norm: Vec<f32>,
-    q: QMat,
-    k: QMat,
-    v: QMat,
-    o: QMat,
-    gate: QMat,
-    up: QMat,
-    down: QMat,
+    q: M,
+    k: M,
+    v: M,
+    o: M,
+    gate: M,
+    up: M,
+    down: M,
     /// Keys then values, `[pos][kv_dim]` each, `cached` positions filled; f16 as in
     /// llama.cpp's default cache (half the memory of f32).
     k_cache: Vec<f16>,
@@ -219,64 +225,132 @@ fn md_u32(ct: &Content, k: &str) -> Result<usize, Error> {
         .ok_or_else(|| Error::Metadata(format!("missing or invalid {k}")))
 }
 
-/// The bytes of tensor `name` in `bytes` (the GGUF file in memory), checked against its info.
-fn tensor_bytes<'a>(
+impl<M> Layer<M> {
+    /// The same block with each matrix mapped by `f`.
+    fn map<N>(self, f: impl Fn(M) -> N) -> Layer<N> {
+        Layer {
+            attn_norm: self.attn_norm,
+            ffn_norm: self.ffn_norm,
+            q: f(self.q),
+            k: f(self.k),
+            v: f(self.v),
+            o: f(self.o),
+            gate: f(self.gate),
+            up: f(self.up),
+            down: f(self.down),
+            k_cache: self.k_cache,
+            v_cache: self.v_cache,
+        }
+    }
+}
+
+/// Reads the tensors out of the GGUF file in memory: norms are copied, matrices repacked in
+/// place ([`pack::pack_in_place`]).
+struct Builder<'a> {
     ct: &'a Content,
-    bytes: &'a [u8],
-    name: &str,
-) -> Result<(&'a TensorInfo, &'a [u8]), Error> {
-    let info = ct
-        .tensor_infos
-        .get(name)
-        .ok_or_else(|| Error::Metadata(format!("missing tensor {name}")))?;
-    let len = info
-        .shape
-        .dims()
-        .iter()
-        .try_fold(1usize, |n, d| n.checked_mul(*d))
-        .and_then(|n| (n / info.ggml_dtype.block_size()).checked_mul(info.ggml_dtype.type_size()))
-        .ok_or_else(|| Error::Gguf(format!("{name}: shape too large")))?;
-    let start = ct
-        .tensor_data_offset
-        .checked_add(info.offset)
-        .and_then(|s| usize::try_from(s).ok())
-        .ok_or_else(|| Error::Gguf(format!("{name}: offset out of range")))?;
-    let data = start
-        .checked_add(len)
-        .and_then(|end| bytes.get(start..end))
-        .ok_or_else(|| Error::Gguf(format!("{name}: data past the end of the file")))?;
-    Ok((info, data))
+    bytes: &'a mut [u8],
+    /// Byte ranges of the tensors read so far (no two may overlap).
+    claimed: Vec<Range<usize>>,
+    /// Those of the repacked matrices, which the model keeps.
+    packed: Vec<Range<usize>>,
 }
 
-fn matrix(ct: &Content, bytes: &[u8], name: &str, rows: usize, cols: usize) -> Result<QMat, Error> {
-    let (info, data) = tensor_bytes(ct, bytes, name)?;
-    let kind = kind_of(info.ggml_dtype)
-        .ok_or_else(|| Error::Gguf(format!("{name}: block type {:?}", info.ggml_dtype)))?;
-    if info.shape.dims() != [rows, cols] {
-        return Err(Error::Gguf(format!(
-            "{name}: shape {:?}, expected [{rows}, {cols}]",
-            info.shape.dims()
-        )));
+impl<'a> Builder<'a> {
+    /// Tensor `name`'s info and byte range, checked against the file and the other tensors.
+    fn claim(&mut self, name: &str) -> Result<(&'a TensorInfo, Range<usize>), Error> {
+        let info = self
+            .ct
+            .tensor_infos
+            .get(name)
+            .ok_or_else(|| Error::Metadata(format!("missing tensor {name}")))?;
+        let len = info
+            .shape
+            .dims()
+            .iter()
+            .try_fold(1usize, |n, d| n.checked_mul(*d))
+            .and_then(|n| {
+                (n / info.ggml_dtype.block_size()).checked_mul(info.ggml_dtype.type_size())
+            })
+            .ok_or_else(|| Error::Gguf(format!("{name}: shape too large")))?;
+        let start = self
+            .ct
+            .tensor_data_offset
+            .checked_add(info.offset)
+            .and_then(|s| usize::try_from(s).ok())
+            .ok_or_else(|| Error::Gguf(format!("{name}: offset out of range")))?;
+        let at = start
+            .checked_add(len)
+            .filter(|end| *end <= self.bytes.len())
+            .map(|end| start..end)
+            .ok_or_else(|| Error::Gguf(format!("{name}: data past the end of the file")))?;
+        if self
+            .claimed
+            .iter()
+            .any(|c| c.start < at.end && at.start < c.end)
+        {
+            return Err(Error::Gguf(format!(
+                "{name}: its data overlap another tensor's"
+            )));
+        }
+        self.claimed.push(at.clone());
+        Ok((info, at))
     }
-    kernels::Packed::from_ggml(kind, rows, cols, data)
-        .map_err(|e| Error::Gguf(format!("{name}: {e}")))
-}
 
-fn vector(ct: &Content, bytes: &[u8], name: &str, len: usize) -> Result<Vec<f32>, Error> {
-    let (info, data) = tensor_bytes(ct, bytes, name)?;
-    if info.ggml_dtype != GgmlDType::F32 || info.shape.elem_count() != len {
-        return Err(Error::Gguf(format!("{name}: expected {len} f32")));
+    /// Matrix `name` (`rows` x `cols`), repacked in place.
+    fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Layout, Error> {
+        let (info, at) = self.claim(name)?;
+        let kind = kind_of(info.ggml_dtype)
+            .ok_or_else(|| Error::Gguf(format!("{name}: block type {:?}", info.ggml_dtype)))?;
+        if info.shape.dims() != [rows, cols] {
+            return Err(Error::Gguf(format!(
+                "{name}: shape {:?}, expected [{rows}, {cols}]",
+                info.shape.dims()
+            )));
+        }
+        let l = pack::pack_in_place(kind, rows, cols, self.bytes, at.clone())
+            .map_err(|e| Error::Gguf(format!("{name}: {e}")))?;
+        self.packed.push(at);
+        Ok(l)
     }
-    Ok(data
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect())
+
+    /// Vector `name` of `len` f32, copied.
+    fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>, Error> {
+        let (info, at) = self.claim(name)?;
+        if info.ggml_dtype != GgmlDType::F32 || info.shape.elem_count() != len {
+            return Err(Error::Gguf(format!("{name}: expected {len} f32")));
+        }
+        Ok(self
+            .bytes
+            .get(at)
+            .unwrap_or_default()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect())
+    }
+
+    /// Wipes every byte but the repacked matrices: the header, metadata and vocabulary (parsed
+    /// already), the norms (copied) and the padding.
+    fn wipe_the_rest(mut self) {
+        self.packed.sort_by_key(|r| r.start);
+        let mut from = 0;
+        for r in self
+            .packed
+            .iter()
+            .chain([&(self.bytes.len()..self.bytes.len())])
+        {
+            if let Some(gap) = self.bytes.get_mut(from..r.start) {
+                zeroize::Zeroize::zeroize(gap);
+            }
+            from = from.max(r.end);
+        }
+    }
 }
 
 impl LeanLlama {
-    /// Builds the model from the parsed GGUF `ct` and the file's bytes (copied; the caller
-    /// wipes them), with a context window of at most `max_context` tokens.
-    pub fn from_gguf(ct: &Content, bytes: &[u8], max_context: usize) -> Result<Self, Error> {
+    /// Builds the model from the parsed GGUF `ct` and the file's bytes in `store`, with a
+    /// context window of at most `max_context` tokens. The matrices are repacked in place and
+    /// the model keeps `store`; every other byte of it is wiped (see [`pack`]).
+    pub fn from_gguf(ct: &Content, mut store: Store, max_context: usize) -> Result<Self, Error> {
         let dim = md_u32(ct, "llama.embedding_length")?;
         let heads = md_u32(ct, "llama.attention.head_count")?;
         let kv_heads = md_u32(ct, "llama.attention.head_count_kv").unwrap_or(heads);
@@ -317,30 +391,42 @@ impl LeanLlama {
             .and_then(|i| i.shape.dims().first().copied())
             .ok_or_else(|| Error::Metadata("missing token_embd.weight".into()))?;
         let kv_dim = kv_heads * head_dim;
-        let embed = matrix(ct, bytes, "token_embd.weight", vocab, dim)?;
+        let mut b = Builder {
+            ct,
+            bytes: store.bytes_mut(),
+            claimed: Vec::new(),
+            packed: Vec::new(),
+        };
+        let embed = b.matrix("token_embd.weight", vocab, dim)?;
         // Tied embeddings (no output.weight): the output projection is the embedding matrix.
         let output = if ct.tensor_infos.contains_key("output.weight") {
-            Some(matrix(ct, bytes, "output.weight", vocab, dim)?)
+            Some(b.matrix("output.weight", vocab, dim)?)
         } else {
             None
         };
-        let mut layers = Vec::with_capacity(layers_n);
+        let mut plan = Vec::with_capacity(layers_n);
         for l in 0..layers_n {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
-            layers.push(Layer {
-                attn_norm: vector(ct, bytes, &n("attn_norm"), dim)?,
-                ffn_norm: vector(ct, bytes, &n("ffn_norm"), dim)?,
-                q: matrix(ct, bytes, &n("attn_q"), dim, dim)?,
-                k: matrix(ct, bytes, &n("attn_k"), kv_dim, dim)?,
-                v: matrix(ct, bytes, &n("attn_v"), kv_dim, dim)?,
-                o: matrix(ct, bytes, &n("attn_output"), dim, dim)?,
-                gate: matrix(ct, bytes, &n("ffn_gate"), ffn, dim)?,
-                up: matrix(ct, bytes, &n("ffn_up"), ffn, dim)?,
-                down: matrix(ct, bytes, &n("ffn_down"), dim, ffn)?,
+            plan.push(Layer {
+                attn_norm: b.vector(&n("attn_norm"), dim)?,
+                ffn_norm: b.vector(&n("ffn_norm"), dim)?,
+                q: b.matrix(&n("attn_q"), dim, dim)?,
+                k: b.matrix(&n("attn_k"), kv_dim, dim)?,
+                v: b.matrix(&n("attn_v"), kv_dim, dim)?,
+                o: b.matrix(&n("attn_output"), dim, dim)?,
+                gate: b.matrix(&n("ffn_gate"), ffn, dim)?,
+                up: b.matrix(&n("ffn_up"), ffn, dim)?,
+                down: b.matrix(&n("ffn_down"), dim, ffn)?,
                 k_cache: Vec::new(),
                 v_cache: Vec::new(),
             });
         }
+        let out_norm = b.vector("output_norm.weight", dim)?;
+        b.wipe_the_rest();
+        let store = Arc::new(store);
+        let pack = |l: Layout| QMat::new(Arc::clone(&store), l);
+        let layers = plan.into_iter().map(|l| l.map(pack)).collect();
+        let (embed, output) = (pack(embed), output.map(pack));
         let half = head_dim / 2;
         let mut cos = Vec::with_capacity(context * half);
         let mut sin = Vec::with_capacity(context * half);
@@ -364,7 +450,7 @@ impl LeanLlama {
                 context,
             },
             embed,
-            out_norm: vector(ct, bytes, "output_norm.weight", dim)?,
+            out_norm,
             output,
             layers,
             cos,
@@ -701,7 +787,74 @@ impl Forward for LeanLlama {
 
 #[cfg(test)]
 mod tests {
-    use super::Governor;
+    use std::io::Cursor;
+    use std::sync::Arc;
+
+    use candle_core::Device;
+    use candle_core::quantized::GgmlDType;
+    use candle_core::quantized::gguf_file::Content;
+
+    use super::pack::Store;
+    use super::{Governor, LeanLlama};
+    use crate::engine::testing::{TinyOpts, tiny_gguf};
+
+    /// Loading keeps one copy of the weights: every matrix is read from the one store the file
+    /// was loaded into (repacked in place), and reads back as candle dequantises the GGUF's
+    /// blocks; the header, metadata, vocabulary and norms (copied out) are wiped from it.
+    #[test]
+    fn weights_are_repacked_in_place_and_the_rest_wiped() {
+        for dtype in [
+            GgmlDType::F32,
+            GgmlDType::Q4_0,
+            GgmlDType::Q4_1,
+            GgmlDType::Q8_0,
+        ] {
+            let gguf = tiny_gguf(&TinyOpts {
+                dtype,
+                dim: 64,
+                ..TinyOpts::default()
+            });
+            let ct = Content::read(&mut Cursor::new(&gguf)).unwrap();
+            let m = LeanLlama::from_gguf(&ct, Store::heap(&gguf), 64).unwrap();
+            let store = m.embed.store();
+            assert_eq!(store.bytes().len(), gguf.len());
+            let l0 = &m.layers[0];
+            let output = m.output.as_ref().unwrap();
+            for q in [
+                output, &l0.q, &l0.k, &l0.v, &l0.o, &l0.gate, &l0.up, &l0.down,
+            ] {
+                assert!(Arc::ptr_eq(q.store(), store), "{dtype:?}: a second store");
+            }
+            let data = usize::try_from(ct.tensor_data_offset).unwrap();
+            assert!(store.bytes()[..data].iter().all(|b| *b == 0), "{dtype:?}");
+            let norm = &ct.tensor_infos["blk.0.attn_norm.weight"];
+            let at = data + usize::try_from(norm.offset).unwrap();
+            assert!(store.bytes()[at..at + 4 * 64].iter().all(|b| *b == 0));
+            assert!(l0.attn_norm.iter().all(|v| *v == 1.0));
+            for (name, q) in [
+                ("token_embd.weight", &m.embed),
+                ("blk.1.ffn_down.weight", &m.layers[1].down),
+            ] {
+                let want = ct
+                    .tensor(&mut Cursor::new(&gguf), name, &Device::Cpu)
+                    .unwrap()
+                    .dequantize(&Device::Cpu)
+                    .unwrap()
+                    .to_vec2::<f32>()
+                    .unwrap();
+                let mut row = vec![0f32; q.cols()];
+                for (r, w) in want.iter().enumerate() {
+                    q.dequantize_row(r, &mut row);
+                    for (a, b) in row.iter().zip(w) {
+                        assert!(
+                            (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                            "{dtype:?} {name} row {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
 
     /// Runs `steps` steps, the pool taking `pool` seconds a step and one thread `alone`;
     /// returns how many ran on the pool.
