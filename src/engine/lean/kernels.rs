@@ -157,34 +157,61 @@ pub struct Y<'a> {
 impl QAct {
     /// Quantises `f` (a whole number of rows of `cols`, a multiple of [`BLOCK`]).
     pub fn new(f: Vec<f32>, cols: usize) -> Self {
-        let n = f.len() / BLOCK;
         let mut a = Self {
             cols,
             f,
-            qs: vec![0; n * BLOCK],
-            d: vec![0.0; n],
-            s: vec![0.0; n],
+            ..Self::default()
         };
-        for (((xs, q), d), s) in
-            a.f.chunks_exact(BLOCK)
-                .zip(a.qs.chunks_exact_mut(BLOCK))
-                .zip(a.d.iter_mut())
-                .zip(a.s.iter_mut())
+        a.quantize();
+        a
+    }
+
+    /// The f32 values of `tokens` rows of `cols`, to be written and then quantised with
+    /// [`Self::quantize`]. The buffers are kept from one use to the next: the decode loop
+    /// allocates nothing.
+    pub fn f_mut(&mut self, tokens: usize, cols: usize) -> &mut [f32] {
+        self.cols = cols;
+        self.f.resize(tokens * cols, 0.0);
+        &mut self.f
+    }
+
+    /// Quantises the f32 values (see the type's documentation).
+    pub fn quantize(&mut self) {
+        let n = self.f.len() / BLOCK;
+        self.qs.resize(n * BLOCK, 0);
+        self.d.resize(n, 0.0);
+        self.s.resize(n, 0.0);
+        for (((xs, q), d), s) in self
+            .f
+            .chunks_exact(BLOCK)
+            .zip(self.qs.chunks_exact_mut(BLOCK))
+            .zip(self.d.iter_mut())
+            .zip(self.s.iter_mut())
         {
-            let amax = xs.iter().fold(0f32, |m, v| m.max(v.abs()));
+            // Eight lanes, so that the compiler vectorises each step.
+            let mut lanes = [0f32; 8];
+            for c in xs.chunks_exact(8) {
+                for (m, v) in lanes.iter_mut().zip(c) {
+                    *m = m.max(v.abs());
+                }
+            }
+            let amax = lanes.iter().fold(0f32, |m, v| m.max(*v));
             let scale = amax / 127.0;
             let inv = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
-            for (v, o) in xs.iter().zip(q.iter_mut()) {
-                // |v * inv| <= 127 by construction (NaN becomes 0).
-                let r = (v * inv).round() as i8;
-                *o = r;
-                sum += i32::from(r);
+            // Rounded to nearest, ties away from zero (ties to even broke the greedy
+            // agreement with llama.cpp on one reference prompt). |v * inv| <= 127 by
+            // construction; the clamp only tells the compiler so (NaN becomes 0).
+            let mut ints = [0i32; BLOCK];
+            for (v, o) in xs.iter().zip(ints.iter_mut()) {
+                *o = (v * inv).round().clamp(-127.0, 127.0) as i32;
             }
+            for (o, r) in q.iter_mut().zip(ints) {
+                *o = r as i8;
+            }
+            let sum: i32 = ints.iter().sum();
             *d = f16::from_f32(scale).to_f32();
             *s = f16::from_f32(scale * sum as f32).to_f32();
         }
-        a
     }
 
     /// Number of token rows.
@@ -207,11 +234,6 @@ impl QAct {
                 .get(t * self.cols..(t + 1) * self.cols)
                 .unwrap_or_default(),
         }
-    }
-
-    /// Gives back the f32 buffer (to be reused).
-    pub fn into_f32(self) -> Vec<f32> {
-        self.f
     }
 }
 

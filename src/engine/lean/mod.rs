@@ -99,6 +99,34 @@ pub struct LeanLlama {
     parallel: bool,
     /// Chooses between the two for generation steps.
     governor: Governor,
+    /// The forward pass's buffers, kept from step to step (no allocation in the decode loop).
+    bufs: Buffers,
+}
+
+/// Activations and intermediate results of a forward pass, `[token][value]` unless noted.
+#[derive(Debug, Default)]
+struct Buffers {
+    /// The residual stream.
+    x: Vec<f32>,
+    /// Normed input of the attention and of the feed-forward, quantised.
+    xa: QAct,
+    /// Attention output, quantised for the output projection.
+    aa: QAct,
+    /// Feed-forward hidden state, quantised for the down projection.
+    ha: QAct,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    o: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    down: Vec<f32>,
+    /// Attention results, `[kv head][token][query head of the group][head_dim]`.
+    attn_h: Vec<f32>,
+    /// The calling thread's attention buffers.
+    scratch: Scratch,
+    /// Matrix-product outputs `[row][token]` of a prompt, before transposition.
+    rt: Vec<f32>,
 }
 
 /// How a forward pass runs.
@@ -459,6 +487,7 @@ impl LeanLlama {
             level: Level::best(),
             parallel: true,
             governor: Governor::default(),
+            bufs: Buffers::default(),
         })
     }
 }
@@ -475,7 +504,7 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
 }
 
 /// Per-task buffers of the attention.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct Scratch {
     scores: Vec<f32>,
     q16: Vec<f32>,
@@ -493,7 +522,8 @@ const ROWS_PER_TASK: usize = 32;
 
 /// `outs[i] = mats[i] · x` for every token, all matrices in one parallel region, with the
 /// kernels of `level`. Each output is `[token][row]`.
-fn matmul(run: Run, jobs: &mut [(&QMat, &mut Vec<f32>)], x: &QAct) {
+/// `rt` is a buffer for the transposition of prompts' outputs.
+fn matmul(run: Run, jobs: &mut [(&QMat, &mut Vec<f32>)], x: &QAct, rt: &mut Vec<f32>) {
     let level = run.level;
     let t = x.tokens();
     // Row-major per row ([row][token]) so that tasks own contiguous chunks.
@@ -526,7 +556,8 @@ fn matmul(run: Run, jobs: &mut [(&QMat, &mut Vec<f32>)], x: &QAct) {
     drop(tasks);
     if t > 1 {
         for (m, out) in jobs.iter_mut() {
-            let rt = std::mem::take(*out);
+            std::mem::swap(rt, *out);
+            out.clear();
             out.resize(m.rows() * t, 0.0);
             for (r, vals) in rt.chunks_exact(t).enumerate() {
                 for (tok, v) in vals.iter().enumerate() {
@@ -580,8 +611,25 @@ impl LeanLlama {
         }
         let kv_dim = d.kv_heads * d.head_dim;
         let group = d.heads / d.kv_heads;
+        let Buffers {
+            x,
+            xa,
+            aa,
+            ha,
+            q,
+            k,
+            v,
+            o,
+            gate: g,
+            up: u,
+            down,
+            attn_h,
+            scratch,
+            rt,
+        } = &mut self.bufs;
         // Embeddings: one dequantised row per token.
-        let mut x = vec![0f32; t * d.dim];
+        x.clear();
+        x.resize(t * d.dim, 0.0);
         for (tok, row) in tokens.iter().zip(x.chunks_exact_mut(d.dim)) {
             let id = *tok as usize;
             if id >= d.vocab {
@@ -589,26 +637,25 @@ impl LeanLlama {
             }
             self.embed.dequantize_row(id, row);
         }
-        let mut xn = vec![0f32; t * d.dim];
-        let (mut q, mut k, mut v, mut o) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut g, mut u, mut down) = (Vec::new(), Vec::new(), Vec::new());
-        let mut attn = vec![0f32; t * d.dim];
-        let mut attn_h = Vec::new();
-        let mut scratch = Scratch::default();
         let scale = 1.0 / (d.head_dim as f32).sqrt();
         let end = pos + t;
         let (cos, sin) = (&self.cos, &self.sin);
         for layer in &mut self.layers {
+            let xn = xa.f_mut(t, d.dim);
             for (xr, nr) in x.chunks_exact(d.dim).zip(xn.chunks_exact_mut(d.dim)) {
                 rms_norm(xr, &layer.attn_norm, d.eps, nr);
             }
-            let xa = QAct::new(std::mem::take(&mut xn), d.dim);
+            xa.quantize();
             matmul(
                 run,
-                &mut [(&layer.q, &mut q), (&layer.k, &mut k), (&layer.v, &mut v)],
-                &xa,
+                &mut [
+                    (&layer.q, &mut *q),
+                    (&layer.k, &mut *k),
+                    (&layer.v, &mut *v),
+                ],
+                xa,
+                rt,
             );
-            xn = xa.into_f32();
             for (i, (qt, kt)) in q
                 .chunks_exact_mut(d.dim)
                 .zip(k.chunks_exact_mut(kv_dim))
@@ -629,10 +676,10 @@ impl LeanLlama {
                 layer.k_cache.get_mut(pos * kv_dim..need),
                 layer.v_cache.get_mut(pos * kv_dim..need),
             ) {
-                for (c, x) in kc.iter_mut().zip(&k) {
+                for (c, x) in kc.iter_mut().zip(k.iter()) {
                     *c = f16::from_f32(*x);
                 }
-                for (c, x) in vc.iter_mut().zip(&v) {
+                for (c, x) in vc.iter_mut().zip(v.iter()) {
                     *c = f16::from_f32(*x);
                 }
             }
@@ -642,7 +689,7 @@ impl LeanLlama {
             // summed in f32; softmax in f32 with an f64 sum; the weights rounded to f16
             // against the f16 values.
             let (kc, vc) = (&layer.k_cache, &layer.v_cache);
-            let qr = &q;
+            let qr = &*q;
             let hd = d.head_dim;
             // `out` is `[token][query head of the group][head_dim]` for tokens from `tok0`.
             let task = |kvh: usize, tok0: usize, out: &mut [f32], scratch: &mut Scratch| {
@@ -706,7 +753,7 @@ impl LeanLlama {
             if !run.parallel || t * end * d.heads < 2048 {
                 for (kvh, out) in attn_h.chunks_mut(per_kv).enumerate() {
                     for (r, run_out) in out.chunks_mut(per_run).enumerate() {
-                        task(kvh, r * ATTN_TOKENS, run_out, &mut scratch);
+                        task(kvh, r * ATTN_TOKENS, run_out, scratch);
                     }
                 }
             } else {
@@ -721,6 +768,7 @@ impl LeanLlama {
                             });
                     });
             }
+            let attn = aa.f_mut(t, d.dim);
             for (kvh, rows) in attn_h.chunks_exact(per_kv).enumerate() {
                 for (i, r) in rows.chunks_exact(hd).enumerate() {
                     let (tok, h) = (i / group, kvh * group + i % group);
@@ -730,38 +778,40 @@ impl LeanLlama {
                     }
                 }
             }
-            let aa = QAct::new(std::mem::take(&mut attn), d.dim);
-            matmul(run, &mut [(&layer.o, &mut o)], &aa);
-            attn = aa.into_f32();
-            for (xv, ov) in x.iter_mut().zip(&o) {
+            aa.quantize();
+            matmul(run, &mut [(&layer.o, &mut *o)], aa, rt);
+            for (xv, ov) in x.iter_mut().zip(o.iter()) {
                 *xv += ov;
             }
             // Feed-forward: down(silu(gate(x)) * up(x)).
+            let xn = xa.f_mut(t, d.dim);
             for (xr, nr) in x.chunks_exact(d.dim).zip(xn.chunks_exact_mut(d.dim)) {
                 rms_norm(xr, &layer.ffn_norm, d.eps, nr);
             }
-            let xa = QAct::new(std::mem::take(&mut xn), d.dim);
-            matmul(run, &mut [(&layer.gate, &mut g), (&layer.up, &mut u)], &xa);
-            xn = xa.into_f32();
-            for (gv, uv) in g.iter_mut().zip(&u) {
-                *gv = *gv / (1.0 + (-*gv).exp()) * uv;
+            xa.quantize();
+            matmul(
+                run,
+                &mut [(&layer.gate, &mut *g), (&layer.up, &mut *u)],
+                xa,
+                rt,
+            );
+            for ((h, gv), uv) in ha.f_mut(t, d.ffn).iter_mut().zip(g.iter()).zip(u.iter()) {
+                *h = *gv / (1.0 + (-*gv).exp()) * uv;
             }
-            let ha = QAct::new(std::mem::take(&mut g), d.ffn);
-            matmul(run, &mut [(&layer.down, &mut down)], &ha);
-            g = ha.into_f32();
-            for (xv, dv) in x.iter_mut().zip(&down) {
+            ha.quantize();
+            matmul(run, &mut [(&layer.down, &mut *down)], ha, rt);
+            for (xv, dv) in x.iter_mut().zip(down.iter()) {
                 *xv += dv;
             }
         }
         self.cached = end;
         // Logits of the last token only.
         let last = x.get((t - 1) * d.dim..).unwrap_or_default();
-        let mut xl = vec![0f32; d.dim];
-        rms_norm(last, &self.out_norm, d.eps, &mut xl);
-        let xa = QAct::new(xl, d.dim);
+        rms_norm(last, &self.out_norm, d.eps, xa.f_mut(1, d.dim));
+        xa.quantize();
         let mut logits = Vec::new();
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        matmul(run, &mut [(output, &mut logits)], &xa);
+        matmul(run, &mut [(output, &mut logits)], xa, rt);
         Ok(logits)
     }
 }
