@@ -89,10 +89,7 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps `len` (> 0) bytes of zeroed, private, pre-faulted memory, in transparent huge
-    /// pages where the kernel has them: the model's weights, which the lean pass keeps here,
-    /// are read whole for every token, and 4 KiB pages need 24 000 translations per pass over
-    /// SmolLM2-135M's. (On this project's 2-core VM the difference stayed within the noise.)
+    /// Maps `len` (> 0) bytes of zeroed, private, pre-faulted memory.
     pub(crate) fn new(len: usize) -> std::io::Result<Self> {
         if len == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
@@ -103,24 +100,12 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE,
+                MapFlags::PRIVATE | MapFlags::POPULATE,
             )
         }?;
         let ptr = NonNull::new(p.cast::<u8>())
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
-        let map = Self { ptr, len };
-        // Best effort: huge pages may be disabled, or unavailable (the advice then changes
-        // nothing). It must come before the pages are faulted in.
-        let _ = map.advise(Advice::LinuxHugepage);
-        if map.advise(Advice::LinuxPopulateWrite).is_err() {
-            // Kernels before 5.14: fault every page in by writing to it.
-            for at in (0..len).step_by(4096) {
-                // SAFETY: `at < len`, inside our own writable mapping, which nothing else
-                // references yet; a volatile write of the zero already there faults the page in.
-                unsafe { map.ptr.as_ptr().add(at).write_volatile(0) };
-            }
-        }
-        Ok(map)
+        Ok(Self { ptr, len })
     }
 
     fn advise(&self, advice: Advice) -> std::io::Result<()> {

@@ -432,7 +432,8 @@ impl LeanLlama {
         } else {
             None
         };
-        let mut plan = Vec::with_capacity(layers_n);
+        // Capped by the tensor count: `block_count` comes from the file.
+        let mut plan = Vec::with_capacity(layers_n.min(ct.tensor_infos.len()));
         for l in 0..layers_n {
             let n = |s: &str| format!("blk.{l}.{s}.weight");
             plan.push(Layer {
@@ -595,6 +596,9 @@ impl LeanLlama {
         };
         if pos == 0 {
             self.cached = 0;
+            // A new conversation: the last one's activations are freed (and wiped by the
+            // allocator) rather than kept until they are overwritten.
+            self.bufs = Buffers::default();
         }
         if pos != self.cached {
             return Err(Error::Candle(format!(
