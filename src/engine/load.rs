@@ -171,6 +171,7 @@ const CANDLE_MAX_CONTEXT: usize = 4096;
 
 /// Parses GGUF metadata only (for `tokenize`, inspection and tests).
 pub fn read_content(bytes: &[u8]) -> Result<gguf_file::Content, Error> {
+    super::gguf_check::check_header(bytes)?;
     gguf_file::Content::read(&mut Cursor::new(bytes)).map_err(|e| Error::Gguf(e.to_string()))
 }
 
@@ -219,8 +220,7 @@ pub fn load_arena(arena: LockedBuf, device: &Device, backend: Backend) -> Result
 
 fn load_store(store: Store, device: &Device, backend: Backend) -> Result<Loaded, Error> {
     let bytes = store.bytes();
-    let ct = gguf_file::Content::read(&mut Cursor::new(bytes))
-        .map_err(|e| Error::Gguf(e.to_string()))?;
+    let ct = read_content(bytes)?;
     let md = &ct.metadata;
     let arch = get_str(md, "general.architecture")
         .ok_or_else(|| Error::Metadata("missing general.architecture".into()))?;

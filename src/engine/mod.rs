@@ -13,6 +13,7 @@ mod chat;
 mod detok;
 mod error;
 mod generate;
+mod gguf_check;
 pub mod lean;
 mod load;
 mod sampling;

@@ -422,3 +422,25 @@ fn overlapping_tensors_are_refused() {
     // The unpatched file loads.
     assert!(load(&tiny_gguf(&TinyOpts::default()), &Device::Cpu).is_ok());
 }
+
+/// candle divides by `general.alignment`: a file declaring 0 is refused with a message
+/// before candle parses it (it would abort the process), and the same file with 32 parses.
+#[test]
+fn zero_alignment_is_refused_before_candle_parses() {
+    use candle_core::quantized::gguf_file::{self, Value};
+    let file = |align: u32| {
+        let name = Value::String("x".into());
+        let md = [
+            ("general.name", &name),
+            ("general.alignment", &Value::U32(align)),
+        ];
+        let mut out = std::io::Cursor::new(Vec::new());
+        gguf_file::write(&mut out, &md, &[]).unwrap();
+        out.into_inner()
+    };
+    let err = read_content(&file(0)).unwrap_err().to_string();
+    assert!(err.contains("general.alignment is 0"), "{err}");
+    let err = load(&file(0), &Device::Cpu).unwrap_err().to_string();
+    assert!(err.contains("general.alignment is 0"), "{err}");
+    assert!(read_content(&file(32)).is_ok());
+}
