@@ -834,12 +834,11 @@ impl Forward for LeanLlama {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
         if tokens.len() != 1 || rayon::current_num_threads() < 2 {
             self.parallel = true;
-            let mut logits = Vec::new();
-            for (i, chunk) in tokens.chunks(self.prompt_chunk.max(1)).enumerate() {
-                logits = self.forward_tokens(chunk, pos + i * self.prompt_chunk.max(1))?;
-            }
-            if tokens.is_empty() {
-                return self.forward_tokens(tokens, pos);
+            let step = self.prompt_chunk.max(1);
+            // An empty prompt still goes through `forward_tokens`, which refuses it.
+            let mut logits = self.forward_tokens(tokens.get(..step).unwrap_or(tokens), pos)?;
+            for (i, chunk) in tokens.chunks(step).enumerate().skip(1) {
+                logits = self.forward_tokens(chunk, pos + i * step)?;
             }
             return Ok(logits);
         }

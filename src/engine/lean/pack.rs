@@ -72,8 +72,11 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        // The arena wipes itself; a heap copy is wiped here too, whatever the allocator.
-        zeroize::Zeroize::zeroize(self.bytes_mut());
+        // The arena wipes itself when dropped; a heap copy is wiped here, whatever the
+        // allocator.
+        if let Self::Heap { words, .. } = self {
+            zeroize::Zeroize::zeroize(words.as_mut_slice());
+        }
     }
 }
 
