@@ -35,6 +35,7 @@ use std::ops::Range;
 use std::sync::{Arc, OnceLock};
 
 use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 use super::pack::{Layout, Store, pack_in_place};
 
@@ -458,7 +459,7 @@ const PREFETCH_ROWS: usize = 4;
 fn each_row<const N: usize>(rs: Rows<'_>, mut out: Out<'_>, kernel: impl Fn(Lens<'_>) -> [f32; N]) {
     for i in 0..rs.rows {
         #[cfg(target_arch = "x86_64")]
-        if let Some(next) = rs.row(i + PREFETCH_ROWS) {
+        if let Some(next) = rs.ahead(i + PREFETCH_ROWS) {
             prefetch(next);
         }
         if let Some(l) = rs.row(i) {
@@ -471,7 +472,7 @@ fn each_row<const N: usize>(rs: Rows<'_>, mut out: Out<'_>, kernel: impl Fn(Lens
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn prefetch(l: Lens<'_>) {
-    use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+    use std::arch::x86_64::{_MM_HINT_NTA, _mm_prefetch};
     let scales = [
         l.d.as_ptr().cast::<u8>(),
         l.m.unwrap_or(l.d).as_ptr().cast(),
@@ -479,7 +480,7 @@ fn prefetch(l: Lens<'_>) {
     for p in l.qs.chunks(64).map(<[u8]>::as_ptr).chain(scales) {
         // SAFETY: SSE is part of every x86-64 CPU; a prefetch is a hint that never faults
         // and changes no memory.
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.cast()) };
+        unsafe { _mm_prefetch::<_MM_HINT_NTA>(p.cast()) };
     }
 }
 
@@ -502,8 +503,10 @@ impl Out<'_> {
 
 /// Consecutive rows of a quantised matrix whose lengths were checked against the
 /// activations: `nb` blocks per row (an even number), `d` and (for `Q4_1`) `m` with
-/// `rows * nb` scales, `qs` with `rows * nb * per_block` bytes, and every token's `qs`
-/// (`32 * nb`), `d` and `s` (`nb`).
+/// `nb` scales per row, `qs` with `nb * per_block` bytes per row, and every token's `qs`
+/// (`32 * nb`), `d` and `s` (`nb`). The slices also hold up to [`PREFETCH_ROWS`] rows past
+/// the range, when the matrix has them, to be prefetched (a task's first rows then come in
+/// while the rows before them, the previous task's, are computed).
 #[derive(Clone, Copy)]
 struct Rows<'a> {
     rows: usize,
@@ -522,7 +525,8 @@ impl<'a> Rows<'a> {
         } else {
             BLOCK / 2
         };
-        let scales = rows.start * nb..rows.end * nb;
+        let span = rows.start..(rows.end + PREFETCH_ROWS).min(p.rows()).max(rows.end);
+        let scales = span.start * nb..span.end * nb;
         if !nb.is_multiple_of(2) || !fits(nb, ys) {
             return None;
         }
@@ -538,13 +542,22 @@ impl<'a> Rows<'a> {
             },
             qs: p
                 .qs()
-                .get(rows.start * nb * per_block..rows.end * nb * per_block)?,
+                .get(span.start * nb * per_block..span.end * nb * per_block)?,
         })
     }
 
-    /// Row `i`, with the same guarantees for one row.
+    /// Row `i` of the range, with the same guarantees for one row.
     #[inline]
     fn row(&self, i: usize) -> Option<Lens<'a>> {
+        if i >= self.rows {
+            return None;
+        }
+        self.ahead(i)
+    }
+
+    /// Row `i`, which may be one of the rows past the range (to prefetch).
+    #[inline]
+    fn ahead(&self, i: usize) -> Option<Lens<'a>> {
         let nb = self.nb;
         Some(Lens {
             nb,
@@ -594,6 +607,46 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         .map(|(x, y)| x * y)
         .sum();
     acc.iter().sum::<f32>() + tail
+}
+
+/// [`dot_f32`] of `a` with `b` stored as f16 (converted exactly, 32 at a time): the same
+/// products, summed in the same order, so the same result as `dot_f32` on `b` in f32. Over
+/// the shorter length.
+pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
+    let n = a.len().min(b.len());
+    let whole = n / 8 * 8;
+    let (a, a_tail) = a.split_at(whole);
+    let (b, b_tail) = b.split_at(whole);
+    let mut acc = [0f32; 8];
+    let mut buf = [0f32; 32];
+    for (ac, bc) in a.chunks(32).zip(b.chunks(32)) {
+        let bf = buf.get_mut(..bc.len()).unwrap_or_default();
+        bc.convert_to_f32_slice(bf);
+        for (a8, b8) in ac.chunks_exact(8).zip(bf.chunks_exact(8)) {
+            for ((s, x), y) in acc.iter_mut().zip(a8).zip(b8) {
+                *s += x * y;
+            }
+        }
+    }
+    let tail: f32 = a_tail
+        .iter()
+        .take(n - whole)
+        .zip(b_tail)
+        .map(|(x, y)| x * y.to_f32())
+        .sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `o += w * b` for `b` stored as f16 (converted exactly), over the shorter length.
+pub fn axpy_f16(o: &mut [f32], w: f32, b: &[f16]) {
+    let mut buf = [0f32; 32];
+    for (oc, bc) in o.chunks_mut(32).zip(b.chunks(32)) {
+        let bf = buf.get_mut(..bc.len()).unwrap_or_default();
+        bc.convert_to_f32_slice(bf);
+        for (ov, v) in oc.iter_mut().zip(bf.iter()) {
+            *ov += w * v;
+        }
+    }
 }
 
 /// The `Q4_*` kernel in plain Rust.

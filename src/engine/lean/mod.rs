@@ -10,10 +10,14 @@
 //!   for the kernels), and the activations are quantised once per product to 8-bit blocks
 //!   ([`kernels::QAct`]); each row range's dot products are block kernels ([`kernels`]:
 //!   AVX-512 VNNI or AVX2 chosen at run time, a portable loop elsewhere) with the rows ahead
-//!   prefetched; rows are split across the rayon pool, whose idle workers sleep instead of
-//!   spinning;
+//!   prefetched (also past the end of a task's rows, into the next task's); rows are split
+//!   across the rayon pool for a prompt, and across a [`team::Team`] for a generation step,
+//!   whose ~150 short regions rayon's hand-offs slowed down (each thread takes a contiguous
+//!   share of a region's tasks, then helps the others from the back of theirs);
 //! - products that share an input (q, k, v; gate, up) run in one parallel region;
-//! - a one-token (generation) step runs on the pool or on the calling thread alone, whichever
+//! - a generation step's attention is one task per query head, reading its key/value head's
+//!   f16 cache directly (stored per head, so that the positions stream from memory);
+//! - a one-token (generation) step runs on the team or on the calling thread alone, whichever
 //!   a governor (`Governor`) measured faster: a busy neighbour on one core then costs that core's
 //!   share, not every parallel region's wait for the worker it holds up;
 //! - the token embedding stays quantised: one row is dequantised per token;
@@ -27,6 +31,7 @@
 
 pub mod kernels;
 pub mod pack;
+pub mod team;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -39,6 +44,7 @@ use rayon::prelude::*;
 
 use self::kernels::{Kind, Level, QAct, Y};
 use self::pack::{Layout, Store};
+use self::team::Team;
 use super::Error;
 use super::generate::Forward;
 
@@ -60,10 +66,12 @@ struct Layer<M = QMat> {
     gate: M,
     up: M,
     down: M,
-    /// Keys then values, `[pos][kv_dim]` each, `cached` positions filled; f16 as in
-    /// llama.cpp's default cache (half the memory of f32).
-    k_cache: Vec<f16>,
-    v_cache: Vec<f16>,
+    /// Keys and values per key/value head, `[pos][head_dim]` each, `cached` positions
+    /// filled; f16 as in llama.cpp's default cache (half the memory of f32). A head's
+    /// positions are contiguous: a generation step reads them as one stream (with the
+    /// positions interleaved, `[pos][kv_dim]`, its attention waited on memory).
+    k_cache: Vec<Vec<f16>>,
+    v_cache: Vec<Vec<f16>>,
 }
 
 /// Shapes and constants.
@@ -99,6 +107,8 @@ pub struct LeanLlama {
     parallel: bool,
     /// Chooses between the two for generation steps.
     governor: Governor,
+    /// The threads of a parallel generation step (started at the first one).
+    team: Option<Team>,
     /// The forward pass's buffers, kept from step to step (no allocation in the decode loop).
     bufs: Buffers,
     /// Longest batch of prompt tokens run at once ([`PROMPT_CHUNK`]).
@@ -134,15 +144,25 @@ struct Buffers {
     attn_h: Vec<f32>,
     /// The calling thread's attention buffers.
     scratch: Scratch,
+    /// Each query head's attention buffers in a generation step on the team.
+    heads: Vec<Scratch>,
     /// Matrix-product outputs `[row][token]` of a prompt, before transposition.
     rt: Vec<f32>,
 }
 
 /// How a forward pass runs.
 #[derive(Debug, Clone, Copy)]
-struct Run {
+struct Run<'a> {
     level: Level,
+    /// On the rayon pool (else on the calling thread, or on `team`).
     parallel: bool,
+    /// The team of a parallel generation step.
+    team: Option<&'a Team>,
+}
+
+/// A task of a generation step's region panicked on a worker.
+fn panicked(_: team::Panicked) -> Error {
+    Error::Candle("a thread of the generation step panicked".into())
 }
 
 /// Chooses, step by step, whether a one-token (generation) step runs on the whole thread
@@ -497,6 +517,7 @@ impl LeanLlama {
             level: Level::best(),
             parallel: true,
             governor: Governor::default(),
+            team: None,
             bufs: Buffers::default(),
             prompt_chunk: PROMPT_CHUNK,
         })
@@ -534,7 +555,12 @@ const ROWS_PER_TASK: usize = 32;
 /// `outs[i] = mats[i] · x` for every token, all matrices in one parallel region, with the
 /// kernels of `level`. Each output is `[token][row]`.
 /// `rt` is a buffer for the transposition of prompts' outputs.
-fn matmul(run: Run, jobs: &mut [(&QMat, &mut Vec<f32>)], x: &QAct, rt: &mut Vec<f32>) {
+fn matmul(
+    run: Run<'_>,
+    jobs: &mut [(&QMat, &mut Vec<f32>)],
+    x: &QAct,
+    rt: &mut Vec<f32>,
+) -> Result<(), Error> {
     let level = run.level;
     let t = x.tokens();
     // Row-major per row ([row][token]) so that tasks own contiguous chunks.
@@ -559,7 +585,9 @@ fn matmul(run: Run, jobs: &mut [(&QMat, &mut Vec<f32>)], x: &QAct, rt: &mut Vec<
             m.matvec(level, rows.clone(), &[x.token(tok)], chunk, (t, tok));
         }
     };
-    if run.parallel {
+    if let Some(team) = run.team {
+        team.for_each(&mut tasks, task).map_err(panicked)?;
+    } else if run.parallel {
         tasks.par_iter_mut().for_each(task);
     } else {
         tasks.iter_mut().for_each(task);
@@ -579,6 +607,7 @@ fn matmul(run: Run, jobs: &mut [(&QMat, &mut Vec<f32>)], x: &QAct, rt: &mut Vec<
             }
         }
     }
+    Ok(())
 }
 
 /// Interleaved (GGML "normal") rotary embedding of each head of `x` at position `pos`.
@@ -597,12 +626,103 @@ fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], pos: usize) {
     }
 }
 
+/// `out` = `q` rounded to f16 (as llama.cpp's query against the f16 keys), in f32.
+fn round_to_f16(q: &[f32], out: &mut Vec<f32>) {
+    out.clear();
+    out.extend(q.iter().map(|x| f16::from_f32(*x).to_f32()));
+}
+
+/// Turns attention scores into `exp(s - max)` in place; returns the inverse of their sum
+/// (summed in f64).
+fn softmax(scores: &mut [f32]) -> f32 {
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, s| m.max(*s));
+    let mut total = 0f64;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        total += f64::from(*s);
+    }
+    (1.0 / total) as f32
+}
+
+/// Key/value head `kvh`'s part of a layer's key or value cache (empty if none).
+fn head_cache(cache: &[Vec<f16>], kvh: usize) -> &[f16] {
+    cache.get(kvh).map_or(&[], Vec::as_slice)
+}
+
+/// One query head's attention for a generation step at `end - 1`, as the prompt's tasks
+/// compute it (the same roundings, the same order of sums): `q` against the f16 keys and
+/// values `kv` of its key/value head.
+fn head_attention(
+    q: &[f32],
+    (kc, vc): (&[f16], &[f16]),
+    end: usize,
+    scale: f32,
+    o: &mut [f32],
+    sc: &mut Scratch,
+) {
+    let hd = o.len();
+    let Scratch { scores, q16, .. } = sc;
+    round_to_f16(q, q16);
+    scores.clear();
+    scores.extend(
+        kc.chunks_exact(hd)
+            .take(end)
+            .map(|k| kernels::dot_f16(q16, k) * scale),
+    );
+    let inv = softmax(scores);
+    o.fill(0.0);
+    for (s, v) in scores.iter().zip(vc.chunks_exact(hd)) {
+        kernels::axpy_f16(o, f16::from_f32(s * inv).to_f32(), v);
+    }
+}
+
+/// The feed-forward block of one layer: `x += down(silu(gate(xn)) * up(xn))`, `xn` the
+/// RMS-normed `x`.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the buffers of the caller, split"
+)]
+fn ffn(
+    run: Run<'_>,
+    d: Dims,
+    layer: &Layer,
+    x: &mut [f32],
+    xa: &mut QAct,
+    ha: &mut QAct,
+    (g, u, down): (&mut Vec<f32>, &mut Vec<f32>, &mut Vec<f32>),
+    rt: &mut Vec<f32>,
+) -> Result<(), Error> {
+    let t = x.len() / d.dim;
+    let xn = xa.f_mut(t, d.dim);
+    for (xr, nr) in x.chunks_exact(d.dim).zip(xn.chunks_exact_mut(d.dim)) {
+        rms_norm(xr, &layer.ffn_norm, d.eps, nr);
+    }
+    xa.quantize();
+    matmul(
+        run,
+        &mut [(&layer.gate, &mut *g), (&layer.up, &mut *u)],
+        xa,
+        rt,
+    )?;
+    for ((h, gv), uv) in ha.f_mut(t, d.ffn).iter_mut().zip(g.iter()).zip(u.iter()) {
+        *h = *gv / (1.0 + (-*gv).exp()) * uv;
+    }
+    ha.quantize();
+    matmul(run, &mut [(&layer.down, &mut *down)], ha, rt)?;
+    for (xv, dv) in x.iter_mut().zip(down.iter()) {
+        *xv += dv;
+    }
+    Ok(())
+}
+
 impl LeanLlama {
     fn forward_tokens(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
         let d = self.d;
+        let t = tokens.len();
         let run = Run {
             level: self.level,
             parallel: self.parallel,
+            team: self.team.as_ref().filter(|_| self.parallel && t == 1),
         };
         if pos == 0 {
             self.cached = 0;
@@ -616,7 +736,6 @@ impl LeanLlama {
                 self.cached
             )));
         }
-        let t = tokens.len();
         if t == 0 || pos + t > d.context {
             return Err(Error::Candle(format!(
                 "{t} tokens at position {pos} do not fit the context of {}",
@@ -639,6 +758,7 @@ impl LeanLlama {
             down,
             attn_h,
             scratch,
+            heads,
             rt,
         } = &mut self.bufs;
         // Embeddings: one dequantised row per token.
@@ -669,7 +789,7 @@ impl LeanLlama {
                 ],
                 xa,
                 rt,
-            );
+            )?;
             for (i, (qt, kt)) in q
                 .chunks_exact_mut(d.dim)
                 .zip(k.chunks_exact_mut(kv_dim))
@@ -679,22 +799,39 @@ impl LeanLlama {
                 rope(kt, d.head_dim, cos, sin, pos + i);
             }
             // Write the new keys and values in place, growing the cache by whole steps.
-            let need = end * kv_dim;
-            if layer.k_cache.len() < need {
-                let grown = need.div_ceil(KV_STEP * kv_dim) * KV_STEP * kv_dim;
-                let grown = grown.min(d.context * kv_dim).max(need);
-                layer.k_cache.resize(grown, f16::ZERO);
-                layer.v_cache.resize(grown, f16::ZERO);
-            }
-            if let (Some(kc), Some(vc)) = (
-                layer.k_cache.get_mut(pos * kv_dim..need),
-                layer.v_cache.get_mut(pos * kv_dim..need),
-            ) {
-                for (c, x) in kc.iter_mut().zip(k.iter()) {
-                    *c = f16::from_f32(*x);
+            let hd = d.head_dim;
+            let need = end * hd;
+            layer.k_cache.resize_with(d.kv_heads, Vec::new);
+            layer.v_cache.resize_with(d.kv_heads, Vec::new);
+            for (kvh, (kc, vc)) in layer
+                .k_cache
+                .iter_mut()
+                .zip(layer.v_cache.iter_mut())
+                .enumerate()
+            {
+                if kc.len() < need {
+                    let grown = need.div_ceil(KV_STEP * hd) * KV_STEP * hd;
+                    let grown = grown.min(d.context * hd).max(need);
+                    kc.resize(grown, f16::ZERO);
+                    vc.resize(grown, f16::ZERO);
                 }
-                for (c, x) in vc.iter_mut().zip(v.iter()) {
-                    *c = f16::from_f32(*x);
+                let new = (kc.get_mut(pos * hd..need), vc.get_mut(pos * hd..need));
+                let (Some(kc), Some(vc)) = new else { continue };
+                let rows = k.chunks_exact(kv_dim).zip(v.chunks_exact(kv_dim));
+                for ((kr, vr), (kd, vd)) in
+                    rows.zip(kc.chunks_exact_mut(hd).zip(vc.chunks_exact_mut(hd)))
+                {
+                    let at = kvh * hd;
+                    let (ks, vs) = (kr.get(at..at + hd), vr.get(at..at + hd));
+                    let (Some(ks), Some(vs)) = (ks, vs) else {
+                        continue;
+                    };
+                    for (c, x) in kd.iter_mut().zip(ks) {
+                        *c = f16::from_f32(*x);
+                    }
+                    for (c, x) in vd.iter_mut().zip(vs) {
+                        *c = f16::from_f32(*x);
+                    }
                 }
             }
             // Attention: one task per key/value head (its group of query heads) and run of
@@ -716,41 +853,20 @@ impl LeanLlama {
                 let upto_all = pos + tok0 + out.len() / (group * hd);
                 keys.resize(upto_all * hd, 0.0);
                 vals.resize(upto_all * hd, 0.0);
-                for (p, (kd, vd)) in keys
-                    .chunks_exact_mut(hd)
-                    .zip(vals.chunks_exact_mut(hd))
-                    .enumerate()
-                {
-                    let from = p * kv_dim + kvh * hd;
-                    if let (Some(k), Some(v)) = (kc.get(from..from + hd), vc.get(from..from + hd)) {
-                        k.convert_to_f32_slice(kd);
-                        v.convert_to_f32_slice(vd);
-                    }
+                let (k, v) = (head_cache(kc, kvh), head_cache(vc, kvh));
+                if let (Some(k), Some(v)) = (k.get(..upto_all * hd), v.get(..upto_all * hd)) {
+                    k.convert_to_f32_slice(keys);
+                    v.convert_to_f32_slice(vals);
                 }
                 for (i, o) in out.chunks_exact_mut(hd).enumerate() {
                     let (tok, h) = (tok0 + i / group, kvh * group + i % group);
                     let at = tok * d.dim + h * hd;
-                    q16.clear();
-                    q16.extend(
-                        qr.get(at..at + hd)
-                            .unwrap_or_default()
-                            .iter()
-                            .map(|x| f16::from_f32(*x).to_f32()),
-                    );
+                    round_to_f16(qr.get(at..at + hd).unwrap_or_default(), q16);
                     let upto = pos + tok + 1;
                     scores.clear();
-                    let mut max = f32::NEG_INFINITY;
-                    for kr in keys.chunks_exact(hd).take(upto) {
-                        let s = kernels::dot_f32(q16, kr) * scale;
-                        max = max.max(s);
-                        scores.push(s);
-                    }
-                    let mut total = 0f64;
-                    for s in scores.iter_mut() {
-                        *s = (*s - max).exp();
-                        total += f64::from(*s);
-                    }
-                    let inv = (1.0 / total) as f32;
+                    let dots = keys.chunks_exact(hd).take(upto);
+                    scores.extend(dots.map(|k| kernels::dot_f32(q16, k) * scale));
+                    let inv = softmax(scores);
                     o.fill(0.0);
                     for (s, vr) in scores.iter().zip(vals.chunks_exact(hd)) {
                         let w = f16::from_f32(s * inv).to_f32();
@@ -760,63 +876,65 @@ impl LeanLlama {
                     }
                 }
             };
-            // `[kv head][token][query head of the group][head_dim]`.
-            attn_h.resize(d.kv_heads * t * group * hd, 0.0);
-            let (per_kv, per_run) = (t * group * hd, ATTN_TOKENS * group * hd);
-            // Small attentions (a decode step early in the context) cost less than a hand-off.
-            if !run.parallel || t * end * d.heads < 2048 {
-                for (kvh, out) in attn_h.chunks_mut(per_kv).enumerate() {
-                    for (r, run_out) in out.chunks_mut(per_run).enumerate() {
-                        task(kvh, r * ATTN_TOKENS, run_out, scratch);
-                    }
-                }
-            } else {
-                attn_h
-                    .par_chunks_mut(per_kv)
+            if let Some(team) = run.team {
+                // A generation step: one task per query head, straight from the f16 cache
+                // into the projection's input, in the order of the tasks below.
+                heads.resize_with(d.heads, Scratch::default);
+                let attn = aa.f_mut(1, d.dim);
+                let mut items: Vec<(usize, &mut [f32], &mut Scratch)> = attn
+                    .chunks_exact_mut(hd)
+                    .zip(heads.iter_mut())
                     .enumerate()
-                    .for_each(|(kvh, out)| {
-                        out.par_chunks_mut(per_run)
-                            .enumerate()
-                            .for_each_init(Scratch::default, |sc, (r, run_out)| {
-                                task(kvh, r * ATTN_TOKENS, run_out, sc)
-                            });
-                    });
-            }
-            let attn = aa.f_mut(t, d.dim);
-            for (kvh, rows) in attn_h.chunks_exact(per_kv).enumerate() {
-                for (i, r) in rows.chunks_exact(hd).enumerate() {
-                    let (tok, h) = (i / group, kvh * group + i % group);
-                    let at = tok * d.dim + h * hd;
-                    if let Some(dst) = attn.get_mut(at..at + hd) {
-                        dst.copy_from_slice(r);
+                    .map(|(h, (o, sc))| (h, o, sc))
+                    .collect();
+                team.for_each(&mut items, |(h, o, sc)| {
+                    let at = *h * hd;
+                    let q = qr.get(at..at + hd).unwrap_or_default();
+                    let kvh = *h / group;
+                    let kv = (head_cache(kc, kvh), head_cache(vc, kvh));
+                    head_attention(q, kv, end, scale, o, sc);
+                })
+                .map_err(panicked)?;
+            } else {
+                // `[kv head][token][query head of the group][head_dim]`.
+                attn_h.resize(d.kv_heads * t * group * hd, 0.0);
+                let (per_kv, per_run) = (t * group * hd, ATTN_TOKENS * group * hd);
+                // Small attentions (a decode step early in the context) cost less than a hand-off.
+                if !run.parallel || t * end * d.heads < 2048 {
+                    for (kvh, out) in attn_h.chunks_mut(per_kv).enumerate() {
+                        for (r, run_out) in out.chunks_mut(per_run).enumerate() {
+                            task(kvh, r * ATTN_TOKENS, run_out, scratch);
+                        }
+                    }
+                } else {
+                    attn_h
+                        .par_chunks_mut(per_kv)
+                        .enumerate()
+                        .for_each(|(kvh, out)| {
+                            out.par_chunks_mut(per_run)
+                                .enumerate()
+                                .for_each_init(Scratch::default, |sc, (r, run_out)| {
+                                    task(kvh, r * ATTN_TOKENS, run_out, sc)
+                                });
+                        });
+                }
+                let attn = aa.f_mut(t, d.dim);
+                for (kvh, rows) in attn_h.chunks_exact(per_kv).enumerate() {
+                    for (i, r) in rows.chunks_exact(hd).enumerate() {
+                        let (tok, h) = (i / group, kvh * group + i % group);
+                        let at = tok * d.dim + h * hd;
+                        if let Some(dst) = attn.get_mut(at..at + hd) {
+                            dst.copy_from_slice(r);
+                        }
                     }
                 }
             }
             aa.quantize();
-            matmul(run, &mut [(&layer.o, &mut *o)], aa, rt);
+            matmul(run, &mut [(&layer.o, &mut *o)], aa, rt)?;
             for (xv, ov) in x.iter_mut().zip(o.iter()) {
                 *xv += ov;
             }
-            // Feed-forward: down(silu(gate(x)) * up(x)).
-            let xn = xa.f_mut(t, d.dim);
-            for (xr, nr) in x.chunks_exact(d.dim).zip(xn.chunks_exact_mut(d.dim)) {
-                rms_norm(xr, &layer.ffn_norm, d.eps, nr);
-            }
-            xa.quantize();
-            matmul(
-                run,
-                &mut [(&layer.gate, &mut *g), (&layer.up, &mut *u)],
-                xa,
-                rt,
-            );
-            for ((h, gv), uv) in ha.f_mut(t, d.ffn).iter_mut().zip(g.iter()).zip(u.iter()) {
-                *h = *gv / (1.0 + (-*gv).exp()) * uv;
-            }
-            ha.quantize();
-            matmul(run, &mut [(&layer.down, &mut *down)], ha, rt);
-            for (xv, dv) in x.iter_mut().zip(down.iter()) {
-                *xv += dv;
-            }
+            ffn(run, d, layer, x, xa, ha, (g, u, down), rt)?;
         }
         self.cached = end;
         // Logits of the last token only.
@@ -825,7 +943,7 @@ impl LeanLlama {
         xa.quantize();
         let mut logits = Vec::new();
         let output = self.output.as_ref().unwrap_or(&self.embed);
-        matmul(run, &mut [(output, &mut logits)], xa, rt);
+        matmul(run, &mut [(output, &mut logits)], xa, rt)?;
         Ok(logits)
     }
 }
@@ -843,6 +961,11 @@ impl Forward for LeanLlama {
             return Ok(logits);
         }
         self.parallel = self.governor.parallel();
+        let threads = rayon::current_num_threads();
+        if self.parallel && self.team.as_ref().map(Team::threads) != Some(threads) {
+            // Without threads (the system refused them) the step runs on this one alone.
+            self.team = Team::new(threads).ok();
+        }
         let start = std::time::Instant::now();
         let logits = self.forward_tokens(tokens, pos)?;
         self.governor
@@ -894,6 +1017,35 @@ mod tests {
         assert!(diff <= 1e-5 * scale, "max |diff| {diff} (scale {scale})");
         // An empty prompt is still refused.
         assert!(chunked.forward(&[], 41).is_err());
+    }
+
+    /// A generation step on the team (per-head attention straight from the f16 cache, tasks
+    /// shared out among threads) gives the logits of the same step on one thread, bit for bit:
+    /// the same products, summed in the same order.
+    #[test]
+    fn team_steps_match_one_thread_exactly() {
+        let gguf = tiny_gguf(&TinyOpts {
+            dtype: GgmlDType::Q4_1,
+            dim: 64,
+            ..TinyOpts::default()
+        });
+        let ct = Content::read(&mut Cursor::new(&gguf)).unwrap();
+        let mut alone = LeanLlama::from_gguf(&ct, Store::heap(&gguf), 64).unwrap();
+        let mut team = LeanLlama::from_gguf(&ct, Store::heap(&gguf), 64).unwrap();
+        team.team = Some(super::Team::new(3).unwrap());
+        let prompt: Vec<u32> = (0..7).map(|i| (i * 37 + 11) % 260).collect();
+        for m in [&mut alone, &mut team] {
+            m.parallel = true;
+            m.forward_tokens(&prompt, 0).unwrap();
+        }
+        alone.parallel = false;
+        let mut tok = 5;
+        for pos in 7..40 {
+            let a = alone.forward_tokens(&[tok], pos).unwrap();
+            let b = team.forward_tokens(&[tok], pos).unwrap();
+            assert_eq!(a, b, "step at position {pos}");
+            tok = (tok * 31 + 7) % 260;
+        }
     }
 
     /// Loading keeps one copy of the weights: every matrix is read from the one store the file
