@@ -121,12 +121,8 @@ impl Drop for LockedBuf {
 mod tests {
     use super::*;
 
-    #[test]
-    fn arena_is_zeroed_writable_and_flagged_in_smaps() {
-        let mut b = LockedBuf::new(3 * 4096 + 5, false).unwrap();
-        assert!(b.as_slice().iter().all(|&x| x == 0));
-        b.as_mut_slice().fill(0xa5);
-        let addr = b.as_slice().as_ptr() as usize;
+    /// The smaps lines of the mapping that starts at `addr`, and its `VmFlags` line.
+    fn smaps_of(addr: usize) -> (String, String) {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let start = format!("{addr:x}-");
         let section: String = smaps
@@ -139,10 +135,39 @@ mod tests {
             .find(|l| l.starts_with("VmFlags"))
             .unwrap()
             .to_owned();
+        (section, flags)
+    }
+
+    #[test]
+    fn arena_is_zeroed_writable_and_flagged_in_smaps() {
+        let mut b = LockedBuf::new(3 * 4096 + 5, false).unwrap();
+        assert!(b.as_slice().iter().all(|&x| x == 0));
+        b.as_mut_slice().fill(0xa5);
+        let (section, flags) = smaps_of(b.as_slice().as_ptr() as usize);
         assert!(!section.is_empty());
         assert!(flags.contains(" dd"), "{flags}");
         assert!(flags.contains(" wf"), "{flags}");
+        assert!(!flags.contains(" hg"), "{flags}");
         b.wipe();
+        assert!(b.as_slice().iter().all(|&x| x == 0));
+    }
+
+    #[test]
+    fn a_large_mapping_is_resident_before_use_and_closed_to_khugepaged() {
+        // The mapping alone: `LockedBuf`'s mlock would fault the pages in by itself.
+        let b = sys::Mapping::new(sys::HUGE_PAGE_MIN).unwrap();
+        let (section, flags) = smaps_of(b.as_slice().as_ptr() as usize);
+        if std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists() {
+            // Advised `MADV_HUGEPAGE` while faulted in, then `MADV_NOHUGEPAGE`.
+            assert!(flags.contains(" nh") && !flags.contains(" hg"), "{flags}");
+        }
+        // Pre-faulted although nothing was written: every page is resident.
+        let rss_kb: usize = section
+            .lines()
+            .find_map(|l| l.strip_prefix("Rss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        assert!(rss_kb * 1024 >= sys::HUGE_PAGE_MIN, "{section}");
         assert!(b.as_slice().iter().all(|&x| x == 0));
     }
 

