@@ -171,9 +171,12 @@ fn panicked(_: team::Panicked) -> Error {
 /// aside (two threads fell below one thread's speed here), and one thread is then faster.
 /// The way in use is timed on every step, the other one on two steps out of every
 /// [`Governor::PROBE_EVERY`], so the choice follows the load both ways. Each way is judged by
-/// the median of its last [`Governor::WINDOW`] steps, and one thread must be 10 % faster to be
-/// chosen: a first version compared smoothed means, and this VM's occasional slow step sent
-/// an idle machine's generation to one thread for 64 steps at a time (6 to 25 % slower).
+/// the median of its last [`Governor::WINDOW`] steps, and the faster median wins: a first
+/// version compared smoothed means, and this VM's occasional slow step sent an idle machine's
+/// generation to one thread for 64 steps at a time (6 to 25 % slower); medians are not moved
+/// by such a step. A later version also wanted one thread 10 % faster: with a busy neighbour
+/// the pool was then kept at 5 % slower than one thread (0.93-0.96x of one thread's speed
+/// over 4 rounds, against 1.01-1.06x without the margin; no difference on an idle machine).
 #[derive(Debug, Default)]
 struct Governor {
     step: u64,
@@ -205,7 +208,7 @@ impl Governor {
         self.step += 1;
         let [pool, alone] = &self.times;
         let alone_faster = match (median(pool), median(alone)) {
-            (Some(p), Some(a)) => a < 0.9 * p,
+            (Some(p), Some(a)) => a < p,
             _ => false,
         };
         // The first probe early (steps 3 and 4), then two steps every PROBE_EVERY.
@@ -1128,6 +1131,9 @@ mod tests {
         // few steps (its smoothed time has to cross one thread's), then only probed.
         let n = drive(&mut g, 256, 0.020, 0.012);
         assert!(n <= 2 * 4 + 6, "{n} of 256 steps on the slow pool");
+        // A neighbour that makes the pool only slightly slower: one thread is still chosen.
+        let n = drive(&mut g, 256, 0.0126, 0.012);
+        assert!(n <= 2 * 4 + 6, "{n} of 256 steps on the pool 5 % slower");
         // An idle machine whose steps are sometimes slow (one in 10 at 8x; a smoothed mean
         // then read 0.022 s, above one thread's 0.016): the pool stays.
         let mut g = Governor::default();
