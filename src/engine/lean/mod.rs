@@ -143,7 +143,7 @@ struct Buffers {
     /// Attention results, `[kv head][token][query head of the group][head_dim]`.
     attn_h: Vec<f32>,
     /// The calling thread's attention buffers.
-    scratch: Scratch,
+    scratch: PromptScratch,
     /// Each query head's attention buffers in a generation step on the team.
     heads: Vec<Scratch>,
     /// Matrix-product outputs `[row][token]` of a prompt, before transposition.
@@ -538,11 +538,17 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// Per-task buffers of the attention.
+/// One query head's attention buffers.
 #[derive(Debug, Default)]
 struct Scratch {
     scores: Vec<f32>,
     q16: Vec<f32>,
+}
+
+/// A prompt attention task's buffers: its head's keys and values converted to f32 once.
+#[derive(Debug, Default)]
+struct PromptScratch {
+    head: Scratch,
     keys: Vec<f32>,
     vals: Vec<f32>,
 }
@@ -664,7 +670,7 @@ fn head_attention(
     sc: &mut Scratch,
 ) {
     let hd = o.len();
-    let Scratch { scores, q16, .. } = sc;
+    let Scratch { scores, q16 } = sc;
     round_to_f16(q, q16);
     scores.clear();
     scores.extend(
@@ -676,6 +682,156 @@ fn head_attention(
     o.fill(0.0);
     for (s, v) in scores.iter().zip(vc.chunks_exact(hd)) {
         kernels::axpy_f16(o, f16::from_f32(s * inv).to_f32(), v);
+    }
+}
+
+/// Writes the keys and values `k`, `v` (`[token][kv head][head_dim]`) of positions
+/// `pos..end` into the layer's f16 caches, in place, growing each head's cache by whole
+/// [`KV_STEP`]s.
+fn store_kv(d: Dims, layer: &mut Layer, (k, v): (&[f32], &[f32]), pos: usize, end: usize) {
+    let hd = d.head_dim;
+    let need = end * hd;
+    layer.k_cache.resize_with(d.kv_heads, Vec::new);
+    layer.v_cache.resize_with(d.kv_heads, Vec::new);
+    let caches = layer.k_cache.iter_mut().zip(layer.v_cache.iter_mut());
+    for (kvh, (kc, vc)) in caches.enumerate() {
+        if kc.len() < need {
+            let grown = need.div_ceil(KV_STEP * hd) * KV_STEP * hd;
+            let grown = grown.min(d.context * hd).max(need);
+            kc.resize(grown, f16::ZERO);
+            vc.resize(grown, f16::ZERO);
+        }
+        put_head(d, kvh, k, kc.get_mut(pos * hd..need));
+        put_head(d, kvh, v, vc.get_mut(pos * hd..need));
+    }
+}
+
+/// Copies key/value head `kvh` of every token of `src` (`[token][kv head][head_dim]`) into
+/// `dst` (`[token][head_dim]`), rounded to f16.
+fn put_head(d: Dims, kvh: usize, src: &[f32], dst: Option<&mut [f16]>) {
+    let (hd, at) = (d.head_dim, kvh * d.head_dim);
+    let Some(dst) = dst else { return };
+    let rows = src
+        .chunks_exact(d.kv_heads * hd)
+        .map(|r| r.get(at..at + hd));
+    for (out, row) in dst.chunks_exact_mut(hd).zip(rows) {
+        for (c, x) in out.iter_mut().zip(row.unwrap_or_default()) {
+            *c = f16::from_f32(*x);
+        }
+    }
+}
+
+/// A generation step's attention (position `end - 1`): one task per query head on the team,
+/// straight from the f16 cache into `out` (`[query head][head_dim]`).
+fn step_attention(
+    team: &Team,
+    d: Dims,
+    layer: &Layer,
+    q: &[f32],
+    end: usize,
+    heads: &mut Vec<Scratch>,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    let hd = d.head_dim;
+    let group = d.heads / d.kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (kc, vc) = (&layer.k_cache, &layer.v_cache);
+    heads.resize_with(d.heads, Scratch::default);
+    let mut items: Vec<(usize, &mut [f32], &mut Scratch)> = out
+        .chunks_exact_mut(hd)
+        .zip(heads.iter_mut())
+        .enumerate()
+        .map(|(h, (o, sc))| (h, o, sc))
+        .collect();
+    team.for_each(&mut items, |(h, o, sc)| {
+        let at = *h * hd;
+        let q = q.get(at..at + hd).unwrap_or_default();
+        let kvh = *h / group;
+        let kv = (head_cache(kc, kvh), head_cache(vc, kvh));
+        head_attention(q, kv, end, scale, o, sc);
+    })
+    .map_err(panicked)
+}
+
+/// The attention of the tokens `q` (`[token][query head][head_dim]`) at positions from `pos`,
+/// into `out` (the same layout), with the rayon pool or on the calling thread. One task per
+/// key/value head (its group of query heads) and run of up to [`ATTN_TOKENS`] tokens, so that
+/// its keys and values are converted once per task. As llama.cpp: the query rounded to f16
+/// against the f16 keys, products summed in f32; softmax in f32 with an f64 sum; the weights
+/// rounded to f16 against the f16 values. `attn_h` holds the results
+/// `[kv head][token][query head of the group][head_dim]` before they are put in place.
+fn prompt_attention(
+    run: Run<'_>,
+    d: Dims,
+    layer: &Layer,
+    (q, pos): (&[f32], usize),
+    (attn_h, scratch): (&mut Vec<f32>, &mut PromptScratch),
+    out: &mut [f32],
+) {
+    let (hd, dim) = (d.head_dim, d.dim);
+    let group = d.heads / d.kv_heads;
+    let t = q.len() / dim;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let (kc, vc) = (&layer.k_cache, &layer.v_cache);
+    // `out` is `[token][query head of the group][head_dim]` for tokens from `tok0`.
+    let task = |kvh: usize, tok0: usize, out: &mut [f32], sc: &mut PromptScratch| {
+        let PromptScratch { head, keys, vals } = sc;
+        let Scratch { scores, q16 } = head;
+        let upto_all = pos + tok0 + out.len() / (group * hd);
+        keys.resize(upto_all * hd, 0.0);
+        vals.resize(upto_all * hd, 0.0);
+        let (k, v) = (head_cache(kc, kvh), head_cache(vc, kvh));
+        if let (Some(k), Some(v)) = (k.get(..upto_all * hd), v.get(..upto_all * hd)) {
+            k.convert_to_f32_slice(keys);
+            v.convert_to_f32_slice(vals);
+        }
+        for (i, o) in out.chunks_exact_mut(hd).enumerate() {
+            let (tok, h) = (tok0 + i / group, kvh * group + i % group);
+            let at = tok * dim + h * hd;
+            round_to_f16(q.get(at..at + hd).unwrap_or_default(), q16);
+            let upto = pos + tok + 1;
+            scores.clear();
+            let dots = keys.chunks_exact(hd).take(upto);
+            scores.extend(dots.map(|k| kernels::dot_f32(q16, k) * scale));
+            let inv = softmax(scores);
+            o.fill(0.0);
+            for (s, vr) in scores.iter().zip(vals.chunks_exact(hd)) {
+                let w = f16::from_f32(s * inv).to_f32();
+                for (ov, vv) in o.iter_mut().zip(vr) {
+                    *ov += w * vv;
+                }
+            }
+        }
+    };
+    attn_h.resize(d.kv_heads * t * group * hd, 0.0);
+    let (per_kv, per_run) = (t * group * hd, ATTN_TOKENS * group * hd);
+    // Small attentions (a decode step early in the context) cost less than a hand-off.
+    if !run.parallel || t * (pos + t) * d.heads < 2048 {
+        for (kvh, out) in attn_h.chunks_mut(per_kv).enumerate() {
+            for (r, run_out) in out.chunks_mut(per_run).enumerate() {
+                task(kvh, r * ATTN_TOKENS, run_out, scratch);
+            }
+        }
+    } else {
+        attn_h
+            .par_chunks_mut(per_kv)
+            .enumerate()
+            .for_each(|(kvh, out)| {
+                out.par_chunks_mut(per_run)
+                    .enumerate()
+                    .for_each_init(PromptScratch::default, |sc, (r, run_out)| {
+                        task(kvh, r * ATTN_TOKENS, run_out, sc)
+                    });
+            });
+    }
+    for (kvh, rows) in attn_h.chunks_exact(per_kv).enumerate() {
+        for (i, r) in rows.chunks_exact(hd).enumerate() {
+            let (tok, h) = (i / group, kvh * group + i % group);
+            let at = tok * dim + h * hd;
+            if let Some(dst) = out.get_mut(at..at + hd) {
+                dst.copy_from_slice(r);
+            }
+        }
     }
 }
 
@@ -746,7 +902,6 @@ impl LeanLlama {
             )));
         }
         let kv_dim = d.kv_heads * d.head_dim;
-        let group = d.heads / d.kv_heads;
         let Buffers {
             x,
             xa,
@@ -774,7 +929,6 @@ impl LeanLlama {
             }
             self.embed.dequantize_row(id, row);
         }
-        let scale = 1.0 / (d.head_dim as f32).sqrt();
         let end = pos + t;
         let (cos, sin) = (&self.cos, &self.sin);
         for layer in &mut self.layers {
@@ -801,136 +955,12 @@ impl LeanLlama {
                 rope(qt, d.head_dim, cos, sin, pos + i);
                 rope(kt, d.head_dim, cos, sin, pos + i);
             }
-            // Write the new keys and values in place, growing the cache by whole steps.
-            let hd = d.head_dim;
-            let need = end * hd;
-            layer.k_cache.resize_with(d.kv_heads, Vec::new);
-            layer.v_cache.resize_with(d.kv_heads, Vec::new);
-            for (kvh, (kc, vc)) in layer
-                .k_cache
-                .iter_mut()
-                .zip(layer.v_cache.iter_mut())
-                .enumerate()
-            {
-                if kc.len() < need {
-                    let grown = need.div_ceil(KV_STEP * hd) * KV_STEP * hd;
-                    let grown = grown.min(d.context * hd).max(need);
-                    kc.resize(grown, f16::ZERO);
-                    vc.resize(grown, f16::ZERO);
-                }
-                let new = (kc.get_mut(pos * hd..need), vc.get_mut(pos * hd..need));
-                let (Some(kc), Some(vc)) = new else { continue };
-                let rows = k.chunks_exact(kv_dim).zip(v.chunks_exact(kv_dim));
-                for ((kr, vr), (kd, vd)) in
-                    rows.zip(kc.chunks_exact_mut(hd).zip(vc.chunks_exact_mut(hd)))
-                {
-                    let at = kvh * hd;
-                    let (ks, vs) = (kr.get(at..at + hd), vr.get(at..at + hd));
-                    let (Some(ks), Some(vs)) = (ks, vs) else {
-                        continue;
-                    };
-                    for (c, x) in kd.iter_mut().zip(ks) {
-                        *c = f16::from_f32(*x);
-                    }
-                    for (c, x) in vd.iter_mut().zip(vs) {
-                        *c = f16::from_f32(*x);
-                    }
-                }
-            }
-            // Attention: one task per key/value head (its group of query heads) and run of
-            // up to ATTN_TOKENS tokens, so that its keys and values are converted once per
-            // task. As llama.cpp: the query rounded to f16 against the f16 keys, products
-            // summed in f32; softmax in f32 with an f64 sum; the weights rounded to f16
-            // against the f16 values.
-            let (kc, vc) = (&layer.k_cache, &layer.v_cache);
-            let qr = &*q;
-            let hd = d.head_dim;
-            // `out` is `[token][query head of the group][head_dim]` for tokens from `tok0`.
-            let task = |kvh: usize, tok0: usize, out: &mut [f32], scratch: &mut Scratch| {
-                let Scratch {
-                    scores,
-                    q16,
-                    keys,
-                    vals,
-                } = scratch;
-                let upto_all = pos + tok0 + out.len() / (group * hd);
-                keys.resize(upto_all * hd, 0.0);
-                vals.resize(upto_all * hd, 0.0);
-                let (k, v) = (head_cache(kc, kvh), head_cache(vc, kvh));
-                if let (Some(k), Some(v)) = (k.get(..upto_all * hd), v.get(..upto_all * hd)) {
-                    k.convert_to_f32_slice(keys);
-                    v.convert_to_f32_slice(vals);
-                }
-                for (i, o) in out.chunks_exact_mut(hd).enumerate() {
-                    let (tok, h) = (tok0 + i / group, kvh * group + i % group);
-                    let at = tok * d.dim + h * hd;
-                    round_to_f16(qr.get(at..at + hd).unwrap_or_default(), q16);
-                    let upto = pos + tok + 1;
-                    scores.clear();
-                    let dots = keys.chunks_exact(hd).take(upto);
-                    scores.extend(dots.map(|k| kernels::dot_f32(q16, k) * scale));
-                    let inv = softmax(scores);
-                    o.fill(0.0);
-                    for (s, vr) in scores.iter().zip(vals.chunks_exact(hd)) {
-                        let w = f16::from_f32(s * inv).to_f32();
-                        for (ov, vv) in o.iter_mut().zip(vr) {
-                            *ov += w * vv;
-                        }
-                    }
-                }
-            };
+            store_kv(d, layer, (k, v), pos, end);
             if let Some(team) = run.team {
-                // A generation step: one task per query head, straight from the f16 cache
-                // into the projection's input, in the order of the tasks below.
-                heads.resize_with(d.heads, Scratch::default);
-                let attn = aa.f_mut(1, d.dim);
-                let mut items: Vec<(usize, &mut [f32], &mut Scratch)> = attn
-                    .chunks_exact_mut(hd)
-                    .zip(heads.iter_mut())
-                    .enumerate()
-                    .map(|(h, (o, sc))| (h, o, sc))
-                    .collect();
-                team.for_each(&mut items, |(h, o, sc)| {
-                    let at = *h * hd;
-                    let q = qr.get(at..at + hd).unwrap_or_default();
-                    let kvh = *h / group;
-                    let kv = (head_cache(kc, kvh), head_cache(vc, kvh));
-                    head_attention(q, kv, end, scale, o, sc);
-                })
-                .map_err(panicked)?;
+                step_attention(team, d, layer, q, end, heads, aa.f_mut(1, d.dim))?;
             } else {
-                // `[kv head][token][query head of the group][head_dim]`.
-                attn_h.resize(d.kv_heads * t * group * hd, 0.0);
-                let (per_kv, per_run) = (t * group * hd, ATTN_TOKENS * group * hd);
-                // Small attentions (a decode step early in the context) cost less than a hand-off.
-                if !run.parallel || t * end * d.heads < 2048 {
-                    for (kvh, out) in attn_h.chunks_mut(per_kv).enumerate() {
-                        for (r, run_out) in out.chunks_mut(per_run).enumerate() {
-                            task(kvh, r * ATTN_TOKENS, run_out, scratch);
-                        }
-                    }
-                } else {
-                    attn_h
-                        .par_chunks_mut(per_kv)
-                        .enumerate()
-                        .for_each(|(kvh, out)| {
-                            out.par_chunks_mut(per_run)
-                                .enumerate()
-                                .for_each_init(Scratch::default, |sc, (r, run_out)| {
-                                    task(kvh, r * ATTN_TOKENS, run_out, sc)
-                                });
-                        });
-                }
-                let attn = aa.f_mut(t, d.dim);
-                for (kvh, rows) in attn_h.chunks_exact(per_kv).enumerate() {
-                    for (i, r) in rows.chunks_exact(hd).enumerate() {
-                        let (tok, h) = (i / group, kvh * group + i % group);
-                        let at = tok * d.dim + h * hd;
-                        if let Some(dst) = attn.get_mut(at..at + hd) {
-                            dst.copy_from_slice(r);
-                        }
-                    }
-                }
+                let out = aa.f_mut(t, d.dim);
+                prompt_attention(run, d, layer, (q, pos), (attn_h, scratch), out);
             }
             aa.quantize();
             matmul(run, &mut [(&layer.o, &mut *o)], aa, rt)?;
@@ -994,20 +1024,30 @@ mod tests {
     use super::{Governor, LeanLlama};
     use crate::engine::testing::{TinyOpts, tiny_gguf};
 
-    /// A prompt longer than the batch size runs in batches, with the logits of one batch
-    /// (within float rounding: the same products, summed in the same order per token).
-    #[test]
-    fn long_prompts_run_in_batches_with_the_same_logits() {
-        use crate::engine::generate::Forward;
+    /// Two copies of one tiny Q4_1 llama (width 64, context 64).
+    fn two_tiny_q4_1() -> (LeanLlama, LeanLlama) {
         let gguf = tiny_gguf(&TinyOpts {
             dtype: GgmlDType::Q4_1,
             dim: 64,
             ..TinyOpts::default()
         });
         let ct = Content::read(&mut Cursor::new(&gguf)).unwrap();
-        let prompt: Vec<u32> = (0..41).map(|i| (i * 37 + 11) % 260).collect();
-        let mut whole = LeanLlama::from_gguf(&ct, Store::heap(&gguf), 64).unwrap();
-        let mut chunked = LeanLlama::from_gguf(&ct, Store::heap(&gguf), 64).unwrap();
+        let one = || LeanLlama::from_gguf(&ct, Store::heap(&gguf), 64).unwrap();
+        (one(), one())
+    }
+
+    /// `n` token ids spread over the first 260 of the tiny vocabulary (263 tokens).
+    fn tiny_prompt(n: u32) -> Vec<u32> {
+        (0..n).map(|i| (i * 37 + 11) % 260).collect()
+    }
+
+    /// A prompt longer than the batch size runs in batches, with the logits of one batch
+    /// (within float rounding: the same products, summed in the same order per token).
+    #[test]
+    fn long_prompts_run_in_batches_with_the_same_logits() {
+        use crate::engine::generate::Forward;
+        let (mut whole, mut chunked) = two_tiny_q4_1();
+        let prompt = tiny_prompt(41);
         chunked.prompt_chunk = 16;
         let a = whole.forward(&prompt, 0).unwrap();
         let b = chunked.forward(&prompt, 0).unwrap();
@@ -1027,16 +1067,9 @@ mod tests {
     /// the same products, summed in the same order.
     #[test]
     fn team_steps_match_one_thread_exactly() {
-        let gguf = tiny_gguf(&TinyOpts {
-            dtype: GgmlDType::Q4_1,
-            dim: 64,
-            ..TinyOpts::default()
-        });
-        let ct = Content::read(&mut Cursor::new(&gguf)).unwrap();
-        let mut alone = LeanLlama::from_gguf(&ct, Store::heap(&gguf), 64).unwrap();
-        let mut team = LeanLlama::from_gguf(&ct, Store::heap(&gguf), 64).unwrap();
+        let (mut alone, mut team) = two_tiny_q4_1();
         team.team = Some(super::Team::new(3).unwrap());
-        let prompt: Vec<u32> = (0..7).map(|i| (i * 37 + 11) % 260).collect();
+        let prompt = tiny_prompt(7);
         for m in [&mut alone, &mut team] {
             m.parallel = true;
             m.forward_tokens(&prompt, 0).unwrap();
