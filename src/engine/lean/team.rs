@@ -9,10 +9,12 @@
 //!
 //! The team's workers stay with the step instead: between regions they spin on one atomic
 //! generation counter (for [`SPIN`], then they sleep on a condition variable, so a team left
-//! idle costs nothing), and inside a region every thread, the caller included, takes the next
-//! task index from one atomic counter until none is left. A region therefore starts on every
-//! thread within a fraction of a microsecond, and its tasks (a few microseconds each) share
-//! out by themselves whatever the threads' speeds. The caller never waits for a worker that
+//! idle costs nothing), and inside a region every thread, the caller included, runs a
+//! contiguous share of the task indices from the front, then takes what is left of the other
+//! threads' shares from their back. A region therefore starts on every thread within a
+//! fraction of a microsecond, neighbouring rows stay on one thread in order (the hardware
+//! prefetcher follows them), and its tasks (a few microseconds each) still share out by
+//! themselves whatever the threads' speeds. The caller never waits for a worker that
 //! sleeps: the region is closed when the caller has run out of tasks, and a worker that wakes
 //! after that finds nothing to do.
 //!
