@@ -713,6 +713,7 @@ mod x86 {
     pub(super) fn rows_512<const N: usize>(q8: bool, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
         // The kernels' loads rely on this (checked again here, next to them).
         if !fits(rs.nb, ys) {
+            out.out.fill(0.0);
             return;
         }
         each_row(rs, out, |l| if q8 { q8_512(l, ys) } else { q4_512(l, ys) });
@@ -723,6 +724,7 @@ mod x86 {
     pub(super) fn rows_avx2<const N: usize>(q8: bool, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
         // The kernels' loads rely on this (checked again here, next to them).
         if !fits(rs.nb, ys) {
+            out.out.fill(0.0);
             return;
         }
         each_row(

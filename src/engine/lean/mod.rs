@@ -572,10 +572,17 @@ fn matmul(
 ) -> Result<(), Error> {
     let level = run.level;
     let t = x.tokens();
-    // Row-major per row ([row][token]) so that tasks own contiguous chunks.
-    let mut tasks: Vec<(&QMat, usize, &mut [f32])> = Vec::new();
+    // Row-major per row ([row][token]) so that tasks own contiguous chunks. Allocated once at
+    // its size: growing it by pushes reallocated it (a copy, and a wipe of the old block by
+    // the allocator) up to 11 times per product.
+    let n: usize = jobs
+        .iter()
+        .map(|(m, _)| m.rows().div_ceil(ROWS_PER_TASK))
+        .sum();
+    let mut tasks: Vec<(&QMat, usize, &mut [f32])> = Vec::with_capacity(n);
     for (m, out) in jobs.iter_mut() {
-        out.clear();
+        // Every value is written below (a kernel that cannot run writes zeros), so a buffer
+        // of the right size from the last step is not zeroed first.
         out.resize(m.rows() * t, 0.0);
         for (c, chunk) in out.chunks_mut(ROWS_PER_TASK * t).enumerate() {
             tasks.push((*m, c * ROWS_PER_TASK, chunk));
