@@ -140,7 +140,8 @@ impl Mapping {
 
     fn advise(&self, advice: Advice) -> std::io::Result<()> {
         // SAFETY: the range is exactly our own mapping; advice does not invalidate it
-        // (DONTDUMP / WIPEONFORK / HUGEPAGE keep the contents).
+        // (DONTDUMP, WIPEONFORK, HUGEPAGE, NOHUGEPAGE and POPULATE_WRITE, which faults the pages
+        // in without changing them, all keep the contents).
         unsafe { rustix::mm::madvise(self.ptr.as_ptr().cast::<c_void>(), self.len, advice) }
             .map_err(Into::into)
     }
