@@ -87,6 +87,23 @@ struct Dims {
     context: usize,
 }
 
+impl Dims {
+    /// Width of the keys (and values) of one token: every key/value head.
+    fn kv_dim(self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+
+    /// Query heads per key/value head.
+    fn group(self) -> usize {
+        self.heads / self.kv_heads
+    }
+
+    /// The attention's scale of the query-key products, `1 / sqrt(head_dim)`.
+    fn attn_scale(self) -> f32 {
+        1.0 / (self.head_dim as f32).sqrt()
+    }
+}
+
 /// The lean llama model.
 #[derive(Debug)]
 pub struct LeanLlama {
@@ -718,9 +735,7 @@ fn store_kv(d: Dims, layer: &mut Layer, (k, v): (&[f32], &[f32]), pos: usize, en
 fn put_head(d: Dims, kvh: usize, src: &[f32], dst: Option<&mut [f16]>) {
     let (hd, at) = (d.head_dim, kvh * d.head_dim);
     let Some(dst) = dst else { return };
-    let rows = src
-        .chunks_exact(d.kv_heads * hd)
-        .map(|r| r.get(at..at + hd));
+    let rows = src.chunks_exact(d.kv_dim()).map(|r| r.get(at..at + hd));
     for (out, row) in dst.chunks_exact_mut(hd).zip(rows) {
         for (c, x) in out.iter_mut().zip(row.unwrap_or_default()) {
             *c = f16::from_f32(*x);
@@ -740,8 +755,7 @@ fn step_attention(
     out: &mut [f32],
 ) -> Result<(), Error> {
     let hd = d.head_dim;
-    let group = d.heads / d.kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
+    let (group, scale) = (d.group(), d.attn_scale());
     let (kc, vc) = (&layer.k_cache, &layer.v_cache);
     heads.resize_with(d.heads, Scratch::default);
     let mut items: Vec<(usize, &mut [f32], &mut Scratch)> = out
@@ -776,9 +790,8 @@ fn prompt_attention(
     out: &mut [f32],
 ) {
     let (hd, dim) = (d.head_dim, d.dim);
-    let group = d.heads / d.kv_heads;
+    let (group, scale) = (d.group(), d.attn_scale());
     let t = q.len() / dim;
-    let scale = 1.0 / (hd as f32).sqrt();
     let (kc, vc) = (&layer.k_cache, &layer.v_cache);
     // `out` is `[token][query head of the group][head_dim]` for tokens from `tok0`.
     let task = |kvh: usize, tok0: usize, out: &mut [f32], sc: &mut PromptScratch| {
@@ -908,7 +921,7 @@ impl LeanLlama {
                 d.context
             )));
         }
-        let kv_dim = d.kv_heads * d.head_dim;
+        let kv_dim = d.kv_dim();
         let Buffers {
             x,
             xa,

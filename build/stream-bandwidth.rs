@@ -1,0 +1,74 @@
+// Memory read bandwidth of this machine over a 96 MB buffer (the size of the default model's
+// weights, which a generation step reads once per token), on 4 KiB or 2 MiB pages, split
+// across THREADS threads: the ceiling of generation speed, and of its 1 -> 2 thread scaling.
+// Prints the median and best of 30 passes. Standalone (no crate), not part of the build:
+//
+//     rustc --edition 2024 -O -C target-cpu=native build/stream-bandwidth.rs -o /tmp/stream-bandwidth
+//     for t in 1 2; do for p in small huge; do /tmp/stream-bandwidth $t $p; done; done
+//
+// Session 8 (AMD EPYC VM, 2 cores): 16-17 / 24-25 GB/s on 1 / 2 threads with small pages,
+// 20-21 / 28-31 GB/s with huge pages.
+use std::arch::x86_64::{_MM_HINT_NTA, _mm_prefetch};
+use std::time::Instant;
+
+const MB: usize = 96;
+
+unsafe extern "C" {
+    fn mmap(addr: *mut u8, len: usize, prot: i32, flags: i32, fd: i32, off: i64) -> *mut u8;
+    fn madvise(addr: *mut u8, len: usize, advice: i32) -> i32;
+}
+
+/// A 96 MB anonymous mapping filled with ones, advised MADV_HUGEPAGE first if `huge`.
+fn buffer(huge: bool) -> &'static [u64] {
+    let len = MB << 20;
+    // SAFETY: a fresh private anonymous mapping (PROT_READ|PROT_WRITE, MAP_PRIVATE|
+    // MAP_ANONYMOUS), checked, then written in full before it is read; never unmapped.
+    unsafe {
+        let p = mmap(std::ptr::null_mut(), len, 3, 0x22, -1, 0);
+        assert!(p as isize != -1, "mmap failed");
+        if huge {
+            assert_eq!(madvise(p, len, 14), 0, "MADV_HUGEPAGE refused");
+        }
+        std::ptr::write_bytes(p, 1, len);
+        std::slice::from_raw_parts(p as *const u64, len / 8)
+    }
+}
+
+/// Reads one word in each 64-byte line (the whole line comes in), prefetching ahead as the
+/// engine's kernels do.
+fn read(b: &[u64]) -> u64 {
+    let mut acc = 0u64;
+    for (i, line) in b.chunks_exact(8).enumerate() {
+        let ahead = b.as_ptr().wrapping_add(i * 8 + 256);
+        // SAFETY: a prefetch is a hint that never faults.
+        unsafe { _mm_prefetch::<_MM_HINT_NTA>(ahead.cast()) };
+        acc = acc.wrapping_add(line[0] ^ line[7]);
+    }
+    acc
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let threads: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
+    let huge = args.next().as_deref() == Some("huge");
+    let b = buffer(huge);
+    let chunk = b.len().div_ceil(threads);
+    let mut rates: Vec<f64> = (0..30)
+        .map(|_| {
+            let t = Instant::now();
+            std::thread::scope(|s| {
+                for c in b.chunks(chunk) {
+                    s.spawn(move || std::hint::black_box(read(c)));
+                }
+            });
+            (MB << 20) as f64 / t.elapsed().as_secs_f64() / 1e9
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    let pages = if huge { "2 MiB" } else { "4 KiB" };
+    println!(
+        "{threads} thread(s), {pages} pages: median {:.1} GB/s, best {:.1}",
+        rates[rates.len() / 2],
+        rates[rates.len() - 1]
+    );
+}
