@@ -8,17 +8,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rempart::engine::lean::kernels::{Kind, Level, Packed, QAct};
-
-fn values(n: usize, mut seed: u64) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
+use rempart::engine::testing::values;
 
 fn kernels_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("lean_kernels");

@@ -84,6 +84,19 @@ pub fn tiny_vocab() -> (Vec<String>, Vec<String>, Vec<i32>) {
     (tokens, merges, types)
 }
 
+/// `n` pseudo-random values in [-1, 1) from `seed` (a linear congruential generator: the
+/// same values on every run), for benchmarks and measurement tools.
+pub fn values(n: usize, mut seed: u64) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
 fn rand_tensor(shape: &[usize], seed: &mut u64) -> Tensor {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n)

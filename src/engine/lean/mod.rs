@@ -1042,7 +1042,12 @@ impl LeanLlama {
 impl Forward for LeanLlama {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
         if tokens.len() != 1 || rayon::current_num_threads() < 2 {
+            // The team runs generation steps only, and only with the pool it was made for: a
+            // model moved to a one-thread pool (a `bench` of both) must not keep two threads.
             self.parallel = true;
+            if rayon::current_num_threads() < 2 {
+                self.team = None;
+            }
             let step = self.prompt_chunk.max(1);
             // An empty prompt still goes through `forward_tokens`, which refuses it.
             let mut logits = self.forward_tokens(tokens.get(..step).unwrap_or(tokens), pos)?;
