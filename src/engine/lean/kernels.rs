@@ -670,6 +670,48 @@ pub fn axpy_f16(o: &mut [f32], w: f32, b: &[f16]) {
     }
 }
 
+/// Attention scores of one query head: `out[p] = dot_f16(q, key p) * scale` for the first
+/// `n` keys of `keys` (`[position][q.len()]`), bit for bit as [`dot_f16`] computes them, with
+/// the code of `level` (lowered to what the CPU runs). Fewer keys than `n` give fewer scores.
+pub fn key_scores(level: Level, q: &[f32], keys: &[f16], n: usize, scale: f32, out: &mut Vec<f32>) {
+    out.clear();
+    let hd = q.len();
+    if hd == 0 {
+        return;
+    }
+    let n = n.min(keys.len() / hd);
+    #[cfg(target_arch = "x86_64")]
+    if level.min(Level::best()) >= Level::Avx2 && hd.is_multiple_of(8) {
+        out.resize(n, 0.0);
+        // SAFETY: `best()` detected AVX2 and F16C; the kernel checks its lengths itself.
+        unsafe { x86::key_scores(q, keys, scale, out) };
+        return;
+    }
+    let _ = level;
+    out.extend(keys.chunks_exact(hd).take(n).map(|k| dot_f16(q, k) * scale));
+}
+
+/// `o = sum over p of w[p] * value p` for the values `vals` (`[position][o.len()]`, f16), in
+/// the order of the positions, bit for bit as [`axpy_f16`] from zeros, with the code of
+/// `level`. Positions past the shorter of `w` and `vals` are left out.
+pub fn weighted_values(level: Level, w: &[f32], vals: &[f16], o: &mut [f32]) {
+    o.fill(0.0);
+    let hd = o.len();
+    if hd == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level.min(Level::best()) >= Level::Avx2 && hd.is_multiple_of(32) {
+        // SAFETY: `best()` detected AVX2 and F16C; the kernel checks its lengths itself.
+        unsafe { x86::weighted_values(w, vals, o) };
+        return;
+    }
+    let _ = level;
+    for (wp, v) in w.iter().zip(vals.chunks_exact(hd)) {
+        axpy_f16(o, *wp, v);
+    }
+}
+
 /// The `Q4_*` kernel in plain Rust.
 fn q4_portable<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     let mut out = [0f32; N];
@@ -726,6 +768,8 @@ fn q8_portable<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    use half::f16;
 
     use super::{BLOCK, Lens, Out, Rows, Y, each_row, fits};
 
@@ -798,6 +842,67 @@ mod x86 {
         // SAFETY: one 32-byte store into the 32 bytes of `q`.
         unsafe { _mm256_storeu_si256(q.as_mut_ptr().cast(), bytes) };
         (scale, sum)
+    }
+
+    /// [`super::key_scores`] (`q.len()` a multiple of 8; `out.len()` scores): per key, eight
+    /// lanes of products added chunk after chunk, then the lanes summed in order, as
+    /// `dot_f16` does, without a call and a conversion buffer per key.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn key_scores(q: &[f32], keys: &[f16], scale: f32, out: &mut [f32]) {
+        let hd = q.len();
+        if !hd.is_multiple_of(8) || keys.len() < out.len() * hd {
+            out.fill(0.0);
+            return;
+        }
+        for (p, o) in out.iter_mut().enumerate() {
+            let mut acc = _mm256_setzero_ps();
+            for c in (0..hd).step_by(8) {
+                // SAFETY: `c + 8 <= hd` values of `q`, and `p * hd + c + 8 <= keys.len()`
+                // (checked above for every `p < out.len()`).
+                let (qv, kv) = unsafe {
+                    (
+                        _mm256_loadu_ps(q.as_ptr().add(c)),
+                        _mm256_cvtph_ps(_mm_loadu_si128(keys.as_ptr().add(p * hd + c).cast())),
+                    )
+                };
+                acc = _mm256_add_ps(acc, _mm256_mul_ps(qv, kv));
+            }
+            let mut lanes = [0f32; 8];
+            // SAFETY: 8 values into the 8 of `lanes`.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc) };
+            *o = lanes.iter().sum::<f32>() * scale;
+        }
+    }
+
+    /// [`super::weighted_values`] (`o.len()` a multiple of 32): 32 outputs at a time held in
+    /// four registers across the positions (`o += w * v`, multiplied then added, in the
+    /// order of the positions, as `axpy_f16` does).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) fn weighted_values(w: &[f32], vals: &[f16], o: &mut [f32]) {
+        let hd = o.len();
+        if !hd.is_multiple_of(32) {
+            return;
+        }
+        let n = w.len().min(vals.len() / hd);
+        for c in (0..hd).step_by(32) {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for (p, wp) in w.iter().take(n).enumerate() {
+                let wv = _mm256_set1_ps(*wp);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: `p < n` so `p * hd + c + 8 * j + 8 <= n * hd <= vals.len()`.
+                    let v = unsafe {
+                        _mm256_cvtph_ps(_mm_loadu_si128(
+                            vals.as_ptr().add(p * hd + c + 8 * j).cast(),
+                        ))
+                    };
+                    *a = _mm256_add_ps(*a, _mm256_mul_ps(wv, v));
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                // SAFETY: `c + 8 * j + 8 <= hd = o.len()`.
+                unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(c + 8 * j), *a) };
+            }
+        }
     }
 
     /// Sum of the 8 lanes.
@@ -928,7 +1033,7 @@ mod x86 {
     /// `c + n <= len` of the slice `p` points into, `n <= 16`.
     #[inline]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-    unsafe fn scales16(p: *const half::f16, c: usize, mask: __mmask16) -> __m512 {
+    unsafe fn scales16(p: *const f16, c: usize, mask: __mmask16) -> __m512 {
         // SAFETY: masked lanes are not read; the unmasked ones are in bounds by the contract.
         _mm512_cvtph_ps(unsafe { _mm256_maskz_loadu_epi16(mask, p.add(c).cast()) })
     }
@@ -1227,6 +1332,53 @@ mod tests {
         // All zeros: scale 0, no NaN.
         let z = QAct::new(vec![0.0; 32], 32);
         assert_eq!((z.d[0], z.s[0]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn attention_kernels_give_the_portable_sums_bit_for_bit() {
+        let mut seed = 5;
+        for hd in [24usize, 64, 128] {
+            let q = rand_f32(hd, &mut seed);
+            let n = 37;
+            let kv: Vec<f16> = rand_f32(n * hd, &mut seed)
+                .iter()
+                .map(|v| f16::from_f32(v * 4.0))
+                .collect();
+            let w = rand_f32(n, &mut seed);
+            // The reference: one `dot_f16` / `axpy_f16` per position.
+            let want_s: Vec<f32> = kv
+                .chunks_exact(hd)
+                .map(|k| dot_f16(&q, k) * 0.125)
+                .collect();
+            let mut want_o = vec![0f32; hd];
+            for (wp, v) in w.iter().zip(kv.chunks_exact(hd)) {
+                axpy_f16(&mut want_o, *wp, v);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for level in Level::available() {
+                let mut s = Vec::new();
+                key_scores(level, &q, &kv, n, 0.125, &mut s);
+                assert_eq!(bits(&s), bits(&want_s), "{level:?} hd {hd}: scores");
+                let mut o = vec![1f32; hd];
+                weighted_values(level, &w, &kv, &mut o);
+                assert_eq!(bits(&o), bits(&want_o), "{level:?} hd {hd}: values");
+                // Fewer keys than asked for: as many scores as keys; fewer weights: the
+                // positions past them are left out.
+                key_scores(level, &q, &kv[..5 * hd + 3], n, 0.125, &mut s);
+                assert_eq!(
+                    bits(&s),
+                    bits(&want_s[..5]),
+                    "{level:?} hd {hd}: short keys"
+                );
+                let mut o5 = vec![0f32; hd];
+                weighted_values(level, &w[..5], &kv, &mut o5);
+                let mut want5 = vec![0f32; hd];
+                for (wp, v) in w[..5].iter().zip(kv.chunks_exact(hd)) {
+                    axpy_f16(&mut want5, *wp, v);
+                }
+                assert_eq!(bits(&o5), bits(&want5), "{level:?} hd {hd}: five weights");
+            }
+        }
     }
 
     #[test]

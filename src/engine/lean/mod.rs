@@ -722,8 +722,9 @@ fn head_cache(cache: &[Vec<f16>], kvh: usize) -> &[f16] {
 
 /// One query head's attention for a generation step at `end - 1`, as the prompt's tasks
 /// compute it (the same roundings, the same order of sums): `q` against the f16 keys and
-/// values `kv` of its key/value head.
+/// values `kv` of its key/value head, read in place by the kernels of `level`.
 fn head_attention(
+    level: Level,
     q: &[f32],
     (kc, vc): (&[f16], &[f16]),
     end: usize,
@@ -731,20 +732,14 @@ fn head_attention(
     o: &mut [f32],
     sc: &mut Scratch,
 ) {
-    let hd = o.len();
     let Scratch { scores, q16 } = sc;
     round_to_f16(q, q16);
-    scores.clear();
-    scores.extend(
-        kc.chunks_exact(hd)
-            .take(end)
-            .map(|k| kernels::dot_f16(q16, k) * scale),
-    );
+    kernels::key_scores(level, q16, kc, end, scale, scores);
     let inv = softmax(scores);
-    o.fill(0.0);
-    for (s, v) in scores.iter().zip(vc.chunks_exact(hd)) {
-        kernels::axpy_f16(o, f16::from_f32(s * inv).to_f32(), v);
+    for s in scores.iter_mut() {
+        *s = f16::from_f32(*s * inv).to_f32();
     }
+    kernels::weighted_values(level, scores, vc, o);
 }
 
 /// Writes the keys and values `k`, `v` (`[token][kv head][head_dim]`) of positions
@@ -781,10 +776,11 @@ fn put_head(d: Dims, kvh: usize, src: &[f32], dst: Option<&mut [f16]>) {
     }
 }
 
-/// A generation step's attention (position `end - 1`): one task per query head on the team,
-/// straight from the f16 cache into `out` (`[query head][head_dim]`).
+/// A generation step's attention (position `end - 1`): one task per query head on the
+/// step's team (or, without one, on the calling thread), straight from the f16 cache into
+/// `out` (`[query head][head_dim]`).
 fn step_attention(
-    team: &Team,
+    run: Run<'_>,
     d: Dims,
     layer: &Layer,
     q: &[f32],
@@ -802,14 +798,20 @@ fn step_attention(
         .enumerate()
         .map(|(h, (o, sc))| (h, o, sc))
         .collect();
-    team.for_each(&mut items, |(h, o, sc)| {
+    let task = |(h, o, sc): &mut (usize, &mut [f32], &mut Scratch)| {
         let at = *h * hd;
         let q = q.get(at..at + hd).unwrap_or_default();
         let kvh = *h / group;
         let kv = (head_cache(kc, kvh), head_cache(vc, kvh));
-        head_attention(q, kv, end, scale, o, sc);
-    })
-    .map_err(panicked)
+        head_attention(run.level, q, kv, end, scale, o, sc);
+    };
+    match run.team {
+        Some(team) => team.for_each(&mut items, task).map_err(panicked),
+        None => {
+            items.iter_mut().for_each(task);
+            Ok(())
+        }
+    }
 }
 
 /// The attention of the tokens `q` (`[token][query head][head_dim]`) at positions from `pos`,
@@ -1014,8 +1016,8 @@ impl LeanLlama {
                 rope(kt, d.head_dim, cos, sin, pos + i);
             }
             store_kv(d, layer, (k, v), pos, end);
-            if let Some(team) = run.team {
-                step_attention(team, d, layer, q, end, heads, aa.f_mut(1, d.dim))?;
+            if t == 1 {
+                step_attention(run, d, layer, q, end, heads, aa.f_mut(1, d.dim))?;
             } else {
                 let out = aa.f_mut(t, d.dim);
                 prompt_attention(run, d, layer, (q, pos), (attn_h, scratch), out);
