@@ -142,6 +142,49 @@ pub struct QAct {
     s: Vec<f32>,
 }
 
+/// A run of whole blocks of a [`QAct`]'s values (see [`QAct::chunks_mut`]).
+#[derive(Debug)]
+pub struct Chunk<'a> {
+    /// Index of its first value in the activations.
+    pub start: usize,
+    /// The f32 values, to be written.
+    pub f: &'a mut [f32],
+    qs: &'a mut [i8],
+    d: &'a mut [f32],
+    s: &'a mut [f32],
+}
+
+impl Chunk<'_> {
+    /// Quantises the run's values, as [`QAct::quantize`] does.
+    pub fn quantize(&mut self) {
+        quantize_blocks(Level::best(), self.f, self.qs, self.d, self.s);
+    }
+}
+
+/// Quantises the whole blocks of `f` into `qs`, `d` and `s` (see [`QAct`]), with the code of
+/// `level` (lowered to what the CPU runs); every level gives the same bytes.
+fn quantize_blocks(level: Level, f: &[f32], qs: &mut [i8], d: &mut [f32], s: &mut [f32]) {
+    let level = level.min(Level::best());
+    for (((xs, q), d), s) in f
+        .chunks_exact(BLOCK)
+        .zip(qs.chunks_exact_mut(BLOCK))
+        .zip(d.iter_mut())
+        .zip(s.iter_mut())
+    {
+        let (scale, sum) = match (<&[f32; BLOCK]>::try_from(xs), level) {
+            #[cfg(target_arch = "x86_64")]
+            (Ok(xs), Level::Avx2 | Level::Avx512) => match <&mut [i8; BLOCK]>::try_from(q) {
+                // SAFETY: `best()` detected AVX2 and FMA on this CPU.
+                Ok(q) => unsafe { x86::quantize_block(xs, q) },
+                Err(_) => (0.0, 0),
+            },
+            _ => quantize_block(xs, q),
+        };
+        *d = f16::from_f32(scale).to_f32();
+        *s = f16::from_f32(scale * sum as f32).to_f32();
+    }
+}
+
 /// Quantises one block of 32 values to `q` (see [`QAct`]); returns its scale (before the
 /// f16 rounding) and the sum of its integers. The portable code, and the reference of the
 /// SIMD one (`x86::quantize_block`), which gives the same bytes.
@@ -210,30 +253,38 @@ impl QAct {
     /// [`Self::quantize`] with the code of `level` (lowered to what the CPU runs); every
     /// level gives the same bytes.
     fn quantize_at(&mut self, level: Level) {
-        let level = level.min(Level::best());
         let n = self.f.len() / BLOCK;
         self.qs.resize(n * BLOCK, 0);
         self.d.resize(n, 0.0);
         self.s.resize(n, 0.0);
-        for (((xs, q), d), s) in self
-            .f
-            .chunks_exact(BLOCK)
-            .zip(self.qs.chunks_exact_mut(BLOCK))
-            .zip(self.d.iter_mut())
-            .zip(self.s.iter_mut())
-        {
-            let (scale, sum) = match (<&[f32; BLOCK]>::try_from(xs), level) {
-                #[cfg(target_arch = "x86_64")]
-                (Ok(xs), Level::Avx2 | Level::Avx512) => match <&mut [i8; BLOCK]>::try_from(q) {
-                    // SAFETY: `best()` detected AVX2 and FMA on this CPU.
-                    Ok(q) => unsafe { x86::quantize_block(xs, q) },
-                    Err(_) => (0.0, 0),
-                },
-                _ => quantize_block(xs, q),
-            };
-            *d = f16::from_f32(scale).to_f32();
-            *s = f16::from_f32(scale * sum as f32).to_f32();
-        }
+        quantize_blocks(level, &self.f, &mut self.qs, &mut self.d, &mut self.s);
+    }
+
+    /// The f32 values of `tokens` rows of `cols` (as [`Self::f_mut`]) in runs of `blocks`
+    /// blocks, each to be written and then quantised on its own ([`Chunk::quantize`]), by
+    /// as many threads as there are runs: the same bytes as [`Self::quantize`].
+    pub fn chunks_mut(&mut self, tokens: usize, cols: usize, blocks: usize) -> Vec<Chunk<'_>> {
+        self.f_mut(tokens, cols);
+        let n = self.f.len() / BLOCK;
+        self.qs.resize(n * BLOCK, 0);
+        self.d.resize(n, 0.0);
+        self.s.resize(n, 0.0);
+        let blocks = blocks.max(1);
+        let run = blocks * BLOCK;
+        self.f
+            .chunks_mut(run)
+            .zip(self.qs.chunks_mut(run))
+            .zip(self.d.chunks_mut(blocks))
+            .zip(self.s.chunks_mut(blocks))
+            .enumerate()
+            .map(|(i, (((f, qs), d), s))| Chunk {
+                start: i * run,
+                f,
+                qs,
+                d,
+                s,
+            })
+            .collect()
     }
 
     /// Number of token rows.

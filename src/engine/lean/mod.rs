@@ -177,6 +177,24 @@ struct Run<'a> {
     team: Option<&'a Team>,
 }
 
+impl Run<'_> {
+    /// Runs `task` on every item: on the team, on the rayon pool, or on the calling thread.
+    fn each<T: Send>(
+        self,
+        items: &mut [T],
+        task: impl Fn(&mut T) + Sync + Send,
+    ) -> Result<(), Error> {
+        if let Some(team) = self.team {
+            team.for_each(items, task).map_err(panicked)?;
+        } else if self.parallel {
+            items.par_iter_mut().for_each(task);
+        } else {
+            items.iter_mut().for_each(task);
+        }
+        Ok(())
+    }
+}
+
 /// A task of a generation step's region panicked on a worker.
 fn panicked(_: team::Panicked) -> Error {
     Error::Candle("a thread of the generation step panicked".into())
@@ -616,6 +634,9 @@ const ATTN_TOKENS: usize = 16;
 /// Rows per parallel task: enough work to amortise the hand-off.
 const ROWS_PER_TASK: usize = 32;
 
+/// Blocks of 32 activations per task of the SiLU (about 1.5 µs each).
+const SILU_BLOCKS: usize = 8;
+
 /// `outs[i] = mats[i] · x` for every token, all matrices in one parallel region, with the
 /// kernels of `level`. Each output is `[token][row]`.
 /// `rt` is a buffer for the transposition of prompts' outputs.
@@ -656,13 +677,7 @@ fn matmul(
             m.matvec(level, rows.clone(), &[x.token(tok)], chunk, (t, tok));
         }
     };
-    if let Some(team) = run.team {
-        team.for_each(&mut tasks, task).map_err(panicked)?;
-    } else if run.parallel {
-        tasks.par_iter_mut().for_each(task);
-    } else {
-        tasks.iter_mut().for_each(task);
-    }
+    run.each(&mut tasks, task)?;
     drop(tasks);
     if t > 1 {
         for (m, out) in jobs.iter_mut() {
@@ -923,10 +938,20 @@ fn ffn(
         xa,
         rt,
     )?;
-    for ((h, gv), uv) in ha.f_mut(t, d.ffn).iter_mut().zip(g.iter()).zip(u.iter()) {
-        *h = *gv / (1.0 + (-*gv).exp()) * uv;
-    }
-    ha.quantize();
+    // SiLU(gate) · up, quantised run by run of blocks, shared among the threads: on the
+    // calling thread alone it was 5 % of a two-thread generation step.
+    let (g, u) = (&*g, &*u);
+    let silu = |c: &mut kernels::Chunk<'_>| {
+        let gs = g.get(c.start..).unwrap_or_default();
+        let us = u.get(c.start..).unwrap_or_default();
+        for ((h, gv), uv) in c.f.iter_mut().zip(gs).zip(us) {
+            *h = *gv / (1.0 + (-*gv).exp()) * uv;
+        }
+        c.quantize();
+    };
+    let mut chunks = ha.chunks_mut(t, d.ffn, SILU_BLOCKS);
+    run.each(&mut chunks, silu)?;
+    drop(chunks);
     matmul(run, &mut [(&layer.down, &mut *down)], ha, rt)?;
     for (xv, dv) in x.iter_mut().zip(down.iter()) {
         *xv += dv;
