@@ -53,7 +53,8 @@ fn main() -> Result<(), String> {
     let rounds: usize = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
-        .unwrap_or(6);
+        .unwrap_or(6usize)
+        .max(1);
     // Shapes in step order; regions share an input as in the lean pass.
     let layer = [
         (DIM, DIM, Kind::Q4_1),

@@ -253,11 +253,16 @@ impl QAct {
     /// [`Self::quantize`] with the code of `level` (lowered to what the CPU runs); every
     /// level gives the same bytes.
     fn quantize_at(&mut self, level: Level) {
+        self.fit_blocks();
+        quantize_blocks(level, &self.f, &mut self.qs, &mut self.d, &mut self.s);
+    }
+
+    /// Sizes the quantised values, scales and sums to the whole blocks of the f32 values.
+    fn fit_blocks(&mut self) {
         let n = self.f.len() / BLOCK;
         self.qs.resize(n * BLOCK, 0);
         self.d.resize(n, 0.0);
         self.s.resize(n, 0.0);
-        quantize_blocks(level, &self.f, &mut self.qs, &mut self.d, &mut self.s);
     }
 
     /// The f32 values of `tokens` rows of `cols` (as [`Self::f_mut`]) in runs of `blocks`
@@ -265,10 +270,7 @@ impl QAct {
     /// as many threads as there are runs: the same bytes as [`Self::quantize`].
     pub fn chunks_mut(&mut self, tokens: usize, cols: usize, blocks: usize) -> Vec<Chunk<'_>> {
         self.f_mut(tokens, cols);
-        let n = self.f.len() / BLOCK;
-        self.qs.resize(n * BLOCK, 0);
-        self.d.resize(n, 0.0);
-        self.s.resize(n, 0.0);
+        self.fit_blocks();
         let blocks = blocks.max(1);
         let run = blocks * BLOCK;
         self.f

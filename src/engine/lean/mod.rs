@@ -791,9 +791,9 @@ fn put_head(d: Dims, kvh: usize, src: &[f32], dst: Option<&mut [f16]>) {
     }
 }
 
-/// A generation step's attention (position `end - 1`): one task per query head on the
-/// step's team (or, without one, on the calling thread), straight from the f16 cache into
-/// `out` (`[query head][head_dim]`).
+/// A generation step's attention (position `end - 1`): one task per query head, run as
+/// `run` says (on the step's team, or on the calling thread when the governor chose it),
+/// straight from the f16 cache into `out` (`[query head][head_dim]`).
 fn step_attention(
     run: Run<'_>,
     d: Dims,
@@ -820,13 +820,7 @@ fn step_attention(
         let kv = (head_cache(kc, kvh), head_cache(vc, kvh));
         head_attention(run.level, q, kv, end, scale, o, sc);
     };
-    match run.team {
-        Some(team) => team.for_each(&mut items, task).map_err(panicked),
-        None => {
-            items.iter_mut().for_each(task);
-            Ok(())
-        }
-    }
+    run.each(&mut items, task)
 }
 
 /// The attention of the tokens `q` (`[token][query head][head_dim]`) at positions from `pos`,
@@ -1068,11 +1062,12 @@ impl LeanLlama {
 
 impl Forward for LeanLlama {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
-        if tokens.len() != 1 || rayon::current_num_threads() < 2 {
+        let threads = rayon::current_num_threads();
+        if tokens.len() != 1 || threads < 2 {
             // The team runs generation steps only, and only with the pool it was made for: a
             // model moved to a one-thread pool (a `bench` of both) must not keep two threads.
             self.parallel = true;
-            if rayon::current_num_threads() < 2 {
+            if threads < 2 {
                 self.team = None;
             }
             let step = self.prompt_chunk.max(1);
@@ -1084,7 +1079,6 @@ impl Forward for LeanLlama {
             return Ok(logits);
         }
         self.parallel = self.governor.parallel();
-        let threads = rayon::current_num_threads();
         if self.parallel && self.team.as_ref().map(Team::threads) != Some(threads) {
             // Without threads (the system refused them) the step runs on this one alone.
             self.team = Team::new(threads).ok();
