@@ -32,7 +32,7 @@ fn busy_app(t0: Instant) -> App {
                 Action::Done {
                     tokens: 100,
                     tokens_per_s: 40.0,
-                    stop: "eos".into(),
+                    stop: rempart::engine::StopReason::Eos,
                 },
                 t0,
             );

@@ -229,11 +229,11 @@ pub fn verify_unlock(hash: &str, passphrase: &str) -> bool {
 /// for `tui.unlock_passphrase`.
 pub fn hash_unlock(passphrase: &str) -> Result<String> {
     let mut salt = [0u8; 16];
-    getrandom::fill(&mut salt).map_err(|e| Error::Usage(format!("random salt: {e}")))?;
+    crate::crypto::rng::fill(&mut salt).map_err(Error::Rng)?;
     Argon2::default()
         .hash_password_with_salt(passphrase.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| Error::Usage(format!("hashing the passphrase: {e}")))
+        .map_err(|e| Error::Internal(format!("hashing the passphrase: {e}")))
 }
 
 #[cfg(test)]

@@ -52,9 +52,45 @@ pub enum Error {
         /// OS error.
         source: std::io::Error,
     },
-    /// Bad arguments.
+    /// Bad arguments or values given on the command line, in a file the operator named, or typed
+    /// in the terminal UI: only for usage.
     #[error("{0}")]
     Usage(String),
+    /// The terminal could not be set up, drawn to or read from.
+    #[error("terminal: {0}")]
+    Terminal(std::io::Error),
+    /// The OS random generator failed.
+    #[error("the operating system's random generator failed: {0}")]
+    Rng(crate::crypto::Error),
+    /// Worker threads could not be started.
+    #[error("cannot start {threads} threads: {reason}")]
+    Threads {
+        /// How many were asked for.
+        threads: usize,
+        /// Why not.
+        reason: String,
+    },
+    /// A verified bundle holds no GGUF model.
+    #[error("{}: bundle has no GGUF artifact", path.display())]
+    NoModelArtifact {
+        /// Bundle file.
+        path: PathBuf,
+    },
+    /// Something is over a size limit.
+    #[error("{}: {bytes} bytes is over the {limit} byte limit for a {what}", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+        /// Its size.
+        bytes: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// An internal step failed that no input of the user's can cause.
+    #[error("internal error: {0}")]
+    Internal(String),
     /// The bundle has expired.
     #[error("{}: bundle expired on {when} (use --allow-expired to check it anyway)", path.display())]
     Expired {
@@ -110,7 +146,8 @@ pub enum Error {
 }
 
 impl Error {
-    /// The documented exit code.
+    /// The documented exit code (docs/exit-codes.md). Every variant is named, here and in the
+    /// module errors it wraps, so a new error cannot fall into a code by default.
     pub fn exit_code(&self) -> u8 {
         use bundle::Error as B;
         match self {
@@ -119,26 +156,76 @@ impl Error {
                     EXIT_SIGNATURE
                 }
                 B::NoRecipient(_) | B::NotTargeted(_) => EXIT_POLICY,
-                B::UnwrapFailed(_) => EXIT_TAMPERED,
                 B::Io { .. } => EXIT_IO,
-                _ => EXIT_TAMPERED,
+                B::UnwrapFailed(_)
+                | B::BadMagic(_)
+                | B::UnsupportedVersion(_)
+                | B::UnsupportedSuite(_)
+                | B::Truncated(_)
+                | B::TooLong { .. }
+                | B::TrailingData(_)
+                | B::NonCanonical(_)
+                | B::UnknownField { .. }
+                | B::MissingField(_)
+                | B::InvalidValue(_)
+                | B::FileLength { .. }
+                | B::HeaderMismatch(_)
+                | B::CiphertextMismatch(_)
+                | B::Payload { .. }
+                | B::Seal(_) => EXIT_TAMPERED,
             },
-            Self::Keys(keys::Error::Io { .. }) => EXIT_IO,
-            Self::Keys(_) => EXIT_KEY,
-            Self::Secure(secure::Error::LockRequired { .. }) => EXIT_POLICY,
-            Self::Secure(_) | Self::Io { .. } => EXIT_IO,
+            Self::Keys(e) => match e {
+                keys::Error::Io { .. } => EXIT_IO,
+                keys::Error::PermissionsTooOpen { .. }
+                | keys::Error::Malformed { .. }
+                | keys::Error::WrongKind { .. }
+                | keys::Error::WrongPassphrase { .. }
+                | keys::Error::PassphraseRequired { .. }
+                | keys::Error::BadPassphrase(_)
+                | keys::Error::Exists { .. }
+                | keys::Error::UnknownKeyId(_)
+                | keys::Error::Policy { .. }
+                | keys::Error::Crypto(_) => EXIT_KEY,
+            },
+            Self::Secure(e) => match e {
+                secure::Error::LockRequired { .. } => EXIT_POLICY,
+                secure::Error::Map { .. } | secure::Error::Harden { .. } => EXIT_IO,
+            },
+            Self::Io { .. }
+            | Self::Terminal(_)
+            | Self::Rng(_)
+            | Self::Threads { .. }
+            | Self::Internal(_) => EXIT_IO,
             Self::Usage(_) | Self::Exists { .. } | Self::Config { .. } => EXIT_USAGE,
-            Self::Expired { .. } | Self::Rollback { .. } => EXIT_POLICY,
-            Self::StoreState(store::state::StateError::Io { .. }) => EXIT_IO,
-            Self::StoreState(_) => EXIT_TAMPERED,
-            Self::Audit(audit::Error::Io { .. }) => EXIT_IO,
-            Self::Audit(_) => EXIT_TAMPERED,
-            Self::Engine(engine::Error::Sampling(_)) => EXIT_USAGE,
-            Self::Engine(_) => EXIT_ENGINE,
-            Self::Store(store::Error::Io { .. }) => EXIT_IO,
-            Self::Store(store::Error::BadSpec(_)) => EXIT_USAGE,
-            Self::Store(store::Error::Unverified { .. }) => EXIT_SIGNATURE,
-            Self::Store(_) => EXIT_NO_MODEL,
+            Self::Expired { .. } | Self::Rollback { .. } | Self::TooLarge { .. } => EXIT_POLICY,
+            Self::StoreState(e) => match e {
+                store::state::StateError::Io { .. } => EXIT_IO,
+                store::state::StateError::Tampered { .. } => EXIT_TAMPERED,
+            },
+            Self::Audit(e) => match e {
+                audit::Error::Io { .. } => EXIT_IO,
+                audit::Error::Tampered { .. } => EXIT_TAMPERED,
+            },
+            Self::Engine(e) => match e {
+                engine::Error::Sampling(_) => EXIT_USAGE,
+                engine::Error::Gguf(_)
+                | engine::Error::UnsupportedArchitecture(_)
+                | engine::Error::Metadata(_)
+                | engine::Error::Tokenizer(_)
+                | engine::Error::Template(_)
+                | engine::Error::PromptTooLong { .. }
+                | engine::Error::Candle(_)
+                | engine::Error::Stopped => EXIT_ENGINE,
+            },
+            Self::NoModelArtifact { .. } => EXIT_ENGINE,
+            Self::Store(e) => match e {
+                store::Error::Io { .. } => EXIT_IO,
+                store::Error::BadSpec(_) => EXIT_USAGE,
+                store::Error::Unverified { .. } => EXIT_SIGNATURE,
+                store::Error::Empty(_)
+                | store::Error::NotFound { .. }
+                | store::Error::Ambiguous(_) => EXIT_NO_MODEL,
+            },
             Self::SelfTest { .. } => EXIT_SELFTEST,
         }
     }
@@ -154,6 +241,7 @@ impl Error {
             EXIT_NO_MODEL => "no_model",
             EXIT_ENGINE => "engine",
             EXIT_SELFTEST => "selftest",
+            // EXIT_IO; EXIT_OK is never an error's code.
             _ => "io",
         }
     }
@@ -161,3 +249,58 @@ impl Error {
 
 /// Result alias for commands.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every exit code, for the documentation check.
+pub const EXIT_CODES: [(&str, u8); 10] = [
+    ("EXIT_OK", EXIT_OK),
+    ("EXIT_IO", EXIT_IO),
+    ("EXIT_USAGE", EXIT_USAGE),
+    ("EXIT_TAMPERED", EXIT_TAMPERED),
+    ("EXIT_SIGNATURE", EXIT_SIGNATURE),
+    ("EXIT_KEY", EXIT_KEY),
+    ("EXIT_POLICY", EXIT_POLICY),
+    ("EXIT_NO_MODEL", EXIT_NO_MODEL),
+    ("EXIT_ENGINE", EXIT_ENGINE),
+    ("EXIT_SELFTEST", EXIT_SELFTEST),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/exit-codes.md has a row `| N | \`EXIT_NAME\` |` for every code, and no other.
+    #[test]
+    fn every_exit_code_is_documented() {
+        let doc = include_str!("../docs/exit-codes.md");
+        let rows: Vec<(u8, String)> = doc
+            .lines()
+            .filter_map(|l| {
+                let mut cells = l.split('|').map(str::trim).skip(1);
+                let code = cells.next()?.parse::<u8>().ok()?;
+                let name = cells.next()?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((code, name.to_owned()))
+            })
+            .collect();
+        for (name, code) in EXIT_CODES {
+            assert!(
+                rows.contains(&(code, name.to_owned())),
+                "{name} = {code} is not documented in docs/exit-codes.md"
+            );
+        }
+        assert_eq!(rows.len(), EXIT_CODES.len(), "documented codes: {rows:?}");
+        let count = format!("one of {} codes, 0 to {}", EXIT_CODES.len(), EXIT_SELFTEST);
+        assert!(doc.contains(&count), "the introduction says: {count}");
+    }
+
+    #[test]
+    fn classes_follow_codes() {
+        let e = Error::Terminal(std::io::Error::other("gone"));
+        assert_eq!((e.exit_code(), e.class()), (EXIT_IO, "io"));
+        let e = Error::NoModelArtifact {
+            path: PathBuf::from("m.rpk"),
+        };
+        assert_eq!((e.exit_code(), e.class()), (EXIT_ENGINE, "engine"));
+        let e = Error::Engine(engine::Error::Sampling("top-p".into()));
+        assert_eq!((e.exit_code(), e.class()), (EXIT_USAGE, "usage"));
+    }
+}

@@ -4,8 +4,11 @@
 //! chunked-encryption construction, signed with Ed25519 AND ML-DSA-87, and decrypted only into
 //! locked, wiped-on-drop memory. See `docs/bundle-format.md` and `SECURITY.md`.
 //!
-//! Modules depend in one direction: `cli → store, engine → bundle, keys → crypto, secure`.
+//! Modules depend in one direction: `main → cli, tui` (two front ends that never import each
+//! other) `→ appliance` (the application layer) `→ store, engine, audit → bundle, keys →
+//! crypto, secure`. `config` and `output` are leaves the front ends and the layer share.
 
+pub mod appliance;
 pub mod audit;
 pub mod bundle;
 pub mod cli;
@@ -17,6 +20,7 @@ pub mod error;
 #[allow(clippy::panic, missing_docs, reason = "fuzz assertions")]
 pub mod fuzzing;
 pub mod keys;
+pub mod output;
 pub mod secure;
 pub mod selftest;
 pub mod store;

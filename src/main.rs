@@ -1,10 +1,12 @@
-//! The `rempart` binary: harden the process, parse the command line, run, map errors to the
-//! documented exit codes (docs/exit-codes.md).
+//! The `rempart` binary: harden the process, parse the command line, enter the sandbox, run
+//! the self-tests, dispatch to the CLI or the terminal UI, map errors to the documented exit
+//! codes (docs/exit-codes.md).
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use rempart::cli::{self, output};
+use rempart::cli::{self, Command};
+use rempart::output;
 
 fn main() -> ExitCode {
     // First thing: no core dumps, not dumpable, no new privileges, umask 077.
@@ -25,7 +27,7 @@ fn main() -> ExitCode {
             let code = if e.use_stderr() {
                 rempart::error::EXIT_USAGE
             } else {
-                0
+                rempart::error::EXIT_OK
             };
             let _ = e.print();
             return ExitCode::from(code);
@@ -43,19 +45,36 @@ fn main() -> ExitCode {
         std::process::abort();
     }
     // Power-up known-answer tests of every primitive, before any key or bundle is read.
-    let kats = rempart::selftest::power_up();
-    if !kats.failed().is_empty() {
-        let e = rempart::Error::SelfTest {
-            failed: kats.failed(),
-        };
-        output::error(&e);
-        return ExitCode::from(e.exit_code());
-    }
-    match cli::run(&args) {
+    let failed = rempart::selftest::power_up().failed();
+    let result = if !failed.is_empty() {
+        Err(rempart::Error::SelfTest { failed })
+    } else if let Command::Tui(t) = &args.command {
+        rempart::tui::run(&args.root(), &tui_opts(t))
+    } else {
+        cli::run(&args)
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             output::error(&e);
             ExitCode::from(e.exit_code())
         }
+    }
+}
+
+/// The terminal UI's options from its command-line arguments.
+fn tui_opts(t: &cli::tui::TuiArgs) -> rempart::tui::TuiOpts<'_> {
+    rempart::tui::TuiOpts {
+        model: t.model.as_deref(),
+        passphrase: cli::args::source(t.passphrase_file.as_deref()),
+        require_mlock: t.require_mlock,
+        system: t.system.as_deref(),
+        temperature: t.temperature,
+        top_p: t.top_p,
+        seed: t.seed,
+        max_tokens: t.max_tokens,
+        idle_minutes: t.idle_lock_minutes,
+        keep_on_lock: t.keep_on_lock,
+        report_latency: t.report_latency,
     }
 }

@@ -9,13 +9,14 @@
 //! head. Restoring an older copy of both files together (a whole-disk rollback) is not detected
 //! without a hardware monotonic counter. Prompts and answers are never logged, only their SHA-384.
 
-use std::io::Write;
+pub mod event;
+
 use std::path::{Path, PathBuf};
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha384;
+pub use event::{Event, Source, TrustAction};
 
 use crate::crypto::{Secret, ct_eq, hash};
+use crate::secure::fs::read_capped;
 
 /// Key-derivation label of the audit MAC key.
 pub const AUDIT_KEY: &[u8] = b"audit log mac v1";
@@ -26,26 +27,6 @@ const MAX_LINE: usize = 64 * 1024;
 const MAX_TAIL: u64 = 4 * MAX_LINE as u64;
 /// Largest log `verify` reads (about 16 million records); rotate before it.
 const MAX_LOG: u64 = 4 << 30;
-
-/// Reads a regular file of at most `max` bytes without following symlinks.
-fn read_capped(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() || meta.len() > max {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not a regular file of bounded size",
-        ));
-    }
-    let mut buf = Vec::new();
-    f.take(max).read_to_end(&mut buf)?;
-    Ok(buf)
-}
 
 /// An audit problem.
 #[derive(Debug, thiserror::Error)]
@@ -101,12 +82,7 @@ struct Head {
 }
 
 fn hmac(key: &Secret<32>, parts: &[&[u8]]) -> String {
-    #[allow(clippy::expect_used, reason = "HMAC accepts keys of any length")]
-    let mut m = <Hmac<Sha384> as KeyInit>::new_from_slice(key.expose()).expect("HMAC key");
-    for p in parts {
-        m.update(p);
-    }
-    hex::encode(m.finalize().into_bytes())
+    hex::encode(crate::crypto::mac::hmac_sha384(key, parts))
 }
 
 fn record_mac(key: &Secret<32>, r: &Record) -> Result<String, serde_json::Error> {
@@ -328,28 +304,12 @@ fn write_head(dir: &Path, key: &Secret<32>, c: &Chain) -> Result<(), Error> {
         mac: String::new(),
     };
     head.mac = head_mac(key, &head);
-    let tmp = dir.join(".head.json.tmp");
-    let hio = |source| Error::Io {
-        path: tmp.clone(),
-        source,
-    };
-    let _ = std::fs::remove_file(&tmp);
-    let mut hf = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(hio)?;
-    hf.write_all(&serde_json::to_vec(&head).map_err(|e| hio(std::io::Error::other(e)))?)
-        .map_err(hio)?;
-    hf.sync_all().map_err(hio)?;
-    std::fs::rename(&tmp, dir.join(HEAD)).map_err(|source| Error::Io {
+    let body = serde_json::to_vec(&head).map_err(|e| Error::Io {
         path: dir.join(HEAD),
-        source,
+        source: std::io::Error::other(e),
     })?;
-    crate::store::state::sync_dir(dir).map_err(|source| Error::Io {
-        path: dir.to_owned(),
-        source,
-    })
+    crate::secure::fs::write_atomic(&dir.join(HEAD), ".head.json.tmp", 0o600, &[&body])
+        .map_err(|(path, source)| Error::Io { path, source })
 }
 
 /// Appends one record and fsyncs it, then moves the head to it (temporary file, fsync, rename,
@@ -359,13 +319,18 @@ fn write_head(dir: &Path, key: &Secret<32>, c: &Chain) -> Result<(), Error> {
 /// verified and committed; an unterminated line (a write cut short) is cut off and an
 /// `audit_recovered` record says how many bytes were discarded. Anything else after the head
 /// (a complete line that does not verify, or more than a few records) is tampering: refused.
-pub fn append(
+pub fn append(dir: &Path, key: &Secret<32>, event: &Event) -> Result<(), Error> {
+    append_raw(dir, key, event.name(), event.details())
+}
+
+/// [`append`] of a record built by hand: the tests' way to write any record.
+fn append_raw(
     dir: &Path,
     key: &Secret<32>,
     event: &str,
     details: serde_json::Value,
 ) -> Result<(), Error> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::FileExt;
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.to_owned(),
         source,
@@ -375,14 +340,7 @@ pub fn append(
         path: log.clone(),
         source,
     };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(&log)
-        .map_err(io)?;
+    let f = crate::secure::fs::open_log(&log).map_err(io)?;
     rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive).map_err(|e| io(e.into()))?;
     let mut chain = match read_head(dir, key)? {
         Some(h) => h,
@@ -425,13 +383,11 @@ pub fn append(
     }
     let mut events = Vec::new();
     if !pending.is_empty() || discarded > 0 {
-        events.push((
-            "audit_recovered".to_owned(),
-            serde_json::json!({
-                "committed_records": pending.len(),
-                "discarded_bytes": discarded,
-            }),
-        ));
+        let recovered = Event::AuditRecovered {
+            committed_records: pending.len() as u64,
+            discarded_bytes: discarded,
+        };
+        events.push((recovered.name().to_owned(), recovered.details()));
     }
     events.push((event.to_owned(), details));
     let mut bytes = Vec::new();
@@ -465,6 +421,8 @@ pub fn append(
 #[cfg(test)]
 #[allow(clippy::disallowed_methods, reason = "tests read the log they wrote")]
 mod tests {
+    use std::io::Write;
+
     use super::*;
 
     #[test]
@@ -477,7 +435,7 @@ mod tests {
             serde_json::json!({}),
         ];
         for (i, d) in details.iter().enumerate() {
-            append(&dir, &key, &format!("event{i}"), d.clone()).unwrap();
+            append_raw(&dir, &key, &format!("event{i}"), d.clone()).unwrap();
         }
         let c = verify(&dir, &key).unwrap();
         assert_eq!(c.records.len(), 3);
@@ -523,14 +481,14 @@ mod tests {
     #[test]
     fn a_record_written_before_the_head_moved_is_committed_by_the_next_append() {
         let dir = tempfile_dir();
-        append(&dir, &key(), "a", serde_json::json!({})).unwrap();
+        append_raw(&dir, &key(), "a", serde_json::json!({})).unwrap();
         let head_after_a = std::fs::read(dir.join(HEAD)).unwrap();
-        append(&dir, &key(), "b", serde_json::json!({})).unwrap();
+        append_raw(&dir, &key(), "b", serde_json::json!({})).unwrap();
         // The crash: b's line is on disk, the head still names a.
         std::fs::write(dir.join(HEAD), &head_after_a).unwrap();
         let c = verify(&dir, &key()).unwrap();
         assert_eq!((c.records.len(), c.pending, c.fragment), (2, 1, 0));
-        append(&dir, &key(), "c", serde_json::json!({})).unwrap();
+        append_raw(&dir, &key(), "c", serde_json::json!({})).unwrap();
         assert_eq!(events(&dir), ["a", "b", "audit_recovered", "c"]);
         let c = verify(&dir, &key()).unwrap();
         assert_eq!((c.pending, c.fragment), (0, 0));
@@ -541,7 +499,7 @@ mod tests {
     #[test]
     fn an_unterminated_line_is_discarded_and_the_discard_recorded() {
         let dir = tempfile_dir();
-        append(&dir, &key(), "a", serde_json::json!({})).unwrap();
+        append_raw(&dir, &key(), "a", serde_json::json!({})).unwrap();
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(dir.join(LOG))
@@ -550,7 +508,7 @@ mod tests {
         drop(f);
         let c = verify(&dir, &key()).unwrap();
         assert_eq!((c.records.len(), c.pending, c.fragment), (1, 0, 19));
-        append(&dir, &key(), "b", serde_json::json!({})).unwrap();
+        append_raw(&dir, &key(), "b", serde_json::json!({})).unwrap();
         assert_eq!(events(&dir), ["a", "audit_recovered", "b"]);
         let c = verify(&dir, &key()).unwrap();
         assert_eq!(c.records[1].details["discarded_bytes"], 19);
@@ -561,8 +519,8 @@ mod tests {
     #[test]
     fn forged_lines_missing_head_and_truncation_are_refused_by_append_and_verify() {
         let dir = tempfile_dir();
-        append(&dir, &key(), "a", serde_json::json!({})).unwrap();
-        append(&dir, &key(), "b", serde_json::json!({})).unwrap();
+        append_raw(&dir, &key(), "a", serde_json::json!({})).unwrap();
+        append_raw(&dir, &key(), "b", serde_json::json!({})).unwrap();
         let log = std::fs::read(dir.join(LOG)).unwrap();
         let head = std::fs::read(dir.join(HEAD)).unwrap();
         // A complete line that does not verify after the head.
@@ -573,19 +531,19 @@ mod tests {
             verify(&dir, &key()),
             Err(Error::Tampered { record: 3, .. })
         ));
-        assert!(append(&dir, &key(), "c", serde_json::json!({})).is_err());
+        assert!(append_raw(&dir, &key(), "c", serde_json::json!({})).is_err());
         // The head removed.
         std::fs::write(dir.join(LOG), &log).unwrap();
         std::fs::remove_file(dir.join(HEAD)).unwrap();
         assert!(verify(&dir, &key()).is_err());
         assert!(ready(&dir, &key()).is_err());
-        assert!(append(&dir, &key(), "c", serde_json::json!({})).is_err());
+        assert!(append_raw(&dir, &key(), "c", serde_json::json!({})).is_err());
         // The last record cut off (the head still names it).
         std::fs::write(dir.join(HEAD), &head).unwrap();
         let first_line = log.iter().position(|&b| b == b'\n').unwrap() + 1;
         std::fs::write(dir.join(LOG), &log[..first_line]).unwrap();
         assert!(verify(&dir, &key()).is_err());
-        assert!(append(&dir, &key(), "c", serde_json::json!({})).is_err());
+        assert!(append_raw(&dir, &key(), "c", serde_json::json!({})).is_err());
         // An older head with the full log is "pending", never a loss; the intact pair verifies.
         std::fs::write(dir.join(LOG), &log).unwrap();
         assert_eq!(events(&dir), ["a", "b"]);
@@ -600,7 +558,8 @@ mod tests {
                 let dir = &dir;
                 s.spawn(move || {
                     for i in 0..10 {
-                        append(dir, &key(), &format!("t{t}"), serde_json::json!({"i": i})).unwrap();
+                        append_raw(dir, &key(), &format!("t{t}"), serde_json::json!({"i": i}))
+                            .unwrap();
                     }
                 });
             }

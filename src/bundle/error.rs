@@ -111,9 +111,6 @@ pub enum Error {
         /// Kind of I/O error.
         kind: std::io::ErrorKind,
     },
-    /// The arena for decrypted data could not be created or locked.
-    #[error("locked memory for decrypted data unavailable")]
-    Arena,
 }
 
 /// A key id printed as 16 hex digits.

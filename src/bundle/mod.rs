@@ -178,6 +178,12 @@ pub struct Envelope {
     pub file_len: u64,
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times [`Envelope::verify`] ran on this thread (tests count verifications).
+    pub(crate) static VERIFICATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// A bundle whose signatures verified against the trust policy. Only [`Envelope::verify`] makes
 /// one (`non_exhaustive`: no other crate can construct it), so holding one proves the check ran.
 #[derive(Debug, Clone)]
@@ -280,6 +286,8 @@ impl Envelope {
     /// Checks the signatures against `trust`, then decodes the manifest and checks that the file
     /// length is exactly what it describes.
     pub fn verify(&self, trust: &impl SignerLookup) -> Result<Verified, Error> {
+        #[cfg(test)]
+        VERIFICATIONS.with(|c| c.set(c.get() + 1));
         let msg = self.signed_message();
         let mut good: Vec<[u8; 8]> = Vec::new();
         let mut any_trusted = false;

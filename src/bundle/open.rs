@@ -16,8 +16,6 @@ const GROUP: usize = 64;
 /// What [`open_artifact`] found.
 #[derive(Debug)]
 pub struct Opened {
-    /// The authenticated header.
-    pub header: ArtifactHeader,
     /// Which stanza kind unwrapped the key.
     pub stanza_kind: &'static str,
 }
@@ -127,10 +125,7 @@ pub fn open_artifact_with_progress(
     if result.is_err() {
         arena.wipe();
     }
-    result.map(|()| Opened {
-        header,
-        stanza_kind: kind,
-    })
+    result.map(|()| Opened { stanza_kind: kind })
 }
 
 fn decrypt_all(

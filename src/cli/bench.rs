@@ -1,17 +1,96 @@
 //! `bench --decrypt`: unseal throughput with 1 and 2 threads on a synthetic payload sealed with
 //! throw-away in-memory keys, and optionally the full open of a real bundle.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use super::{Cli, berr, output};
+use super::args::{DeviceArg, ModelArgs};
+use super::{berr, output};
+use crate::appliance::import::open_bundle;
+use crate::appliance::load::LoadOpts;
+use crate::appliance::{Loaded, Root};
+use crate::audit::Source;
 use crate::bundle::{self, ArtifactInput, Envelope, RecipientSpec, Role, SealParams, SignerLookup};
 use crate::crypto::sig::PublisherPublicKey;
+use crate::engine::{self, Forward};
 use crate::error::Result;
-use crate::keys::{ApplianceSecret, PassphraseSource, PublisherSecret, TrustStore};
+use crate::keys::{ApplianceSecret, PassphraseSource, PublisherSecret};
 use crate::secure::LockedBuf;
+use crate::secure::sandbox::FsPolicy;
+
+/// Which forward pass `bench` measures.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum BackendArg {
+    /// The lean llama path where it applies, else candle-transformers.
+    Auto,
+    /// candle-transformers' model.
+    Stock,
+}
+
+/// `bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Which model, and the appliance key's passphrase.
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Prompt tokens to process.
+    #[arg(short = 'p', default_value_t = 512)]
+    pp: usize,
+    /// Tokens to generate.
+    #[arg(short = 'n', default_value_t = 128)]
+    tg: usize,
+    /// Where inference runs.
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+    /// Measure decryption throughput on a synthetic payload with 1 and 2 threads instead.
+    #[arg(long)]
+    decrypt: bool,
+    /// Synthetic payload size in MiB (--decrypt).
+    #[arg(long, default_value_t = 1024)]
+    size_mib: usize,
+    /// Repetitions.
+    #[arg(short = 'r', long, default_value_t = 5)]
+    repetitions: usize,
+    /// Also time opening this sealed bundle with ROOT's appliance key (--decrypt).
+    #[arg(long)]
+    bundle: Option<PathBuf>,
+    /// Worker threads for inference (default: one per CPU, or RAYON_NUM_THREADS).
+    #[arg(short = 't', long)]
+    threads: Option<usize>,
+    /// Forward pass: `auto` (Rempart's lean llama path where it applies) or `stock`
+    /// (candle-transformers' model), to compare them.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: BackendArg,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl BenchArgs {
+    pub(super) fn policy(&self, root: &Root) -> FsPolicy {
+        super::appliance_policy(root)
+            .with_read(self.bundle.iter().cloned())
+            .with_read(self.model.passphrase.files())
+    }
+
+    pub(super) fn run(&self, root: &Root) -> Result<()> {
+        if self.decrypt {
+            bench_decrypt(
+                root,
+                self.size_mib,
+                self.repetitions,
+                self.bundle.as_deref(),
+                &self.model.passphrase.source(),
+                self.json,
+            )
+        } else {
+            bench_model(root, self)
+        }
+    }
+}
 
 /// A trust policy of exactly one publisher key (for synthetic bundles).
 #[derive(Debug)]
@@ -93,11 +172,14 @@ fn pool(threads: usize) -> Result<rayon::ThreadPool> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
-        .map_err(|e| crate::Error::Usage(format!("cannot start {threads} threads: {e}")))
+        .map_err(|e| crate::Error::Threads {
+            threads,
+            reason: e.to_string(),
+        })
 }
 
-pub(super) fn bench(
-    cli: &Cli,
+fn bench_decrypt(
+    root: &Root,
     size_mib: usize,
     reps: usize,
     real: Option<&Path>,
@@ -145,20 +227,22 @@ pub(super) fn bench(
     }
     let mut real_json = serde_json::Value::Null;
     if let Some(path) = real {
-        let key = super::load_appliance(&cli.root, pass)?;
-        let trust = TrustStore::load(&cli.trusted_dir())?;
+        let key = root.unlock(pass)?;
+        let trust = root.trust()?;
         let mut ms = Vec::with_capacity(reps);
         let mut size = 0;
         for _ in 0..reps {
             let t = Instant::now();
-            let src = super::open_bundle(path)?;
+            let src = open_bundle(path)?;
             let env = Envelope::parse(&src).map_err(berr(path))?;
             let v = env.verify(&trust).map_err(berr(path))?;
             let a = v
                 .manifest
                 .artifacts
                 .first()
-                .ok_or_else(|| crate::Error::Usage("bundle has no artifact".into()))?;
+                .ok_or_else(|| crate::Error::NoModelArtifact {
+                    path: path.to_owned(),
+                })?;
             size = a.pt_len;
             let mut arena = LockedBuf::new(usize::try_from(a.pt_len).unwrap_or(usize::MAX), false)?;
             bundle::open_artifact(&src, &v, 0, &key, &mut arena).map_err(berr(path))?;
@@ -176,6 +260,118 @@ pub(super) fn bench(
         output::json(
             &json!({"decrypt": rows, "payload_mib": size_mib, "open_bundle": real_json, "arena": locked}),
         );
+    }
+    Ok(())
+}
+
+fn bench_model(root: &Root, b: &BenchArgs) -> Result<()> {
+    match b.threads {
+        Some(n) => pool(n.max(1))?.install(|| bench_model_in_pool(root, b)),
+        None => bench_model_in_pool(root, b),
+    }
+}
+
+fn bench_model_in_pool(root: &Root, b: &BenchArgs) -> Result<()> {
+    let (pp, tg, reps, json_out) = (b.pp, b.tg, b.repetitions, b.json);
+    let o = LoadOpts {
+        require_mlock: false,
+        device: b.device.into(),
+        backend: match b.backend {
+            BackendArg::Auto => engine::Backend::Auto,
+            BackendArg::Stock => engine::Backend::Stock,
+        },
+        source: Source::Bench,
+    };
+    let Loaded {
+        built: mut loaded,
+        report,
+        ..
+    } = super::ask::load(root, &b.model, &o)?;
+    let reps = reps.max(1);
+    let ctx = loaded.model.context_len();
+    if pp + 1 >= ctx || tg + 2 >= ctx {
+        return Err(crate::Error::Usage(format!(
+            "-p/-n must be below the context size {ctx}"
+        )));
+    }
+    // Prompt tokens: a deterministic spread over the vocabulary, as llama-bench uses random ids.
+    let vocab = loaded.tok.vocab_size().max(2) as u32;
+    let prompt: Vec<u32> = (0..pp as u32)
+        .map(|i| (i.wrapping_mul(7919) % (vocab - 1)) + 1)
+        .collect();
+    let mut pp_tps = Vec::new();
+    let mut tg_tps = Vec::new();
+    for _ in 0..reps {
+        if pp > 0 {
+            let t = Instant::now();
+            loaded.model.forward(&prompt, 0)?;
+            pp_tps.push(pp as f64 / t.elapsed().as_secs_f64());
+        }
+        if tg > 0 {
+            let mut logits = loaded.model.forward(&[1], 0)?;
+            let t = Instant::now();
+            for pos in 1..=tg {
+                let next = engine::argmax(&logits);
+                logits = loaded.model.forward(&[next], pos)?;
+            }
+            tg_tps.push(tg as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    let threads = rayon::current_num_threads();
+    // Resident memory now, after generation (the arena is gone; the weights, the KV cache and
+    // the process remain), and the peak over the whole run (the load included).
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "/proc/self/status is the kernel's, not untrusted input"
+    )]
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss = crate::secure::sandbox::status_field(&status, "VmRSS");
+    let peak = crate::secure::sandbox::status_field(&status, "VmHWM");
+    let (ppm, pps) = stats(&pp_tps);
+    let (tgm, tgs) = stats(&tg_tps);
+    let info = &loaded.info;
+    if json_out {
+        output::json(&json!({
+            "model": report.model, "architecture": info.architecture, "quantization": info.quantization,
+            "backend": loaded.model.backend(), "kernels": loaded.model.kernels(),
+            "threads": threads, "repetitions": reps,
+            "rss_after_generation": rss, "rss_peak": peak,
+            "pp": {"tokens": pp, "tokens_per_s_mean": ppm, "tokens_per_s_stddev": pps, "runs": pp_tps},
+            "tg": {"tokens": tg, "tokens_per_s_mean": tgm, "tokens_per_s_stddev": tgs, "runs": tg_tps},
+            "load": report,
+        }));
+    } else {
+        let kernels = loaded
+            .model
+            .kernels()
+            .map(|k| format!(", {k} kernels"))
+            .unwrap_or_default();
+        output::line(format!(
+            "model        {} ({} {}, {} weight bytes, {} forward pass{kernels})",
+            report.model,
+            info.architecture,
+            info.quantization,
+            info.weight_bytes,
+            loaded.model.backend()
+        ));
+        output::line(format!(
+            "load         read+verify {:.1} ms, unwrap+decrypt {:.1} ms, build {:.1} ms",
+            report.read_verify_ms, report.unwrap_decrypt_ms, report.build_ms
+        ));
+        output::line(format!(
+            "memory       arena locked: {}, weights locked: {}; resident after the runs {rss}, peak {peak} (load included)",
+            report.arena_locked, report.weights_locked
+        ));
+        if pp > 0 {
+            output::line(format!(
+                "pp{pp:<9} {ppm:8.1} ± {pps:.1} tokens/s ({threads} threads, {reps} runs)"
+            ));
+        }
+        if tg > 0 {
+            output::line(format!(
+                "tg{tg:<9} {tgm:8.1} ± {tgs:.1} tokens/s ({threads} threads, {reps} runs)"
+            ));
+        }
     }
     Ok(())
 }

@@ -1,17 +1,41 @@
-//! `inspect` (show, verify nothing) and `verify` (signatures, hashes, optionally decryption).
+//! `inspect`: a bundle's header, manifest and signers, read without a key and verified not at
+//! all (the signers are matched against the trust store by key id only).
 
-use std::path::Path;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
 
+use clap::Args;
 use serde_json::json;
 
-use super::{Cli, berr, fmt_time, now, output};
+use super::{berr, output};
+use crate::appliance::Root;
+use crate::appliance::clock::{fmt_time, now};
+use crate::appliance::import::open_bundle;
 use crate::bundle::{self, Envelope, Manifest};
 use crate::error::Result;
-use crate::keys::{PassphraseSource, TrustStore, key_id_hex};
-use crate::secure::{LockStatus, LockedBuf};
+use crate::keys::{TrustStore, key_id_hex};
+use crate::secure::sandbox::FsPolicy;
 
-fn manifest_json(m: &Manifest) -> serde_json::Value {
+/// `inspect` arguments.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Bundle file.
+    bundle: PathBuf,
+    /// One JSON document on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+impl InspectArgs {
+    pub(super) fn policy(&self, root: &Root) -> FsPolicy {
+        FsPolicy::default().read(root.trusted()).read(&self.bundle)
+    }
+
+    pub(super) fn run(&self, root: &Root) -> Result<()> {
+        inspect(&root.trusted(), &self.bundle, self.json)
+    }
+}
+
+pub(super) fn manifest_json(m: &Manifest) -> serde_json::Value {
     json!({
         "bundle_id": hex::encode(m.bundle_id),
         "name": m.name,
@@ -26,8 +50,8 @@ fn manifest_json(m: &Manifest) -> serde_json::Value {
     })
 }
 
-pub(super) fn inspect(trusted: &Path, path: &Path, json_out: bool) -> Result<()> {
-    let src = super::open_bundle(path)?;
+fn inspect(trusted: &Path, path: &Path, json_out: bool) -> Result<()> {
+    let src = open_bundle(path)?;
     let env = Envelope::parse(&src).map_err(berr(path))?;
     let m = env.manifest_unverified().map_err(berr(path))?;
     let offsets = env.layout(&m).map_err(berr(path))?;
@@ -146,112 +170,5 @@ pub(super) fn inspect(trusted: &Path, path: &Path, json_out: bool) -> Result<()>
     output::line(
         "note        inspect checks structure only; run `rempart verify` to check signatures",
     );
-    Ok(())
-}
-
-pub(super) struct VerifyOpts {
-    pub json: bool,
-    pub decrypt: bool,
-    pub require_mlock: bool,
-    pub allow_expired: bool,
-    pub passphrase: PassphraseSource,
-}
-
-pub(super) fn verify(cli: &Cli, path: &Path, o: &VerifyOpts) -> Result<()> {
-    let t0 = Instant::now();
-    let src = super::open_bundle(path)?;
-    let trust = TrustStore::load(&cli.trusted_dir())?;
-    let env = Envelope::parse(&src).map_err(berr(path))?;
-    let v = env.verify(&trust).map_err(berr(path))?;
-    let t_sig = t0.elapsed();
-    if let Some(e) = v.manifest.expires.filter(|&e| e <= now())
-        && !o.allow_expired
-    {
-        {
-            return Err(crate::Error::Expired {
-                path: path.to_owned(),
-                when: fmt_time(e),
-            });
-        }
-    }
-    let total: u64 = v
-        .manifest
-        .artifacts
-        .iter()
-        .filter_map(|a| a.total_len())
-        .sum();
-    let pb = output::progress(total, "hashing");
-    bundle::verify_ciphertexts(&src, &v, &|n| pb.inc(n)).map_err(berr(path))?;
-    pb.finish_and_clear();
-    let t_hash = t0.elapsed();
-    let mut decrypted = Vec::new();
-    if o.decrypt {
-        let appliance = super::load_appliance(&cli.root, &o.passphrase)?;
-        for (i, a) in v.manifest.artifacts.iter().enumerate() {
-            let t = Instant::now();
-            let len = usize::try_from(a.pt_len)
-                .map_err(|_| crate::Error::Usage("artifact too large for this machine".into()))?;
-            let mut arena = LockedBuf::new(len, o.require_mlock)?;
-            let opened =
-                bundle::open_artifact(&src, &v, i, &appliance, &mut arena).map_err(berr(path))?;
-            let secs = t.elapsed().as_secs_f64();
-            let lock = match arena.lock_status() {
-                LockStatus::Locked => "locked".to_owned(),
-                LockStatus::Empty => "empty".to_owned(),
-                LockStatus::NotLocked(why) => format!("NOT locked: {why}"),
-            };
-            decrypted.push(json!({
-                "index": i,
-                "bytes": a.pt_len,
-                "recipient": opened.stanza_kind,
-                "appliance_key_id": key_id_hex(&appliance.key_id()),
-                "seconds": secs,
-                "gb_per_s": a.pt_len as f64 / secs / 1e9,
-                "memory": lock,
-            }));
-            drop(arena);
-        }
-    }
-    let signers: Vec<String> = v.signers.iter().map(key_id_hex).collect();
-    if o.json {
-        output::json(&json!({
-            "file": path.display().to_string(),
-            "ok": true,
-            "manifest": manifest_json(&v.manifest),
-            "trusted_signers": signers,
-            "threshold": trust.threshold,
-            "signatures_seconds": t_sig.as_secs_f64(),
-            "hashes_seconds": (t_hash - t_sig).as_secs_f64(),
-            "decrypted": decrypted,
-        }));
-        return Ok(());
-    }
-    output::info(format!(
-        "{}: signatures OK ({} of {} required, Ed25519 + ML-DSA-87 by {}) in {:.1} ms",
-        path.display(),
-        v.signers.len(),
-        trust.threshold,
-        signers.join(", "),
-        t_sig.as_secs_f64() * 1e3
-    ));
-    output::info(format!(
-        "{}: headers and ciphertext hashes OK ({} bytes) in {:.1} ms",
-        path.display(),
-        total,
-        (t_hash - t_sig).as_secs_f64() * 1e3
-    ));
-    for d in &decrypted {
-        output::info(format!(
-            "{}: artifact {} decrypted via {} into memory that is {} ({} bytes in {:.1} ms, {:.2} GB/s), then wiped",
-            path.display(),
-            d["index"],
-            d["recipient"].as_str().unwrap_or_default(),
-            d["memory"].as_str().unwrap_or_default(),
-            d["bytes"],
-            d["seconds"].as_f64().unwrap_or_default() * 1e3,
-            d["gb_per_s"].as_f64().unwrap_or_default()
-        ));
-    }
-    output::info(format!("{}: OK", path.display()));
     Ok(())
 }

@@ -1,15 +1,17 @@
 //! `seal`: the publisher's command.
 
-use std::io::{Read, Write};
-use std::path::Path;
+use std::io::Read;
+use std::path::{Path, PathBuf};
 
+use clap::Args;
 use zeroize::Zeroizing;
 
-use super::{Command, berr, output};
+use super::{berr, output};
 use crate::bundle::{self, ArtifactInput, RecipientSpec, Role, SealParams};
 use crate::crypto::Secret;
 use crate::error::Result;
 use crate::keys::{self, Kind, PassphraseSource, PublisherSecret, key_id_hex, read_key_file};
+use crate::secure::sandbox::FsPolicy;
 
 enum Rcpt {
     Kek([u8; 8], Secret<32>),
@@ -53,7 +55,7 @@ fn load_recipient(path: &Path, pass: &PassphraseSource) -> Result<Rcpt> {
 
 /// Parses YYYY-MM-DD (midnight UTC) or RFC 3339.
 fn parse_date(s: &str) -> Result<u64> {
-    let t = super::parse_time(s).ok_or_else(|| {
+    let t = crate::appliance::clock::parse_time(s).ok_or_else(|| {
         crate::Error::Usage(format!("--expires {s:?}: expected YYYY-MM-DD or RFC 3339"))
     })?;
     t.duration_since(std::time::UNIX_EPOCH)
@@ -61,8 +63,59 @@ fn parse_date(s: &str) -> Result<u64> {
         .map_err(|_| crate::Error::Usage(format!("--expires {s:?} is before 1970")))
 }
 
-pub(super) fn seal(cmd: &Command) -> Result<()> {
-    let Command::Seal {
+/// `seal` arguments.
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    /// The plaintext model file (GGUF).
+    #[arg(long)]
+    model: PathBuf,
+    /// Model name: letters, digits, '.', '_' and '-', at most 64 bytes.
+    #[arg(long)]
+    name: String,
+    /// Monotonic version (at least 1); appliances refuse downgrades.
+    #[arg(long)]
+    version: u64,
+    /// Recipient: appliance.kek (AES-256 key wrap) or appliance.pub (ML-KEM-1024 + X25519).
+    #[arg(long = "to", required = true)]
+    to: Vec<PathBuf>,
+    /// Publisher secret key; repeat for k-of-n signing.
+    #[arg(long = "sign", required = true)]
+    sign: Vec<PathBuf>,
+    /// Classification marking shown to analysts (e.g. "UNCLASSIFIED", "SECRET").
+    #[arg(long)]
+    marking: Option<String>,
+    /// Expiry date (YYYY-MM-DD or RFC 3339); appliances refuse expired bundles.
+    #[arg(long)]
+    expires: Option<String>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Passphrase file for protected keys.
+    #[arg(long)]
+    passphrase_file: Option<PathBuf>,
+    /// Output bundle.
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
+}
+
+impl SealArgs {
+    /// The model, recipients, signers and passphrase read; the output's directory written
+    /// (the bundle is written next to OUT, then renamed over it).
+    pub(super) fn policy(&self) -> FsPolicy {
+        FsPolicy::default()
+            .read(&self.model)
+            .with_read(self.to.iter().chain(&self.sign).cloned())
+            .with_read(self.passphrase_file.iter().cloned())
+            .write(crate::secure::fs::parent_dir(&self.out))
+    }
+
+    pub(super) fn run(&self) -> Result<()> {
+        seal(self)
+    }
+}
+
+fn seal(a: &SealArgs) -> Result<()> {
+    let SealArgs {
         model,
         name,
         version,
@@ -73,14 +126,11 @@ pub(super) fn seal(cmd: &Command) -> Result<()> {
         force,
         passphrase_file,
         out,
-    } = cmd
-    else {
-        return Err(crate::Error::Usage("not a seal command".into()));
-    };
+    } = a;
     if out.exists() && !force {
         return Err(crate::Error::Exists { path: out.clone() });
     }
-    let pass = super::pass_source(passphrase_file.as_deref());
+    let pass = super::args::source(passphrase_file.as_deref());
     let rcpts = to
         .iter()
         .map(|p| load_recipient(p, &pass))
@@ -96,7 +146,7 @@ pub(super) fn seal(cmd: &Command) -> Result<()> {
             Ok(PublisherSecret::from_seed(seed))
         })
         .collect::<Result<Vec<_>>>()?;
-    let created = super::now();
+    let created = crate::appliance::clock::now();
     let expires = expires.as_deref().map(parse_date).transpose()?;
     let params = SealParams {
         name: name.clone(),
@@ -171,8 +221,16 @@ pub(super) fn seal(cmd: &Command) -> Result<()> {
     })?;
     pb.finish_and_clear();
     drop(plaintext);
-    write_atomic(out, &parts)?;
-    let total: usize = parts.iter().map(Vec::len).sum();
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let tmp = format!(
+        ".{}.partial",
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    crate::secure::fs::write_atomic(out, &tmp, 0o600, &parts)
+        .map_err(|(path, source)| crate::Error::Io { path, source })?;
+    let total: usize = parts.iter().map(|p| p.len()).sum();
     output::info(format!(
         "sealed {} v{} ({} bytes) for {} recipient(s), signed by {} -> {} in {:.2} s",
         name,
@@ -187,45 +245,5 @@ pub(super) fn seal(cmd: &Command) -> Result<()> {
         out.display(),
         started.elapsed().as_secs_f64()
     ));
-    Ok(())
-}
-
-/// Writes `parts` to a temporary file next to `out`, fsyncs it, then renames it into place.
-fn write_atomic(out: &Path, parts: &[Vec<u8>]) -> Result<()> {
-    let dir = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.partial",
-        out.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    let io = |source| crate::Error::Io {
-        path: tmp.clone(),
-        source,
-    };
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(io)?;
-    let result = parts
-        .iter()
-        .try_for_each(|p| f.write_all(p))
-        .and_then(|()| f.sync_all());
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(io(e));
-    }
-    std::fs::rename(&tmp, out).map_err(|source| crate::Error::Io {
-        path: out.to_owned(),
-        source,
-    })?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
     Ok(())
 }

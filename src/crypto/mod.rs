@@ -3,7 +3,7 @@
 //! Everything above it (bundle, keys, cli) speaks in terms of the small, typed functions here:
 //! C2SP chunked encryption with AES-256-GCM ([`chunked`]), AES-256 key wrap ([`kw`]), the hybrid
 //! Ed25519 + ML-DSA-87 signature ([`sig`]), the hybrid ML-KEM-1024 + X25519 recipient ([`kem`]),
-//! key derivation ([`kdf`]), hashing ([`hash`]) and the OS random generator ([`rng`]).
+//! key derivation ([`kdf`]), the MAC of the appliance's own files ([`mac`]), hashing ([`hash`]) and the OS random generator ([`rng`]).
 //!
 //! # Security
 //! Secret inputs and outputs are [`Secret`] values: zeroized on drop, never `Debug`-printed, never
@@ -15,6 +15,7 @@ pub mod hash;
 pub mod kdf;
 pub mod kem;
 pub mod kw;
+pub mod mac;
 pub mod rng;
 pub mod sig;
 

@@ -6,8 +6,8 @@ use minijinja::{Environment, Error as JinjaError, ErrorKind, Value};
 
 use super::Error;
 
-/// One chat message.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// One chat message. Its `Debug` shows the role and the length, never the text.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Message {
     /// "system", "user" or "assistant".
     pub role: String,
@@ -22,6 +22,18 @@ impl Message {
             role: role.to_owned(),
             content: content.into(),
         }
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("role", &self.role)
+            .field(
+                "content",
+                &format_args!("<{} bytes redacted>", self.content.len()),
+            )
+            .finish()
     }
 }
 

@@ -33,6 +33,26 @@ pub enum StopReason {
     Canceled,
 }
 
+impl StopReason {
+    /// The name scripts and the audit log see (`eos`, `stop_token`, `length`, `context_full`,
+    /// `canceled`), the same as its JSON form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eos => "eos",
+            Self::StopToken => "stop_token",
+            Self::Length => "length",
+            Self::ContextFull => "context_full",
+            Self::Canceled => "canceled",
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Counts and timings of one generation.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GenStats {

@@ -84,8 +84,8 @@ impl Kind {
 /// A passphrase, wiped on drop.
 pub type Passphrase = Zeroizing<String>;
 
-/// Where a passphrase comes from when a key needs one.
-#[derive(Debug, Clone)]
+/// Where a passphrase comes from when a key needs one. Its `Debug` never shows a passphrase.
+#[derive(Clone)]
 pub enum PassphraseSource {
     /// First line of this file.
     File(PathBuf),
@@ -95,6 +95,17 @@ pub enum PassphraseSource {
     None,
     /// Already typed (the terminal UI's lock screen).
     Given(Passphrase),
+}
+
+impl std::fmt::Debug for PassphraseSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File(p) => f.debug_tuple("File").field(p).finish(),
+            Self::Prompt => f.write_str("Prompt"),
+            Self::None => f.write_str("None"),
+            Self::Given(_) => f.write_str("Given(<redacted>)"),
+        }
+    }
 }
 
 impl PassphraseSource {

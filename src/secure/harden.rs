@@ -9,20 +9,9 @@ use rustix::process::{DumpableBehavior, Resource, Rlimit};
 
 use super::Error;
 
-/// What `harden_early` achieved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct EarlyStatus {
-    /// RLIMIT_CORE is 0.
-    pub core_dumps_disabled: bool,
-    /// PR_SET_DUMPABLE is 0.
-    pub non_dumpable: bool,
-    /// PR_SET_NO_NEW_PRIVS is 1.
-    pub no_new_privs: bool,
-}
-
 /// Disables core dumps and ptrace attach, forbids privilege gain, sets umask 077.
 /// Any failure is an error: the process must not run half-hardened.
-pub fn harden_early() -> Result<EarlyStatus, Error> {
+pub fn harden_early() -> Result<(), Error> {
     rustix::process::setrlimit(
         Resource::Core,
         Rlimit {
@@ -45,9 +34,5 @@ pub fn harden_early() -> Result<EarlyStatus, Error> {
         source: e.into(),
     })?;
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
-    Ok(EarlyStatus {
-        core_dumps_disabled: true,
-        non_dumpable: true,
-        no_new_privs: true,
-    })
+    Ok(())
 }

@@ -1,9 +1,13 @@
 //! Memory protection and process hardening.
 //!
-//! `sys` is the crate's only `unsafe` code: an anonymous mapping for decrypted weights and a
-//! zeroizing global allocator. [`mem`] builds the locked, wiped-on-drop arena on top of it;
-//! [`harden`] holds the process policy (no core dumps, not dumpable, no new privileges, umask).
+//! `sys` holds the system-call `unsafe` code: an anonymous mapping for decrypted weights and a
+//! zeroizing global allocator (the lean engine's kernels and thread team hold the rest of the
+//! crate's `unsafe`; SECURITY.md lists every site). [`mem`] builds the locked, wiped-on-drop
+//! arena on top of it; [`harden`] holds the process policy (no core dumps, not dumpable, no new
+//! privileges, umask); [`sandbox`] the Landlock and seccomp policy; [`fs`] the safe file
+//! operations (no-follow, size-capped opens; atomic writes).
 
+pub mod fs;
 pub mod harden;
 pub mod mem;
 pub mod sandbox;

@@ -8,13 +8,9 @@
 //! defeats a file-based counter; a TPM NV counter would not be (see SECURITY.md).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha384;
-
-use crate::crypto::{Secret, ct_eq};
+use crate::crypto::{Secret, ct_eq, mac::hmac_sha384};
 
 /// State file name.
 pub const STATE_FILE: &str = "state.json";
@@ -57,23 +53,21 @@ pub enum StateError {
     },
 }
 
-fn mac(key: &Secret<32>, highest: &BTreeMap<String, u64>) -> Vec<u8> {
-    #[allow(clippy::expect_used, reason = "HMAC accepts keys of any length")]
-    let mut m = <Hmac<Sha384> as KeyInit>::new_from_slice(key.expose()).expect("HMAC key");
-    m.update(b"rempart store state v1\0");
+fn mac(key: &Secret<32>, highest: &BTreeMap<String, u64>) -> [u8; 48] {
+    let mut encoded = Vec::new();
     for (name, v) in highest {
-        m.update(&(name.len() as u64).to_be_bytes());
-        m.update(name.as_bytes());
-        m.update(&v.to_be_bytes());
+        encoded.extend_from_slice(&(name.len() as u64).to_be_bytes());
+        encoded.extend_from_slice(name.as_bytes());
+        encoded.extend_from_slice(&v.to_be_bytes());
     }
-    m.finalize().into_bytes().to_vec()
+    hmac_sha384(key, &[b"rempart store state v1\0", &encoded])
 }
 
 impl State {
     /// Loads and authenticates the state (a missing file is an empty state).
     pub fn load(dir: &Path, key: &Secret<32>) -> Result<Self, StateError> {
         let path = dir.join(STATE_FILE);
-        let raw = match read_small(&path) {
+        let raw = match crate::secure::fs::read_capped(&path, MAX_STATE) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(source) => return Err(StateError::Io { path, source }),
@@ -116,49 +110,7 @@ impl State {
             mac: hex::encode(mac(key, &self.highest)),
         })
         .map_err(|e| io(std::io::Error::other(e)))?;
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-            _ => {}
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io)?;
-        f.write_all(&body).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(|source| StateError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        sync_dir(dir).map_err(|source| StateError::Io {
-            path: dir.to_owned(),
-            source,
-        })
+        crate::secure::fs::write_atomic(&path, ".state.json.tmp", 0o600, &[&body])
+            .map_err(|(path, source)| StateError::Io { path, source })
     }
-}
-
-/// fsyncs a directory so a rename in it is durable.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Reads a small regular file without following symlinks.
-fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)?;
-    let meta = f.metadata()?;
-    if !meta.is_file() || meta.len() > MAX_STATE {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not a small regular file",
-        ));
-    }
-    let mut buf = Vec::new();
-    f.take(MAX_STATE).read_to_end(&mut buf)?;
-    Ok(buf)
 }

@@ -9,7 +9,8 @@ use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tui_textarea::TextArea;
 use zeroize::Zeroizing;
 
-use crate::engine::Message;
+use crate::audit::Event;
+use crate::engine::StopReason;
 
 /// Who said it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,13 +23,24 @@ pub enum Role {
     Notice,
 }
 
-/// One turn of the conversation. Its text is wiped when dropped.
-#[derive(Debug)]
+/// One turn of the conversation. Its text is wiped when dropped and never `Debug`-printed.
 pub struct Turn {
     /// Who.
     pub role: Role,
     /// What.
     pub text: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Turn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Turn")
+            .field("role", &self.role)
+            .field(
+                "text",
+                &format_args!("<{} bytes redacted>", self.text.len()),
+            )
+            .finish()
+    }
 }
 
 /// Which screen is shown.
@@ -294,8 +306,8 @@ pub enum Action {
         tokens: usize,
         /// Generation speed.
         tokens_per_s: f64,
-        /// Why it stopped ("eos", "length", "cancelled", "context_full").
-        stop: String,
+        /// Why it stopped.
+        stop: StopReason,
     },
     /// The engine failed.
     EngineError(String),
@@ -329,15 +341,16 @@ pub enum Action {
     Exported(Result<String, String>),
 }
 
-/// What the event loop must do after [`update`].
-#[derive(Debug, PartialEq, Eq)]
+/// What the event loop must do after [`update`]. Its `Debug` never shows a passphrase, a path
+/// typed for an export or the conversation.
+#[derive(PartialEq)]
 pub enum Effect {
     /// Send the conversation to the engine.
     Submit(Vec<(String, String)>),
     /// Stop the running generation.
     Cancel,
     /// Record an audit event.
-    Audit(&'static str),
+    Audit(Event),
     /// Check this passphrase against the appliance key.
     CheckPassphrase(Zeroizing<String>),
     /// List the installed models (answer with [`Action::Models`]).
@@ -355,6 +368,28 @@ pub enum Effect {
     },
     /// Leave the UI.
     Quit,
+}
+
+impl std::fmt::Debug for Effect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Submit(turns) => write!(f, "Submit(<{} turns redacted>)", turns.len()),
+            Self::Cancel => f.write_str("Cancel"),
+            Self::Audit(e) => f.debug_tuple("Audit").field(e).finish(),
+            Self::CheckPassphrase(_) => f.write_str("CheckPassphrase(<redacted>)"),
+            Self::ListModels => f.write_str("ListModels"),
+            Self::SwitchModel(spec) => f.debug_tuple("SwitchModel").field(spec).finish(),
+            Self::SettingsChanged => f.write_str("SettingsChanged"),
+            Self::Export { text, .. } => {
+                write!(
+                    f,
+                    "Export {{ path: <redacted>, text: <{} bytes redacted> }}",
+                    text.len()
+                )
+            }
+            Self::Quit => f.write_str("Quit"),
+        }
+    }
 }
 
 /// The key bindings, as the help overlay lists them.
@@ -438,7 +473,7 @@ impl App {
         self.screen = Screen::Locked;
         self.unlock_entry = Zeroizing::new(String::new());
         self.unlock_error = None;
-        effects.push(Effect::Audit("tui_lock"));
+        effects.push(Effect::Audit(Event::TuiLock));
     }
 
     fn send(&mut self, effects: &mut Vec<Effect>) {
@@ -516,7 +551,7 @@ impl App {
             KeyCode::Char('n') if ctrl => {
                 if self.generating.is_none() {
                     self.wipe();
-                    effects.push(Effect::Audit("tui_new_conversation"));
+                    effects.push(Effect::Audit(Event::TuiNewConversation));
                 }
             }
             KeyCode::Esc => {
@@ -791,12 +826,12 @@ pub fn update(app: &mut App, action: Action, now: Instant) -> Vec<Effect> {
             let stopped = app.generating.take().is_some_and(|g| g.stopping);
             app.last_tps = Some(tokens_per_s);
             app.context_used = tokens;
-            if stopped || stop == "cancelled" {
+            if stopped || stop == StopReason::Canceled {
                 app.turns.push(Turn {
                     role: Role::Notice,
                     text: Zeroizing::new("stopped: the answer so far is kept".to_owned()),
                 });
-            } else if stop == "context_full" {
+            } else if stop == StopReason::ContextFull {
                 app.turns.push(Turn {
                     role: Role::Notice,
                     text: Zeroizing::new(
@@ -898,27 +933,14 @@ pub fn update(app: &mut App, action: Action, now: Instant) -> Vec<Effect> {
             app.screen = app.home();
             app.unlock_error = None;
             app.last_input = now;
-            effects.push(Effect::Audit("tui_unlock"));
+            effects.push(Effect::Audit(Event::TuiUnlock));
         }
         Action::UnlockResult(Err(e)) => {
             app.unlock_error = Some(e);
-            effects.push(Effect::Audit("tui_unlock_failed"));
+            effects.push(Effect::Audit(Event::TuiUnlockFailed));
         }
     }
     effects
-}
-
-/// The conversation as engine messages, with the system prompt first.
-pub fn to_messages(system: Option<&str>, conversation: &[(String, String)]) -> Vec<Message> {
-    system
-        .map(|s| Message::new("system", s))
-        .into_iter()
-        .chain(
-            conversation
-                .iter()
-                .map(|(r, t)| Message::new(r, t.as_str())),
-        )
-        .collect()
 }
 
 #[cfg(test)]
@@ -997,7 +1019,7 @@ mod tests {
         let done = Action::Done {
             tokens: 12,
             tokens_per_s: 50.0,
-            stop: "eos".into(),
+            stop: StopReason::Eos,
         };
         assert!(update(&mut app, done, t0).is_empty());
         assert!(app.generating.is_none());
@@ -1032,7 +1054,7 @@ mod tests {
             Action::Done {
                 tokens: 3,
                 tokens_per_s: 1.0,
-                stop: "eos".into(),
+                stop: StopReason::Eos,
             },
             t0,
         );
@@ -1059,7 +1081,7 @@ mod tests {
             Action::Done {
                 tokens: 5,
                 tokens_per_s: 9.0,
-                stop: "cancelled".into(),
+                stop: StopReason::Canceled,
             },
             t0,
         );
@@ -1083,7 +1105,7 @@ mod tests {
         assert!(update(&mut app, Action::Tick, t0 + Duration::from_secs(299)).is_empty());
         // Five minutes without input: the answer is cancelled, all is wiped, the lock audited.
         let fx = update(&mut app, Action::Tick, t0 + Duration::from_secs(300));
-        assert_eq!(fx, vec![Effect::Cancel, Effect::Audit("tui_lock")]);
+        assert_eq!(fx, vec![Effect::Cancel, Effect::Audit(Event::TuiLock)]);
         assert_eq!(app.screen, Screen::Locked);
         assert!(app.turns.is_empty() && app.history.is_empty() && app.input.is_empty());
         // Keys go to the passphrase entry, not the editor; Enter asks for a check.
@@ -1099,11 +1121,61 @@ mod tests {
             Action::UnlockResult(Err("wrong passphrase".into())),
             t0,
         );
-        assert_eq!(fx, vec![Effect::Audit("tui_unlock_failed")]);
+        assert_eq!(fx, vec![Effect::Audit(Event::TuiUnlockFailed)]);
         assert_eq!(app.screen, Screen::Locked);
         let fx = update(&mut app, Action::UnlockResult(Ok(())), t0);
-        assert_eq!(fx, vec![Effect::Audit("tui_unlock")]);
+        assert_eq!(fx, vec![Effect::Audit(Event::TuiUnlock)]);
         assert_eq!(app.screen, Screen::Chat);
+    }
+
+    /// Issue 17: the engine reports a cancelled answer as `canceled`; the notice was keyed on
+    /// "cancelled", so an answer stopped by the idle lock (not by Esc) showed no notice.
+    #[test]
+    fn issue_17_an_answer_stopped_by_the_idle_lock_says_it_was_stopped() {
+        let t0 = Instant::now();
+        let mut app = new_app(false, t0);
+        app.lock.keep_conversation = true;
+        typed(&mut app, "question", t0);
+        update(&mut app, key(KeyCode::Enter), t0);
+        update(&mut app, Action::Token("half an ans".into()), t0);
+        let fx = update(&mut app, Action::Tick, t0 + Duration::from_secs(300));
+        assert_eq!(fx, vec![Effect::Cancel, Effect::Audit(Event::TuiLock)]);
+        // What the engine sends after the cancel.
+        update(
+            &mut app,
+            Action::Done {
+                tokens: 7,
+                tokens_per_s: 3.0,
+                stop: StopReason::Canceled,
+            },
+            t0,
+        );
+        let last = app.turns.last().unwrap();
+        assert_eq!(last.role, Role::Notice);
+        assert_eq!(last.text.as_str(), "stopped: the answer so far is kept");
+        assert_eq!(app.turns[1].text.as_str(), "half an ans");
+    }
+
+    #[test]
+    fn effects_never_debug_print_a_passphrase_or_the_conversation() {
+        let e = Effect::CheckPassphrase(Zeroizing::new("hunter22-secret".into()));
+        assert!(!format!("{e:?}").contains("hunter22"));
+        let e = Effect::Export {
+            path: Zeroizing::new("/tmp/out-secret.txt".into()),
+            text: Zeroizing::new("the conversation".into()),
+        };
+        let d = format!("{e:?}");
+        assert!(
+            !d.contains("out-secret") && !d.contains("conversation"),
+            "{d}"
+        );
+        let e = Effect::Submit(vec![("user".into(), "classified question".into())]);
+        assert!(!format!("{e:?}").contains("classified"));
+        let t = Turn {
+            role: Role::User,
+            text: Zeroizing::new("classified question".into()),
+        };
+        assert!(!format!("{t:?}").contains("classified"));
     }
 
     #[test]
@@ -1118,13 +1190,13 @@ mod tests {
             Action::Done {
                 tokens: 1,
                 tokens_per_s: 1.0,
-                stop: "eos".into(),
+                stop: StopReason::Eos,
             },
             t0,
         );
         assert_eq!(
             update(&mut app, ctrl('l'), t0),
-            vec![Effect::Audit("tui_lock")]
+            vec![Effect::Audit(Event::TuiLock)]
         );
         assert_eq!(app.turns.len(), 2);
         // Ctrl-N wipes the conversation.
@@ -1337,7 +1409,7 @@ mod tests {
             Action::Done {
                 tokens: 4,
                 tokens_per_s: 1.0,
-                stop: "eos".into(),
+                stop: StopReason::Eos,
             },
             t0,
         );

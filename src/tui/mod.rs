@@ -22,7 +22,6 @@
 pub mod app;
 pub mod view;
 
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,20 +29,23 @@ use std::sync::mpsc::{Receiver, TryRecvError, channel};
 use std::time::{Duration, Instant};
 
 use crossterm::event::{self, Event as TermEvent, MouseEventKind};
-use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::cli::Cli;
-use crate::cli::run::{self, ModelOpts, Stage};
+use crate::appliance::clock::fmt_day;
+use crate::appliance::load::{Key, LoadOpts, Stage};
+use crate::appliance::{Auditor, Catalog, Installed, Loaded, Root};
+use crate::audit::{Event as AuditEvent, Source};
 use crate::config::Config;
-use crate::crypto::Secret;
-use crate::engine::{self, Event, Loaded, Message, Request, SamplingParams};
+use crate::crypto::hash::sha384;
+use crate::engine::{self, Event, Message, Request, SamplingParams};
 use crate::error::Result;
 use crate::keys::{ApplianceSecret, PassphraseSource};
+use crate::output;
 use app::{Action, App, Effect, LoadFigures, LockPolicy, ModelEntry, Session, Settings, Unlock};
 
 /// Options of `rempart tui`; `None` takes rempart.toml's value, then the built-in default.
-pub(crate) struct TuiOpts<'a> {
+#[derive(Debug)]
+pub struct TuiOpts<'a> {
     /// Installed model to load first (default: the only one installed).
     pub model: Option<&'a str>,
     /// How to unlock a protected appliance key at start.
@@ -71,57 +73,37 @@ pub(crate) struct TuiOpts<'a> {
 /// How often the loop wakes without input (idle lock, status clock, streamed tokens).
 const TICK: Duration = Duration::from_millis(50);
 
-/// The directory exports may be written to: rempart.toml's `tui.export_dir`, else the
-/// directory the UI starts in. `None` when it overlaps the appliance root (an export must
-/// never land among keys, models or the audit log, and the sandbox must not open them for
-/// writing).
-pub(crate) fn export_dir(root: &Path, config: &Config) -> Option<PathBuf> {
-    let dir = config
-        .tui
-        .export_dir
-        .clone()
-        .or_else(|| std::env::current_dir().ok())?;
-    let dir = std::path::absolute(&dir).ok()?;
-    let root = std::path::absolute(root).ok()?;
-    (!dir.starts_with(&root) && !root.starts_with(&dir)).then_some(dir)
-}
-
 /// What the loader thread reports.
 enum LoadMsg {
     Progress(Stage, f64),
-    Done(Box<Result<(Loaded, run::LoadReport, Secret<32>)>>),
+    Done(Box<Result<Loaded<engine::Loaded>>>),
 }
 
 /// Everything the loop needs that does not change.
 struct Ctx<'a> {
-    cli: &'a Cli,
+    root: &'a Root,
     config: &'a Config,
     require_mlock: bool,
-    audit_key: Secret<32>,
+    auditor: Auditor,
     export_dir: Option<PathBuf>,
     report_latency: bool,
 }
 
 impl Ctx<'_> {
-    fn audit(&self, event: &str, details: serde_json::Value) {
+    fn audit(&self, event: &AuditEvent) {
         // Best effort inside the UI: a failure is shown by `audit verify`; the lock still happens.
-        let _ = crate::audit::append(
-            &self.cli.root.join("audit"),
-            &self.audit_key,
-            event,
-            details,
-        );
+        let _ = self.auditor.record(event);
     }
 }
 
 /// Runs the terminal UI until the analyst quits.
-pub(crate) fn run(cli: &Cli, o: &TuiOpts<'_>) -> Result<()> {
+pub fn run(root: &Root, o: &TuiOpts<'_>) -> Result<()> {
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         return Err(crate::Error::Usage(
             "the terminal UI needs a terminal; use `rempart ask` in scripts".into(),
         ));
     }
-    let config = Config::load(&cli.root)?;
+    let config = root.config()?;
     let t = &config.tui;
     let settings = Settings {
         system: Zeroizing::new(
@@ -135,9 +117,7 @@ pub(crate) fn run(cli: &Cli, o: &TuiOpts<'_>) -> Result<()> {
         max_tokens: o.max_tokens.or(t.max_tokens).unwrap_or(1024),
         seed: o.seed,
     };
-    sampling(&settings, 0)
-        .validate()
-        .map_err(|e| crate::Error::Usage(e.to_string()))?;
+    sampling(&settings, 0).validate()?;
     let lock = LockPolicy {
         idle: Duration::from_secs(
             o.idle_minutes
@@ -148,29 +128,23 @@ pub(crate) fn run(cli: &Cli, o: &TuiOpts<'_>) -> Result<()> {
     };
     // Unlock the key and find the first model before raw mode: a passphrase prompt works and
     // "no model installed" is a plain error.
-    let key_path = cli.root.join("keys").join("appliance.key");
-    let protected = matches!(
-        crate::keys::read_key_file(
-            &key_path,
-            crate::keys::Kind::ApplianceSecret,
-            &PassphraseSource::None
-        ),
-        Err(crate::keys::Error::PassphraseRequired { .. })
-    );
-    let appliance = crate::cli::load_appliance(&cli.root, &o.passphrase)?;
-    let audit_key = appliance.derive_key(crate::audit::AUDIT_KEY);
-    let first = resolve(cli, o.model)?;
+    let protected = root.key_is_protected();
+    let appliance = root.unlock(&o.passphrase)?;
+    let auditor = root.auditor(&appliance);
+    // Every installed bundle is verified once here; the first model loads from its handle.
+    let catalog = root.catalog()?;
+    let first = catalog.resolve(o.model)?.clone();
     let unlock = match (protected, &t.unlock_passphrase) {
         (true, _) => Unlock::ApplianceKey,
         (false, Some(_)) => Unlock::Operator,
         (false, None) => Unlock::Nothing,
     };
     let ctx = Ctx {
-        cli,
+        root,
         config: &config,
         require_mlock: o.require_mlock,
-        audit_key,
-        export_dir: export_dir(&cli.root, &config),
+        auditor,
+        export_dir: root.export_dir(&config),
         report_latency: o.report_latency,
     };
     let session = Session {
@@ -182,7 +156,9 @@ pub(crate) fn run(cli: &Cli, o: &TuiOpts<'_>) -> Result<()> {
         unlock,
         banner: None,
     };
-    ctx.audit("tui_start", json!({"model": first.0}));
+    ctx.audit(&AuditEvent::TuiStart {
+        model: first.spec(),
+    });
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [
         signal_hook::consts::SIGTERM,
@@ -217,8 +193,7 @@ pub(crate) fn run(cli: &Cli, o: &TuiOpts<'_>) -> Result<()> {
                 }
             });
     }
-    let mut terminal = ratatui::try_init()
-        .map_err(|e| crate::Error::Usage(format!("cannot set up the terminal: {e}")))?;
+    let mut terminal = ratatui::try_init().map_err(crate::Error::Terminal)?;
     let _ = crossterm::execute!(std::io::stdout(), event::EnableMouseCapture);
     let mut app = App::new(session, settings, lock, Instant::now());
     let mut latency = Vec::new();
@@ -227,9 +202,12 @@ pub(crate) fn run(cli: &Cli, o: &TuiOpts<'_>) -> Result<()> {
             ctx: &ctx,
             scope,
             key: Some(Arc::new(appliance)),
+            catalog: Some(catalog),
             engine: None,
+            loaded: None,
             loader: None,
             events: None,
+            asked: None,
             cancel: Arc::new(AtomicBool::new(false)),
             latency: &mut latency,
         };
@@ -242,7 +220,7 @@ pub(crate) fn run(cli: &Cli, o: &TuiOpts<'_>) -> Result<()> {
     let _ = crossterm::execute!(std::io::stdout(), event::DisableMouseCapture);
     ratatui::restore();
     drop(app);
-    ctx.audit("tui_exit", json!({}));
+    ctx.audit(&AuditEvent::TuiExit);
     if ctx.report_latency {
         report_latency(&latency);
     }
@@ -259,33 +237,19 @@ fn sampling(s: &Settings, random: u64) -> SamplingParams {
     }
 }
 
-/// `NAME@VERSION`, `name vVERSION` and the marking of an installed model.
-fn resolve(cli: &Cli, spec: Option<&str>) -> Result<(String, String, Option<String>)> {
-    let trust = crate::keys::TrustStore::load(&cli.trusted_dir())?;
-    let inst = crate::store::resolve(&cli.root.join("models"), &trust, spec)?;
-    let m = inst.manifest;
-    Ok((
-        format!("{}@{}", m.name, m.version),
-        format!("{} v{}", m.name, m.version),
-        m.marking,
-    ))
-}
-
 /// The picker's entries.
-fn list_models(cli: &Cli) -> std::result::Result<Vec<ModelEntry>, String> {
-    let trust = crate::keys::TrustStore::load(&cli.trusted_dir()).map_err(|e| e.to_string())?;
-    let (list, skipped) =
-        crate::store::catalog(&cli.root.join("models"), &trust).map_err(|e| e.to_string())?;
-    if list.is_empty() {
+fn list_models(catalog: &Catalog) -> std::result::Result<Vec<ModelEntry>, String> {
+    if catalog.models.is_empty() {
         return Err(format!(
             "no usable model is installed ({} bundle(s) failed verification)",
-            skipped.len()
+            catalog.unverified.len()
         ));
     }
-    Ok(list
-        .into_iter()
+    Ok(catalog
+        .models
+        .iter()
         .map(|i| {
-            let m = &i.manifest;
+            let m = i.manifest();
             let mut details = vec![
                 m.marking.clone().unwrap_or_else(|| "unmarked".into()),
                 format!(
@@ -294,25 +258,28 @@ fn list_models(cli: &Cli) -> std::result::Result<Vec<ModelEntry>, String> {
                     m.quantization.as_deref().unwrap_or("?")
                 ),
                 format!("{:.1} MB", i.bytes as f64 / 1e6),
-                format!("sealed {}", day(m.created)),
+                format!("sealed {}", fmt_day(m.created)),
             ];
             if let Some(t) = i.installed_at {
-                details.push(format!("installed {}", day(t)));
+                details.push(format!("installed {}", fmt_day(t)));
             }
             if let Some(e) = m.expires {
-                details.push(format!("expires {}", day(e)));
+                details.push(format!("expires {}", fmt_day(e)));
             }
-            details.push(format!("{} signer(s)", i.signers.len()));
+            details.push(format!("{} signer(s)", i.signers().len()));
             ModelEntry {
-                spec: format!("{}@{}", m.name, m.version),
+                spec: i.spec(),
                 details: details.join(" · "),
             }
         })
         .collect())
 }
 
-fn day(secs: u64) -> String {
-    crate::cli::fmt_time(secs).chars().take(10).collect()
+/// A question being answered: the SHA-384 of the analyst's message and the answer so far
+/// (wiped on drop), for the `query` record.
+struct Asked {
+    prompt_sha384: String,
+    answer: Zeroizing<String>,
 }
 
 /// The event loop's moving parts.
@@ -321,38 +288,48 @@ struct Loop<'s, 'e, 'c> {
     scope: &'s std::thread::Scope<'s, 'e>,
     /// The appliance key while unlocked.
     key: Option<Arc<ApplianceSecret>>,
+    /// The installed models as last listed (each verified once); switching loads from it.
+    catalog: Option<Catalog>,
     engine: Option<engine::Engine>,
+    /// Name and version of the model in the engine.
+    loaded: Option<(String, u64)>,
     loader: Option<Receiver<LoadMsg>>,
     events: Option<Receiver<Event>>,
+    /// The question being answered.
+    asked: Option<Asked>,
     cancel: Arc<AtomicBool>,
     latency: &'c mut Vec<(f64, bool)>,
 }
 
 impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
-    /// Wipes the loaded model (if any) and starts loading `spec` on a loader thread.
-    fn start_load(
-        &mut self,
-        app: &mut App,
-        (spec, model, marking): (String, String, Option<String>),
-    ) {
+    /// Wipes the loaded model (if any) and starts loading `model` on a loader thread.
+    fn start_load(&mut self, app: &mut App, model: Installed) {
         self.cancel.store(true, Ordering::Relaxed);
         self.events = None;
+        self.asked = None;
         if let Some(old) = self.engine.take() {
-            let name = app.session.model.clone();
             // Joins the engine thread, which drops, so wipes, the model.
             drop(old);
-            self.ctx
-                .audit("model_unload", json!({"model": name, "reason": "switch"}));
+            if let Some((model, version)) = self.loaded.take() {
+                self.ctx.audit(&AuditEvent::ModelUnload {
+                    model,
+                    version,
+                    reason: "switch",
+                });
+            }
         }
-        let marking = marking
+        let m = model.manifest();
+        let marking = m
+            .marking
+            .clone()
             .or_else(|| self.ctx.config.tui.default_marking.clone())
             .unwrap_or_else(|| "UNMARKED".to_owned());
         app.session.banner = self.ctx.config.marking_colour(&marking);
         let _ = app::update(
             app,
             Action::LoadStarted {
-                spec: spec.clone(),
-                model,
+                spec: model.spec(),
+                model: format!("{} v{}", m.name, m.version),
                 marking,
             },
             Instant::now(),
@@ -367,20 +344,18 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
         };
         let (tx, rx) = channel();
         self.loader = Some(rx);
-        let cli = self.ctx.cli;
-        let require_mlock = self.ctx.require_mlock;
+        let root = self.ctx.root;
+        let o = LoadOpts {
+            require_mlock: self.ctx.require_mlock,
+            device: crate::appliance::Device::Cpu,
+            backend: engine::Backend::Auto,
+            source: Source::Tui,
+        };
         self.scope.spawn(move || {
-            let o = ModelOpts {
-                model: Some(&spec),
-                passphrase: PassphraseSource::None,
-                require_mlock,
-                device: crate::cli::DeviceArg::Cpu,
-                backend: engine::Backend::Auto,
-            };
             let progress = |stage, f| {
                 let _ = tx.send(LoadMsg::Progress(stage, f));
             };
-            let r = run::load_model_with(cli, &o, Some(&key), &progress);
+            let r = root.load_model(&model, &o, Key::Held(&key), &progress);
             drop(key);
             let _ = tx.send(LoadMsg::Done(Box::new(r)));
         });
@@ -397,7 +372,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
             let now = Instant::now();
             terminal
                 .draw(|f| view::draw(f, app, now))
-                .map_err(|e| crate::Error::Usage(format!("terminal: {e}")))?;
+                .map_err(crate::Error::Terminal)?;
             if let Some(t) = pending.take() {
                 self.latency
                     .push((t.elapsed().as_secs_f64() * 1e3, app.generating.is_some()));
@@ -421,7 +396,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                 }
             }
             self.drain_loader(&mut actions);
-            self.drain_engine(app, &mut actions);
+            self.drain_engine(&mut actions);
             actions.push(Action::Tick);
             for a in actions {
                 let effects = app::update(app, a, Instant::now());
@@ -451,8 +426,9 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                 Ok(LoadMsg::Done(r)) => {
                     self.loader = None;
                     match *r {
-                        Ok((loaded, report, _)) => {
-                            let eng = engine::Engine::start(loaded);
+                        Ok(Loaded { built, report, .. }) => {
+                            let eng = engine::Engine::start(built);
+                            self.loaded = Some((report.model.clone(), report.version));
                             actions.push(Action::Loaded {
                                 context: eng.info.context_length,
                                 figures: LoadFigures {
@@ -481,42 +457,114 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
         }
     }
 
-    fn drain_engine(&mut self, app: &App, actions: &mut Vec<Action>) {
+    fn drain_engine(&mut self, actions: &mut Vec<Action>) {
         let Some(rx) = &self.events else { return };
         loop {
             match rx.try_recv() {
-                Ok(Event::Token(t)) => actions.push(Action::Token(t)),
+                Ok(Event::Token(t)) => {
+                    if let Some(a) = &mut self.asked {
+                        a.answer.push_str(&t);
+                    }
+                    actions.push(Action::Token(t));
+                }
                 Ok(Event::Done { stop, stats }) => {
                     actions.push(Action::Done {
                         tokens: stats.prompt_tokens + stats.generated_tokens,
                         tokens_per_s: stats.generation_tps(),
-                        stop: serde_json::to_value(stop)
-                            .ok()
-                            .and_then(|v| v.as_str().map(str::to_owned))
-                            .unwrap_or_default(),
+                        stop,
                     });
-                    self.ctx.audit(
-                        "query",
-                        json!({"source": "tui", "model": app.current_spec,
-                               "tokens_prompt": stats.prompt_tokens,
-                               "tokens_generated": stats.generated_tokens}),
-                    );
+                    if let (Some(asked), Some((model, version))) = (self.asked.take(), &self.loaded)
+                    {
+                        self.ctx.audit(&AuditEvent::Query {
+                            source: Source::Tui,
+                            model: model.clone(),
+                            version: *version,
+                            tokens_prompt: stats.prompt_tokens,
+                            tokens_generated: stats.generated_tokens,
+                            ms: ((stats.prompt_seconds + stats.generation_seconds) * 1e3) as u64,
+                            stop_reason: stop,
+                            prompt_sha384: asked.prompt_sha384,
+                            answer_sha384: hex::encode(sha384(&[asked.answer.as_bytes()])),
+                        });
+                    }
                     self.events = None;
                     return;
                 }
                 Ok(Event::Error(e)) => {
+                    let e = crate::Error::from(e);
+                    self.query_failed(&e);
                     actions.push(Action::EngineError(e.to_string()));
                     self.events = None;
                     return;
                 }
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
+                    self.query_failed(&engine::Error::Stopped.into());
                     actions.push(Action::EngineError("the engine stopped".into()));
                     self.events = None;
                     return;
                 }
             }
         }
+    }
+
+    /// Records that the question being answered failed.
+    fn query_failed(&mut self, e: &crate::Error) {
+        if let (Some(asked), Some((model, version))) = (self.asked.take(), &self.loaded) {
+            self.ctx.audit(&AuditEvent::QueryFailed {
+                source: Source::Tui,
+                model: model.clone(),
+                version: *version,
+                class: e.class(),
+                reason: e.to_string(),
+                prompt_sha384: asked.prompt_sha384,
+            });
+        }
+    }
+
+    /// Sends the conversation to the engine; the last user turn is the question recorded.
+    fn submit(
+        &mut self,
+        settings: &Settings,
+        conversation: &[(String, String)],
+    ) -> std::result::Result<(), String> {
+        let engine = self
+            .engine
+            .as_ref()
+            .ok_or_else(|| "no model is loaded (F2 lists the installed models)".to_owned())?;
+        let seed = match settings.seed {
+            Some(s) => s,
+            None => crate::appliance::random_seed().map_err(|e| e.to_string())?,
+        };
+        self.cancel = Arc::new(AtomicBool::new(false));
+        let system =
+            (!settings.system.is_empty()).then(|| Message::new("system", settings.system.as_str()));
+        let req = Request {
+            messages: system
+                .into_iter()
+                .chain(
+                    conversation
+                        .iter()
+                        .map(|(r, t)| Message::new(r, t.as_str())),
+                )
+                .collect(),
+            params: sampling(settings, seed),
+            max_tokens: settings.max_tokens,
+            cancel: Arc::clone(&self.cancel),
+        };
+        let question = conversation
+            .iter()
+            .rev()
+            .find(|(r, _)| r == "user")
+            .map_or("", |(_, t)| t.as_str());
+        let asked = Asked {
+            prompt_sha384: hex::encode(sha384(&[question.as_bytes()])),
+            answer: Zeroizing::new(String::new()),
+        };
+        let rx = engine.submit(req).map_err(|e| e.to_string())?;
+        self.events = Some(rx);
+        self.asked = Some(asked);
+        Ok(())
     }
 
     /// Carries out `effects`; true to quit.
@@ -528,56 +576,53 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                 Effect::Quit => return true,
                 Effect::Cancel => self.cancel.store(true, Ordering::Relaxed),
                 Effect::Submit(conversation) => {
-                    self.cancel = Arc::new(AtomicBool::new(false));
-                    let s = &app.settings;
-                    let system =
-                        (!s.system.is_empty()).then(|| Message::new("system", s.system.as_str()));
-                    let req = Request {
-                        messages: system
-                            .into_iter()
-                            .chain(
-                                conversation
-                                    .iter()
-                                    .map(|(r, t)| Message::new(r, t.as_str())),
-                            )
-                            .collect(),
-                        params: sampling(s, crate::cli::random_seed()),
-                        max_tokens: s.max_tokens,
-                        cancel: Arc::clone(&self.cancel),
-                    };
-                    let submitted = self
-                        .engine
-                        .as_ref()
-                        .ok_or_else(|| {
-                            "no model is loaded (F2 lists the installed models)".to_owned()
-                        })
-                        .and_then(|e| e.submit(req).map_err(|e| e.to_string()));
-                    match submitted {
-                        Ok(rx) => self.events = Some(rx),
-                        Err(e) => more.extend(app::update(app, Action::EngineError(e), now)),
+                    if let Err(e) = self.submit(&app.settings, &conversation) {
+                        more.extend(app::update(app, Action::EngineError(e), now));
                     }
                 }
-                Effect::Audit(event) => self.ctx.audit(event, json!({})),
+                Effect::Audit(event) => self.ctx.audit(&event),
                 Effect::CheckPassphrase(p) => {
                     let r = self.unlock(app.session.unlock, p);
                     more.extend(app::update(app, Action::UnlockResult(r), now));
                 }
                 Effect::ListModels => {
-                    let r = list_models(self.ctx.cli);
+                    // A fresh listing (a bundle may have been imported since), each bundle
+                    // verified once; a switch loads from it.
+                    let r = match self.ctx.root.catalog() {
+                        Ok(c) => {
+                            let entries = list_models(&c);
+                            self.catalog = Some(c);
+                            entries
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
                     more.extend(app::update(app, Action::Models(r), now));
                 }
-                Effect::SwitchModel(spec) => match resolve(self.ctx.cli, Some(&spec)) {
-                    Ok(found) => self.start_load(app, found),
-                    Err(e) => more.extend(app::update(app, Action::LoadFailed(e.to_string()), now)),
-                },
+                Effect::SwitchModel(spec) => {
+                    let found = match &self.catalog {
+                        Some(c) => c.resolve(Some(&spec)).cloned().map_err(crate::Error::from),
+                        None => self
+                            .ctx
+                            .root
+                            .catalog()
+                            .and_then(|c| Ok(c.resolve(Some(&spec))?.clone())),
+                    };
+                    match found {
+                        Ok(model) => self.start_load(app, model),
+                        Err(e) => {
+                            more.extend(app::update(app, Action::LoadFailed(e.to_string()), now));
+                        }
+                    }
+                }
                 Effect::SettingsChanged => {
                     let s = &app.settings;
-                    self.ctx.audit(
-                        "tui_settings",
-                        json!({"temperature": s.temperature, "top_p": s.top_p,
-                               "max_tokens": s.max_tokens, "seed": s.seed,
-                               "system_prompt_chars": s.system.chars().count()}),
-                    );
+                    self.ctx.audit(&AuditEvent::TuiSettings {
+                        temperature: s.temperature,
+                        top_p: s.top_p,
+                        max_tokens: s.max_tokens,
+                        seed: s.seed,
+                        system_prompt_chars: s.system.chars().count(),
+                    });
                 }
                 Effect::Export { path, text } => {
                     let r = self.export(&path, &text);
@@ -590,7 +635,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
 
     /// Checks the unlock passphrase and unwraps the appliance key again.
     fn unlock(&mut self, mode: Unlock, p: Zeroizing<String>) -> std::result::Result<(), String> {
-        let root = &self.ctx.cli.root;
+        let root = self.ctx.root;
         let source = match mode {
             Unlock::ApplianceKey => PassphraseSource::Given(p),
             Unlock::Operator => {
@@ -608,7 +653,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
             }
             Unlock::Nothing => PassphraseSource::None,
         };
-        match crate::cli::load_appliance(root, &source) {
+        match root.unlock(&source) {
             Ok(k) => {
                 self.key = Some(Arc::new(k));
                 Ok(())
@@ -622,7 +667,6 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
 
     /// Writes an export under the export directory: new file only, mode 0600, synced.
     fn export(&self, typed: &str, text: &str) -> std::result::Result<String, String> {
-        use std::os::unix::fs::OpenOptionsExt;
         let dir = self.ctx.export_dir.as_ref().ok_or_else(|| {
             "exports are disabled: the export directory overlaps the appliance root; set \
              [tui] export_dir in rempart.toml"
@@ -636,22 +680,12 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
         if !path.starts_with(dir) {
             return Err(format!("exports go under {} only", dir.display()));
         }
-        let written = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(&path)
-            .and_then(|mut f| {
-                f.write_all(text.as_bytes())?;
-                f.sync_all()
-            });
-        match written {
+        match crate::secure::fs::create_new(&path, 0o600, text.as_bytes()) {
             Ok(()) => {
-                self.ctx.audit(
-                    "tui_export",
-                    json!({"path": path.display().to_string(), "bytes": text.len()}),
-                );
+                self.ctx.audit(&AuditEvent::TuiExport {
+                    path: path.display().to_string(),
+                    bytes: text.len(),
+                });
                 Ok(path.display().to_string())
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(format!(
@@ -685,11 +719,11 @@ fn report_latency(samples: &[(f64, bool)]) {
             v.last().copied().unwrap_or(0.0)
         )
     };
-    crate::cli::output::info(format!(
+    output::info(format!(
         "input-to-redraw latency ms, all keys: {}",
         stats(None)
     ));
-    crate::cli::output::info(format!(
+    output::info(format!(
         "input-to-redraw latency ms, during generation: {}",
         stats(Some(true))
     ));

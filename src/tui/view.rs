@@ -691,7 +691,7 @@ mod tests {
             Action::Done {
                 tokens: 30,
                 tokens_per_s: 40.0,
-                stop: "eos".into(),
+                stop: crate::engine::StopReason::Eos,
             },
             t0,
         );

@@ -3,6 +3,7 @@
 use predicates::str::contains;
 
 use crate::util::TestEnv;
+use crate::util::exit;
 
 fn events(env: &TestEnv) -> Vec<serde_json::Value> {
     show(env, &[])
@@ -97,7 +98,7 @@ fn tamper(f: impl Fn(Vec<String>) -> Vec<String>, expect: &str) {
     env.cmd()
         .args(["audit", "verify"])
         .assert()
-        .code(3)
+        .code(exit::TAMPERED)
         .stderr(contains(expect));
 }
 
@@ -158,11 +159,15 @@ fn a_change_that_cannot_be_audited_is_not_made() {
     env.cmd()
         .args(["trust", "policy", "--threshold", "2"])
         .assert()
-        .code(3)
+        .code(exit::TAMPERED)
         .stderr(contains("head MAC mismatch"));
     assert_eq!(crate::util::tree_digest(&env.root.join("keys")), before);
     let b = env.seal(&env.model(1000), "z.rpk", &[]);
-    env.cmd().arg("import").arg(&b).assert().code(3);
+    env.cmd()
+        .arg("import")
+        .arg(&b)
+        .assert()
+        .code(exit::TAMPERED);
     assert!(!env.root.join("models/test-model-v1.rpk").exists());
 }
 
@@ -180,7 +185,7 @@ fn show_filters_by_event_and_time() {
     env.cmd()
         .args(["audit", "show", "--since", "yesterday-ish"])
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("--since yesterday-ish: expected a date"));
 }
 
@@ -211,7 +216,10 @@ fn failed_loads_and_queries_are_recorded_without_the_prompt() {
     let n = bytes.len();
     bytes[n - 100] ^= 1;
     std::fs::write(&installed, bytes).unwrap();
-    env.cmd().args(["ask", "hello"]).assert().code(3);
+    env.cmd()
+        .args(["ask", "hello"])
+        .assert()
+        .code(exit::TAMPERED);
     let e = events(&env);
     let last = e.last().unwrap();
     assert_eq!(last["event"], "load_failed", "{last}");

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use predicates::str::contains;
 
 use crate::util::TestEnv;
+use crate::util::exit;
 
 /// Size the new bundle is padded to, so that copying, hashing and fsyncing it take long enough
 /// for kills to land inside every phase of the import.
@@ -193,7 +194,7 @@ fn a_full_disk_during_the_copy_fails_cleanly_and_keeps_the_installed_model() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(exit::IO), "{stderr}");
     assert!(stderr.contains("refused"), "{stderr}");
     assert!(stderr.contains("File too large"), "{stderr}");
     assert!(staging_files(&env).is_empty(), "the staging file was left");
@@ -275,13 +276,17 @@ fn a_bundle_that_grows_or_changes_on_the_medium_during_the_copy_never_installs_c
         } else {
             assert!(!installed.exists(), "{mode}: {stderr}");
             assert!(stderr.contains("refused"), "{mode}: {stderr}");
-            assert_eq!(result.status.code(), Some(3), "{mode}: {stderr}");
+            assert_eq!(
+                result.status.code(),
+                Some(exit::TAMPERED),
+                "{mode}: {stderr}"
+            );
         }
         eprintln!("{mode}: import exit {:?}", result.status.code());
         if mode == "rewrite" {
             // The signatures checked at open do not read the ciphertext: the staged copy's
             // tree hash is what refuses it.
-            assert_eq!(result.status.code(), Some(3), "{stderr}");
+            assert_eq!(result.status.code(), Some(exit::TAMPERED), "{stderr}");
             assert!(stderr.contains("does not match"), "{stderr}");
         }
         assert!(staging_files(&env).is_empty(), "{mode}: leftovers");

@@ -9,6 +9,7 @@ use predicates::str::contains;
 
 use crate::model::model_path;
 use crate::util::TestEnv;
+use crate::util::exit;
 
 pub fn env_with_model() -> TestEnv {
     let env = TestEnv::new().with_keys();
@@ -187,41 +188,41 @@ fn bad_requests_get_distinct_clear_errors() {
     env.cmd()
         .args(["ask", "hello"])
         .assert()
-        .code(7)
+        .code(exit::NO_MODEL)
         .stderr(contains("no model is installed"));
     let env = env_with_model();
     env.cmd()
         .args(["ask", "--model", "nope", "hello"])
         .assert()
-        .code(7)
+        .code(exit::NO_MODEL)
         .stderr(contains(
             "no installed model named nope (installed: test-model@1)",
         ));
     env.cmd()
         .args(["ask", "--model", "test-model@x", "hi"])
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("NAME@VERSION"));
     env.cmd()
         .args(["ask", "--temperature=-1", "hi"])
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("temperature"));
     env.cmd()
         .args(["ask", "--top-p", "0", "hi"])
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("top-p"));
     env.cmd()
         .args(["ask", "   "])
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("the prompt is empty"));
     env.cmd()
         .args(["ask", "-"])
         .write_stdin("word ".repeat(6000))
         .assert()
-        .code(8)
+        .code(exit::ENGINE)
         .stderr(contains("but the context holds 4096"));
     env.cmd()
         .args(["ask", "--model", "test-model@1", "--max-tokens", "1", "hi"])
@@ -235,7 +236,7 @@ fn bad_requests_get_distinct_clear_errors() {
     env.cmd()
         .args(["ask", "hi"])
         .assert()
-        .code(4)
+        .code(exit::SIGNATURE)
         .stderr(contains("1 installed bundle(s) failed verification"))
         .stderr(contains(
             "test-model-v1.rpk: no signature from a trusted publisher",
@@ -297,7 +298,7 @@ fn ask_reports_locked_memory_and_require_mlock_refuses_without_it() {
     let out = run("--require-mlock");
     assert_eq!(
         out.status.code(),
-        Some(6),
+        Some(exit::POLICY),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -2,6 +2,7 @@
 
 use predicates::str::contains;
 
+use crate::util::exit;
 use crate::util::{TestEnv, tree_digest};
 
 fn sealed(env: &TestEnv, name: &str, version: &str, extra: &[&str]) -> std::path::PathBuf {
@@ -53,14 +54,14 @@ fn import_installs_twice_is_harmless_and_list_and_remove_work() {
     env.cmd()
         .args(["remove", "m"])
         .assert()
-        .code(7)
+        .code(exit::NO_MODEL)
         .stderr(contains("no installed model named m"));
     // The rollback counter survives removal.
     env.cmd()
         .arg("import")
         .arg(&b)
         .assert()
-        .code(6)
+        .code(exit::POLICY)
         .stderr(contains("not newer than version 1"));
 }
 
@@ -76,7 +77,7 @@ fn rollback_is_refused_unless_explicitly_allowed_and_old_versions_are_pruned() {
         .arg("import")
         .arg(&v1)
         .assert()
-        .code(6)
+        .code(exit::POLICY)
         .stderr(contains("m version 1 is not newer than version 2"))
         .stderr(contains("rollback refused"));
     assert_eq!(
@@ -141,7 +142,7 @@ fn a_usb_directory_with_junk_imports_only_regular_bundles() {
         .arg("import")
         .arg(&stick)
         .assert()
-        .code(3)
+        .code(exit::TAMPERED)
         .stderr(contains("accepted").and(contains("good version 1 installed")))
         .stderr(contains("skipped").and(contains("shadow.rpk: symbolic link (never followed)")))
         .stderr(contains("fifo.rpk: not a regular file"))
@@ -173,7 +174,7 @@ fn tampered_expired_foreign_and_untrusted_bundles_are_refused_and_change_nothing
         .arg("import")
         .arg(&bad)
         .assert()
-        .code(3)
+        .code(exit::TAMPERED)
         .stderr(contains("ciphertext does not match"));
     let other = env.path("other");
     env.cmd()
@@ -190,7 +191,7 @@ fn tampered_expired_foreign_and_untrusted_bundles_are_refused_and_change_nothing
         .arg("import")
         .arg(&foreign)
         .assert()
-        .code(6)
+        .code(exit::POLICY)
         .stderr(contains("targets other appliances"));
     let stranger = env.path("stranger");
     env.cmd()
@@ -215,7 +216,7 @@ fn tampered_expired_foreign_and_untrusted_bundles_are_refused_and_change_nothing
         .arg("import")
         .arg(&untrusted)
         .assert()
-        .code(4)
+        .code(exit::SIGNATURE)
         .stderr(contains("no signature from a trusted publisher"));
     assert_eq!(tree_digest(&models), before);
 }
@@ -247,7 +248,7 @@ fn tampered_store_state_and_leftovers() {
         .arg("import")
         .arg(sealed(&env, "n", "1", &[]))
         .assert()
-        .code(3)
+        .code(exit::TAMPERED)
         .stderr(contains(
             "store state is corrupt or was modified (MAC mismatch)",
         ));
@@ -261,7 +262,7 @@ fn expired_bundles_need_allow_expired() {
         .arg("import")
         .arg(&expired)
         .assert()
-        .code(6)
+        .code(exit::POLICY)
         .stderr(contains("bundle expired on"));
     assert!(list(&env).is_empty());
     env.cmd()
@@ -275,7 +276,7 @@ fn expired_bundles_need_allow_expired() {
     env.cmd()
         .args(["ask", "hi"])
         .assert()
-        .code(6)
+        .code(exit::POLICY)
         .stderr(contains("expired"));
 }
 

@@ -5,6 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 
+use crate::util::exit;
 use crate::util::{TestEnv, chmod};
 
 #[test]
@@ -18,7 +19,7 @@ fn keygen_writes_owner_only_files_and_never_overwrites() {
     env.cmd()
         .args(["keygen", "appliance", "--no-passphrase"])
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains("already exists; refusing to overwrite"));
     assert_eq!(std::fs::read(env.key("appliance.key")).unwrap(), before);
 }
@@ -31,7 +32,7 @@ fn secret_key_readable_by_others_is_refused_with_the_fix() {
     env.seal_cmd(&model, env.key("appliance.kek"), env.path("m.rpk"))
         .args(["--name", "m", "--version", "1"])
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains("mode 644").and(contains("chmod 600")));
     assert!(!env.path("m.rpk").exists());
 }
@@ -59,7 +60,7 @@ fn passphrase_protected_keys_need_the_right_passphrase() {
         .arg(env.key("publisher.pub"))
         .write_stdin("")
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains("passphrase-protected"));
     env.cmd()
         .arg("trust")
@@ -79,7 +80,7 @@ fn passphrase_protected_keys_need_the_right_passphrase() {
     };
     seal(&wrong)
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains("wrong passphrase"));
     seal(&pass).assert().success();
     let rpk = env.path("m.rpk");
@@ -89,7 +90,7 @@ fn passphrase_protected_keys_need_the_right_passphrase() {
         .args(["--decrypt", "--passphrase-file"])
         .arg(&wrong)
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains("wrong passphrase"));
     // No terminal and no passphrase file: a clear refusal, not a hang.
     env.cmd()
@@ -98,7 +99,7 @@ fn passphrase_protected_keys_need_the_right_passphrase() {
         .arg("--decrypt")
         .write_stdin("")
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains("passphrase-protected; give --passphrase-file"));
     env.cmd()
         .arg("verify")
@@ -122,7 +123,7 @@ fn corrupt_or_wrong_kind_key_files_are_refused() {
         .arg(&rpk)
         .arg("--decrypt")
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains("not a valid Rempart key file (truncated secret)"));
     std::fs::copy(env.key("publisher.key"), &key).unwrap();
     env.cmd()
@@ -130,7 +131,7 @@ fn corrupt_or_wrong_kind_key_files_are_refused() {
         .arg(&rpk)
         .arg("--decrypt")
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains(
             "expected appliance secret key, found publisher secret key",
         ));
@@ -140,7 +141,7 @@ fn corrupt_or_wrong_kind_key_files_are_refused() {
         .arg(&rpk)
         .arg("--decrypt")
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains("bad magic"));
 }
 
@@ -175,17 +176,17 @@ fn trust_add_is_idempotent_list_and_remove_work() {
         .arg("verify")
         .arg(&rpk)
         .assert()
-        .code(4)
+        .code(exit::SIGNATURE)
         .stderr(contains("no signature from a trusted publisher"));
     env.cmd()
         .args(["trust", "remove", &id])
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains("no trusted publisher key"));
     env.cmd()
         .args(["trust", "remove", "xyz"])
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("not a key id"));
 }
 
@@ -213,7 +214,7 @@ fn k_of_n_policy_needs_k_distinct_trusted_signers() {
         .arg("verify")
         .arg(&one)
         .assert()
-        .code(4)
+        .code(exit::SIGNATURE)
         .stderr(contains(
             "only 1 valid trusted signature(s), policy requires 2",
         ));
@@ -231,7 +232,7 @@ fn k_of_n_policy_needs_k_distinct_trusted_signers() {
     env.cmd()
         .args(["trust", "policy", "--threshold", "0"])
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("at least 1"));
 }
 
@@ -306,7 +307,7 @@ fn public_keys_are_shareable_and_secret_labels_are_printable() {
         ])
         .arg(env.path("x"))
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains("label"));
 }
 
@@ -346,5 +347,5 @@ fn the_process_is_hardened_before_reading_any_input() {
         "{core}"
     );
     // The empty prompt is then refused cleanly.
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(exit::USAGE));
 }

@@ -3,6 +3,7 @@
 use predicates::str::contains;
 
 use crate::util::TestEnv;
+use crate::util::exit;
 
 const NAMES: [&str; 12] = [
     "SHA-384",
@@ -43,7 +44,7 @@ fn a_failing_known_answer_test_refuses_every_command_before_it_runs() {
             .env("REMPART_SELFTEST_FAULT", name)
             .args(["keygen", "appliance", "--no-passphrase", "--label", "x"])
             .assert()
-            .code(9)
+            .code(exit::SELFTEST)
             .stderr(contains(format!("self-test FAILED: {name} (")));
         assert!(
             !env.key("appliance.key").exists(),

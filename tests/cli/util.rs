@@ -189,3 +189,19 @@ pub fn tree_digest(dir: &Path) -> Vec<(String, String)> {
     out.sort();
     out
 }
+
+/// The documented exit codes (docs/exit-codes.md), from the crate's own constants, as the
+/// `i32` a process status gives.
+pub mod exit {
+    use rempart::error as e;
+    pub const OK: i32 = e::EXIT_OK as i32;
+    pub const IO: i32 = e::EXIT_IO as i32;
+    pub const USAGE: i32 = e::EXIT_USAGE as i32;
+    pub const TAMPERED: i32 = e::EXIT_TAMPERED as i32;
+    pub const SIGNATURE: i32 = e::EXIT_SIGNATURE as i32;
+    pub const KEY: i32 = e::EXIT_KEY as i32;
+    pub const POLICY: i32 = e::EXIT_POLICY as i32;
+    pub const NO_MODEL: i32 = e::EXIT_NO_MODEL as i32;
+    pub const ENGINE: i32 = e::EXIT_ENGINE as i32;
+    pub const SELFTEST: i32 = e::EXIT_SELFTEST as i32;
+}

@@ -11,121 +11,170 @@ use rempart::crypto;
 use rempart::keys::{Kind, PassphraseSource, TrustStore, read_key_file};
 use rempart::secure::LockedBuf;
 
+use crate::util::exit;
 use crate::util::{TestEnv, chmod};
 
 /// (vector, exit code of `verify --decrypt`, message fragment).
 const EXPECTED: &[(&str, i32, &str)] = &[
-    ("good_aes_kw", 0, "OK"),
-    ("good_hybrid", 0, "via mlkem1024-x25519"),
-    ("good_empty", 0, "OK"),
-    ("good_exact_chunk", 0, "OK"),
-    ("bad_magic", 3, "not a Rempart bundle: bad magic"),
-    ("unknown_version", 3, "unsupported bundle format version 2"),
-    ("unknown_suite", 3, "unsupported cipher suite 9"),
+    ("good_aes_kw", exit::OK, "OK"),
+    ("good_hybrid", exit::OK, "via mlkem1024-x25519"),
+    ("good_empty", exit::OK, "OK"),
+    ("good_exact_chunk", exit::OK, "OK"),
+    (
+        "bad_magic",
+        exit::TAMPERED,
+        "not a Rempart bundle: bad magic",
+    ),
+    (
+        "unknown_version",
+        exit::TAMPERED,
+        "unsupported bundle format version 2",
+    ),
+    (
+        "unknown_suite",
+        exit::TAMPERED,
+        "unsupported cipher suite 9",
+    ),
     (
         "truncated_preamble",
-        3,
+        exit::TAMPERED,
         "truncated: data ends inside preamble",
     ),
     (
         "manifest_len_oversized",
-        3,
+        exit::TAMPERED,
         "manifest length 1048577 exceeds the limit",
     ),
     (
         "manifest_len_past_eof",
-        3,
+        exit::TAMPERED,
         "truncated: data ends inside manifest",
     ),
     (
         "sig_block_len_oversized",
-        3,
+        exit::TAMPERED,
         "signature block length 4294967295 exceeds the limit",
     ),
-    ("manifest_bit_flip", 4, "Ed25519 signature invalid"),
-    ("sig_ed25519_flip", 4, "Ed25519 signature invalid"),
-    ("sig_mldsa_flip", 4, "ML-DSA-87 signature invalid"),
-    ("sig_count_zero", 3, "missing field: signature"),
-    ("sig_count_two", 3, "truncated: data ends inside signature"),
+    (
+        "manifest_bit_flip",
+        exit::SIGNATURE,
+        "Ed25519 signature invalid",
+    ),
+    (
+        "sig_ed25519_flip",
+        exit::SIGNATURE,
+        "Ed25519 signature invalid",
+    ),
+    (
+        "sig_mldsa_flip",
+        exit::SIGNATURE,
+        "ML-DSA-87 signature invalid",
+    ),
+    ("sig_count_zero", exit::TAMPERED, "missing field: signature"),
+    (
+        "sig_count_two",
+        exit::TAMPERED,
+        "truncated: data ends inside signature",
+    ),
     (
         "untrusted_signer",
-        4,
+        exit::SIGNATURE,
         "no signature from a trusted publisher",
     ),
     (
         "header_magic_flip",
-        3,
+        exit::TAMPERED,
         "header does not match the signed manifest",
     ),
     (
         "header_stanza_flip",
-        3,
+        exit::TAMPERED,
         "header does not match the signed manifest",
     ),
     (
         "header_length_flip",
-        3,
+        exit::TAMPERED,
         "header does not match the signed manifest",
     ),
     (
         "salt_flip",
-        3,
+        exit::TAMPERED,
         "ciphertext does not match the signed manifest hash",
     ),
     (
         "commitment_flip",
-        3,
+        exit::TAMPERED,
         "ciphertext does not match the signed manifest hash",
     ),
     (
         "chunk_body_flip",
-        3,
+        exit::TAMPERED,
         "ciphertext does not match the signed manifest hash",
     ),
     (
         "tag_flip",
-        3,
+        exit::TAMPERED,
         "ciphertext does not match the signed manifest hash",
     ),
     (
         "last_tag_flip",
-        3,
+        exit::TAMPERED,
         "ciphertext does not match the signed manifest hash",
     ),
     (
         "chunks_swapped",
-        3,
+        exit::TAMPERED,
         "ciphertext does not match the signed manifest hash",
     ),
     (
         "chunk_duplicated",
-        3,
+        exit::TAMPERED,
         "ciphertext does not match the signed manifest hash",
     ),
-    ("last_chunk_missing", 3, "truncated or extended"),
-    ("truncated_mid_chunk", 3, "truncated or extended"),
-    ("trailing_byte", 3, "truncated or extended"),
-    ("trailing_chunk", 3, "truncated or extended"),
+    (
+        "last_chunk_missing",
+        exit::TAMPERED,
+        "truncated or extended",
+    ),
+    (
+        "truncated_mid_chunk",
+        exit::TAMPERED,
+        "truncated or extended",
+    ),
+    ("trailing_byte", exit::TAMPERED, "truncated or extended"),
+    ("trailing_chunk", exit::TAMPERED, "truncated or extended"),
     (
         "other_appliance_target",
-        6,
+        exit::POLICY,
         "bundle targets other appliances",
     ),
     (
         "other_appliance_no_target",
-        6,
+        exit::POLICY,
         "not sealed for this appliance",
     ),
-    ("expired", 6, "expired"),
+    ("expired", exit::POLICY, "expired"),
     (
         "signed_unknown_field",
-        3,
+        exit::TAMPERED,
         "unknown field 0x0fff in manifest",
     ),
-    ("signed_duplicate_field", 3, "non-canonical encoding"),
-    ("signed_name_traversal", 3, "invalid value in model name"),
-    ("signed_zero_version", 3, "version (must be at least 1)"),
-    ("signed_trailing_garbage", 3, "truncated"),
+    (
+        "signed_duplicate_field",
+        exit::TAMPERED,
+        "non-canonical encoding",
+    ),
+    (
+        "signed_name_traversal",
+        exit::TAMPERED,
+        "invalid value in model name",
+    ),
+    (
+        "signed_zero_version",
+        exit::TAMPERED,
+        "version (must be at least 1)",
+    ),
+    ("signed_trailing_garbage", exit::TAMPERED, "truncated"),
 ];
 
 pub fn vectors_dir() -> PathBuf {
@@ -159,7 +208,10 @@ fn every_vector_file_has_an_expectation_and_bad_ones_outnumber_good_ones() {
     let mut names: Vec<String> = EXPECTED.iter().map(|(n, ..)| (*n).to_owned()).collect();
     names.sort();
     assert_eq!(files, names);
-    let good = EXPECTED.iter().filter(|(_, code, _)| *code == 0).count();
+    let good = EXPECTED
+        .iter()
+        .filter(|(_, code, _)| *code == exit::OK)
+        .count();
     assert!(
         EXPECTED.len() - good > 5 * good,
         "{good} good of {}",
@@ -180,7 +232,7 @@ fn vectors_give_their_exact_outcome_through_the_cli() {
             .assert()
             .code(*code);
         let a = a.stderr(contains(*msg));
-        if *code != 0 {
+        if *code != exit::OK {
             // One clear line naming the file; no panic, no backtrace.
             a.stderr(contains(format!("{name}.rpk")))
                 .stderr(contains("panicked").not());
@@ -330,7 +382,7 @@ fn artifact_from_another_bundle_is_refused() {
         .arg(&path)
         .arg("--decrypt")
         .assert()
-        .code(3)
+        .code(exit::TAMPERED)
         .stderr(contains(
             "artifact 0: header does not match the signed manifest",
         ));

@@ -2,6 +2,7 @@
 
 use predicates::str::contains;
 
+use crate::util::exit;
 use crate::util::{TestEnv, tree_digest};
 
 #[test]
@@ -95,7 +96,7 @@ fn bundle_for_another_appliance_is_refused() {
         .arg(&out)
         .arg("--decrypt")
         .assert()
-        .code(6)
+        .code(exit::POLICY)
         .stderr(contains("bundle targets other appliances"));
 }
 
@@ -112,27 +113,27 @@ fn seal_refuses_to_overwrite_and_bad_arguments_are_usage_errors() {
     };
     seal_to(&rpk, &["--name", "m"])
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("already exists"));
     assert_eq!(std::fs::read(&rpk).unwrap(), before);
     let x = env.path("x.rpk");
     seal_to(&x, &["--name", "../evil"])
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("invalid model name"));
     seal_to(&x, &["--name", "m", "--expires", "tomorrow"])
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("expected YYYY-MM-DD"));
     seal_to(&x, &["--name", "m", "--marking", "BAD\u{7}MARK"])
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("invalid marking"));
     // --to with a publisher key is a key error naming the expected kinds.
     env.seal_cmd(&model, env.key("publisher.pub"), env.path("x.rpk"))
         .args(["--name", "m", "--version", "1"])
         .assert()
-        .code(5)
+        .code(exit::KEY)
         .stderr(contains("expected appliance.kek or appliance.pub"));
     assert!(!env.path("x.rpk").exists());
 }
@@ -152,7 +153,7 @@ fn refused_bundles_change_nothing_in_the_root() {
         .arg(&bad)
         .arg("--decrypt")
         .assert()
-        .code(3);
+        .code(exit::TAMPERED);
     env.cmd().arg("inspect").arg(&bad).assert().success();
     assert_eq!(tree_digest(&env.root), before);
 }
@@ -164,13 +165,13 @@ fn missing_directory_and_non_regular_inputs_are_clear_errors() {
         .arg("verify")
         .arg(env.path("nope.rpk"))
         .assert()
-        .code(1)
+        .code(exit::IO)
         .stderr(contains("nope.rpk"));
     env.cmd()
         .arg("verify")
         .arg(env.path(""))
         .assert()
-        .code(2)
+        .code(exit::USAGE)
         .stderr(contains("not a regular file"));
     let link = env.path("link.rpk");
     let rpk = env.seal(&env.model(10), "m.rpk", &[]);
@@ -179,7 +180,7 @@ fn missing_directory_and_non_regular_inputs_are_clear_errors() {
         .arg("verify")
         .arg(&link)
         .assert()
-        .code(1)
+        .code(exit::IO)
         .stderr(contains("link.rpk"));
 }
 
@@ -194,7 +195,7 @@ fn unlockable_memory_is_reported_and_require_mlock_refuses() {
     let out = run("--require-mlock");
     assert_eq!(
         out.status.code(),
-        Some(6),
+        Some(exit::POLICY),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -1,56 +1,70 @@
-//! `audit verify` and `audit show`, and the helper every command uses to record an event.
+//! `audit verify` and `audit show`: the tamper-evident audit log, checked record by record.
 
-use std::path::Path;
+use std::path::PathBuf;
 
+use clap::{Args, Subcommand};
 use serde_json::json;
 
-use super::{Cli, output};
+use super::output;
+use crate::appliance::Root;
 use crate::audit;
 use crate::error::Result;
-use crate::keys::{ApplianceSecret, PassphraseSource};
+use crate::keys::PassphraseSource;
+use crate::secure::sandbox::FsPolicy;
 
-/// Appends an event to ROOT/audit under the appliance's audit key. Failing to record is an
-/// error: nothing is done unaudited.
-pub(crate) fn record(
-    root: &Path,
-    appliance: &ApplianceSecret,
-    event: &str,
-    details: serde_json::Value,
-) -> Result<()> {
-    let key = appliance.derive_key(audit::AUDIT_KEY);
-    Ok(audit::append(&root.join("audit"), &key, event, details)?)
+/// `audit` arguments.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Audit subcommand.
+    #[command(subcommand)]
+    action: AuditAction,
+    /// Passphrase file for a protected appliance key.
+    #[arg(long, global = true)]
+    passphrase_file: Option<PathBuf>,
 }
 
-/// The appliance key if this root has one (a publishing station has none), for auditing.
-pub(crate) fn appliance_if_any(
-    root: &Path,
-    pass: &PassphraseSource,
-) -> Result<Option<ApplianceSecret>> {
-    if !root.join("keys").join("appliance.key").exists() {
-        return Ok(None);
+/// Audit log actions.
+#[derive(Debug, Subcommand)]
+pub(super) enum AuditAction {
+    /// Verify every record (MAC, hash chain, head); names the first bad record.
+    Verify {
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the records (after verifying them).
+    Show {
+        /// Only this event (e.g. query, import_accepted).
+        #[arg(long)]
+        event: Option<String>,
+        /// Only records at or after this time: an RFC 3339 date or time (2026-11-30,
+        /// 2026-11-30T09:00:00Z) or an age (90m, 24h, 7d).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// One JSON document on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl AuditArgs {
+    pub(super) fn policy(&self, root: &Root) -> FsPolicy {
+        super::appliance_policy(root).with_read(self.passphrase_file.iter().cloned())
     }
-    let appliance = super::load_appliance(root, pass)?;
-    audit::ready(&root.join("audit"), &appliance.derive_key(audit::AUDIT_KEY))?;
-    Ok(Some(appliance))
-}
 
-/// Records an event if this root has an appliance key (a publishing station has none).
-pub(crate) fn record_if_appliance(
-    root: &Path,
-    pass: &PassphraseSource,
-    event: &str,
-    details: serde_json::Value,
-) -> Result<()> {
-    match appliance_if_any(root, pass)? {
-        Some(a) => record(root, &a, event, details),
-        None => Ok(()),
+    pub(super) fn run(&self, root: &Root) -> Result<()> {
+        let pass = super::args::source(self.passphrase_file.as_deref());
+        match &self.action {
+            AuditAction::Verify { json } => verify(root, &pass, *json),
+            AuditAction::Show { event, since, json } => {
+                show(root, &pass, event.as_deref(), since.as_deref(), *json)
+            }
+        }
     }
 }
 
-pub(super) fn verify(cli: &Cli, pass: &PassphraseSource, json_out: bool) -> Result<()> {
-    let appliance = super::load_appliance(&cli.root, pass)?;
-    let key = appliance.derive_key(audit::AUDIT_KEY);
-    let c = audit::verify(&cli.root.join("audit"), &key)?;
+fn verify(root: &Root, pass: &PassphraseSource, json_out: bool) -> Result<()> {
+    let c = root.auditor(&root.unlock(pass)?).verify()?;
     if json_out {
         output::json(&json!({
             "ok": true,
@@ -86,24 +100,22 @@ fn parse_since(s: &str) -> Result<std::time::SystemTime> {
             .checked_sub(age)
             .ok_or_else(|| crate::Error::Usage(format!("--since {s}: too far back")));
     }
-    super::parse_time(s).ok_or_else(|| {
+    crate::appliance::clock::parse_time(s).ok_or_else(|| {
         crate::Error::Usage(format!(
             "--since {s}: expected a date (2026-11-30), a time (2026-11-30T09:00:00Z) or an age (24h, 7d)"
         ))
     })
 }
 
-pub(super) fn show(
-    cli: &Cli,
+fn show(
+    root: &Root,
     pass: &PassphraseSource,
     event: Option<&str>,
     since: Option<&str>,
     json_out: bool,
 ) -> Result<()> {
     let since = since.map(parse_since).transpose()?;
-    let appliance = super::load_appliance(&cli.root, pass)?;
-    let key = appliance.derive_key(audit::AUDIT_KEY);
-    let c = audit::verify(&cli.root.join("audit"), &key)?;
+    let c = root.auditor(&root.unlock(pass)?).verify()?;
     let rows: Vec<&audit::Record> = c
         .records
         .iter()

@@ -1,16 +1,80 @@
-//! `keygen` and `trust`.
+//! `keygen`: create an appliance or publisher key pair.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
 
 use super::output;
-use super::{KeyRole, TrustAction};
+use crate::appliance::Root;
+use crate::audit::Event;
 use crate::error::Result;
 use crate::keys::{
-    self, ApplianceSecret, Kind, Passphrase, PassphraseSource, PublisherSecret, TrustStore,
-    key_id_hex, write_key_file,
+    self, ApplianceSecret, Kind, Passphrase, PublisherSecret, key_id_hex, write_key_file,
 };
+use crate::secure::sandbox::FsPolicy;
 
-pub(super) fn keygen(
+/// Which key pair `keygen` creates.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(super) enum KeyRole {
+    /// The appliance's decryption key (appliance.key, appliance.pub, appliance.kek).
+    Appliance,
+    /// A publisher's signing key (publisher.key, publisher.pub).
+    Publisher,
+}
+
+/// `keygen` arguments.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Which key pair.
+    role: KeyRole,
+    /// Read the passphrase from the first line of this file.
+    #[arg(long, conflicts_with = "no_passphrase")]
+    passphrase_file: Option<PathBuf>,
+    /// Store the secret unencrypted (mode 0600), for unattended appliances.
+    #[arg(long)]
+    no_passphrase: bool,
+    /// A label stored with the key (shown by trust list and inspect).
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Write the files here instead of ROOT/keys.
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+}
+
+impl KeygenArgs {
+    pub(super) fn policy(&self, root: &Root) -> FsPolicy {
+        match &self.out_dir {
+            Some(d) => FsPolicy::default().write(d),
+            None => super::appliance_policy(root).write(root.dir()),
+        }
+        .with_read(self.passphrase_file.iter().cloned())
+    }
+
+    pub(super) fn run(&self, root: &Root) -> Result<()> {
+        let dir = self.out_dir.clone().unwrap_or_else(|| root.keys());
+        let id = keygen(
+            self.role,
+            self.passphrase_file.as_deref(),
+            self.no_passphrase,
+            &self.label,
+            &dir,
+        )?;
+        // The appliance's own key generation is an appliance event; publisher keys are made
+        // on publishing stations.
+        if self.out_dir.is_none() && matches!(self.role, KeyRole::Appliance) {
+            let pass = super::args::source(self.passphrase_file.as_deref());
+            if let Some((_, auditor)) = root.auditor_if_any(&pass)? {
+                auditor.record(&Event::Keygen {
+                    role: "appliance",
+                    key_id: key_id_hex(&id),
+                })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn keygen(
     role: KeyRole,
     passphrase_file: Option<&Path>,
     no_passphrase: bool,
@@ -34,10 +98,7 @@ pub(super) fn keygen(
     let pass: Option<Passphrase> = if no_passphrase {
         None
     } else {
-        let src = match passphrase_file {
-            Some(f) => PassphraseSource::File(f.to_owned()),
-            None => PassphraseSource::Prompt,
-        };
+        let src = super::args::source(passphrase_file);
         Some(src.get(&dir.join(names.first().copied().unwrap_or_default()), true)?)
     };
     std::fs::create_dir_all(dir).map_err(|source| crate::Error::Io {
@@ -106,57 +167,4 @@ pub(super) fn keygen(
         names.join(", ")
     ));
     Ok(id)
-}
-
-pub(super) fn trust(dir: &Path, action: &TrustAction) -> Result<()> {
-    let mut store = TrustStore::load(dir)?;
-    match action {
-        TrustAction::Add { file } => {
-            let (id, new) = store.add(file)?;
-            if new {
-                output::info(format!("trusted publisher key {}", key_id_hex(&id)));
-            } else {
-                output::info(format!(
-                    "publisher key {} was already trusted",
-                    key_id_hex(&id)
-                ));
-            }
-        }
-        TrustAction::List { json } => {
-            if *json {
-                let keys: Vec<_> = store
-                    .keys
-                    .iter()
-                    .map(|(k, label)| serde_json::json!({"key_id": key_id_hex(&k.key_id), "label": label}))
-                    .collect();
-                output::json(&serde_json::json!({"threshold": store.threshold, "keys": keys}));
-            } else {
-                output::line(format!(
-                    "threshold: {} of {} trusted publisher key(s)",
-                    store.threshold,
-                    store.keys.len()
-                ));
-                for (k, label) in &store.keys {
-                    output::line(format!("{}  {label}", key_id_hex(&k.key_id)));
-                }
-            }
-        }
-        TrustAction::Remove { key_id } => {
-            let id = keys::parse_key_id(key_id).ok_or_else(|| {
-                crate::Error::Usage(format!("{key_id:?} is not a key id (16 hex digits)"))
-            })?;
-            store.remove(&id)?;
-            output::info(format!("removed publisher key {}", key_id_hex(&id)));
-        }
-        TrustAction::Policy { threshold } => {
-            if *threshold == 0 {
-                return Err(crate::Error::Usage("--threshold must be at least 1".into()));
-            }
-            store.set_threshold(*threshold)?;
-            output::info(format!(
-                "bundles now need {threshold} valid trusted signature(s)"
-            ));
-        }
-    }
-    Ok(())
 }

@@ -1,0 +1,182 @@
+//! The application layer: one place where "open the appliance, pick a model, verify it once,
+//! decrypt, build, query, record" lives, under the two front ends (`cli`, `tui`), which never
+//! import each other.
+//!
+//! - [`Root`] owns the root's paths (`keys/`, `keys/trusted/`, `models/`, `audit/`,
+//!   `rempart.toml`), unlocks the appliance key and opens the auditor.
+//! - [`Auditor`] is the one way to write the audit log: [`Auditor::record`] of a typed
+//!   [`Event`].
+//! - [`Root::catalog`] lists the installed models, each verified once; its handles
+//!   ([`crate::store::Installed`]) carry what was verified and the open file, so [`load`] decrypts
+//!   and builds without verifying again.
+//! - [`import`] installs bundles from a medium; [`admin`] removes models and changes trust.
+//! - [`clock`] formats and parses the appliance's times.
+//!
+//! # Security
+//! A bundle is verified when it is listed and the descriptor that was verified is the one later
+//! decrypted (no second lookup of the path). Every change is recorded before or as it is made
+//! (see each operation); a command that cannot record its event fails.
+
+pub mod admin;
+pub mod clock;
+pub mod import;
+pub mod load;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+pub use crate::store::{Catalog, Installed, ModelSpec};
+pub use load::{Device, LoadOpts, LoadReport, Loaded, Stage};
+
+use crate::audit::{self, Event};
+use crate::config::Config;
+use crate::crypto::Secret;
+use crate::error::Result;
+use crate::keys::{ApplianceSecret, PassphraseSource, TrustStore};
+
+/// An appliance root and the paths under it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Root {
+    dir: PathBuf,
+}
+
+impl Root {
+    /// The root at `dir` (nothing is read yet).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+    /// The root directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// `ROOT/keys`.
+    pub fn keys(&self) -> PathBuf {
+        self.dir.join("keys")
+    }
+    /// `ROOT/keys/trusted`: the trust store.
+    pub fn trusted(&self) -> PathBuf {
+        self.keys().join("trusted")
+    }
+    /// `ROOT/keys/appliance.key`.
+    pub fn appliance_key(&self) -> PathBuf {
+        self.keys().join("appliance.key")
+    }
+    /// `ROOT/models`: the installed bundles and the store state.
+    pub fn models(&self) -> PathBuf {
+        self.dir.join("models")
+    }
+    /// `ROOT/audit`: the audit log and its head.
+    pub fn audit(&self) -> PathBuf {
+        self.dir.join("audit")
+    }
+
+    /// Loads the trust store.
+    pub fn trust(&self) -> Result<TrustStore> {
+        Ok(TrustStore::load(&self.trusted())?)
+    }
+
+    /// Loads `ROOT/rempart.toml` (defaults when absent).
+    pub fn config(&self) -> Result<Config> {
+        Config::load(&self.dir)
+    }
+
+    /// Unlocks the appliance secret key, asking `pass` if it is protected.
+    pub fn unlock(&self, pass: &PassphraseSource) -> Result<ApplianceSecret> {
+        let path = self.appliance_key();
+        let f = crate::keys::read_key_file(&path, crate::keys::Kind::ApplianceSecret, pass)?;
+        let seed = f.secret.ok_or(crate::keys::Error::Malformed {
+            path,
+            what: "no secret",
+        })?;
+        Ok(ApplianceSecret::from_seed(seed))
+    }
+
+    /// Whether the appliance key is passphrase-protected (false when it is absent or cannot be
+    /// read: unlocking it then says why).
+    pub fn key_is_protected(&self) -> bool {
+        matches!(
+            crate::keys::read_key_file(
+                &self.appliance_key(),
+                crate::keys::Kind::ApplianceSecret,
+                &PassphraseSource::None
+            ),
+            Err(crate::keys::Error::PassphraseRequired { .. })
+        )
+    }
+
+    /// The auditor under `key`.
+    pub fn auditor(&self, key: &ApplianceSecret) -> Auditor {
+        Auditor {
+            dir: self.audit(),
+            key: key.derive_key(audit::AUDIT_KEY),
+        }
+    }
+
+    /// The appliance key and its auditor (the log's head checked), if this root has a key: a
+    /// publishing station has none, and its changes are not audited.
+    pub fn auditor_if_any(
+        &self,
+        pass: &PassphraseSource,
+    ) -> Result<Option<(ApplianceSecret, Auditor)>> {
+        if !self.appliance_key().exists() {
+            return Ok(None);
+        }
+        let key = self.unlock(pass)?;
+        let auditor = self.auditor(&key);
+        auditor.ready()?;
+        Ok(Some((key, auditor)))
+    }
+
+    /// Lists the installed models, verifying each bundle once against the trust store.
+    pub fn catalog(&self) -> Result<Catalog> {
+        let trust = self.trust()?;
+        Ok(Catalog::read(&self.models(), std::sync::Arc::new(trust))?)
+    }
+
+    /// The directory the terminal UI may export to: rempart.toml's `tui.export_dir`, else the
+    /// current directory. `None` when it overlaps the appliance root (an export must never land
+    /// among keys, models or the audit log, and the sandbox must not open them for writing).
+    pub fn export_dir(&self, config: &Config) -> Option<PathBuf> {
+        let dir = config
+            .tui
+            .export_dir
+            .clone()
+            .or_else(|| std::env::current_dir().ok())?;
+        let dir = std::path::absolute(&dir).ok()?;
+        let root = std::path::absolute(&self.dir).ok()?;
+        (!dir.starts_with(&root) && !root.starts_with(&dir)).then_some(dir)
+    }
+}
+
+/// Writes typed events to the audit log under the appliance's audit key (wiped on drop).
+#[derive(Debug)]
+pub struct Auditor {
+    dir: PathBuf,
+    key: Secret<32>,
+}
+
+impl Auditor {
+    /// Appends `event` (fsync'd). Failing to record is an error: nothing is done unaudited.
+    pub fn record(&self, event: &Event) -> Result<()> {
+        Ok(audit::append(&self.dir, &self.key, event)?)
+    }
+
+    /// Checks that the log's head verifies, so a later record can be written.
+    pub fn ready(&self) -> Result<()> {
+        Ok(audit::ready(&self.dir, &self.key)?)
+    }
+
+    /// Verifies every record and the head.
+    pub fn verify(&self) -> Result<audit::Checked> {
+        Ok(audit::verify(&self.dir, &self.key)?)
+    }
+}
+
+/// A random 64-bit seed from the OS generator; an error if the generator fails (a fixed seed
+/// would make every answer the same without anyone knowing).
+pub fn random_seed() -> Result<u64> {
+    let mut b = [0u8; 8];
+    crate::crypto::rng::fill(&mut b).map_err(crate::Error::Rng)?;
+    Ok(u64::from_le_bytes(b))
+}
