@@ -14,6 +14,17 @@ pub fn expired(expires: Option<u64>) -> bool {
     expires.is_some_and(|e| e <= now())
 }
 
+/// Refuses a bundle at `path` whose expiry (Unix seconds) has passed.
+pub fn refuse_expired(path: &std::path::Path, expires: Option<u64>) -> crate::error::Result<()> {
+    match expires.filter(|&e| e <= now()) {
+        Some(e) => Err(crate::Error::Expired {
+            path: path.to_owned(),
+            when: fmt_time(e),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Formats Unix seconds as RFC 3339 (UTC, seconds).
 pub fn fmt_time(secs: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()

@@ -18,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::clock::{fmt_time, now};
+use super::clock::refuse_expired;
 use super::{Auditor, Root};
 use crate::audit::Event;
 use crate::bundle::{self, Envelope, ReadAt};
@@ -283,13 +283,8 @@ impl Ctx<'_> {
             bundle::unwrap_file_key(&src, &v, i, self.appliance).map_err(berr)?;
         }
         let m = &v.manifest;
-        if let Some(e) = m.expires.filter(|&e| e <= now())
-            && !self.opts.allow_expired
-        {
-            return Err(crate::Error::Expired {
-                path: path.to_owned(),
-                when: fmt_time(e),
-            });
+        if !self.opts.allow_expired {
+            refuse_expired(path, m.expires)?;
         }
         let dest = self.models.join(format!("{}-v{}.rpk", m.name, m.version));
         if let Some(&h) = state.highest.get(&m.name) {

@@ -159,12 +159,7 @@ impl Root {
         progress(Stage::Verify, 0.0);
         let path = model.path.as_path();
         let m = model.manifest();
-        if let Some(e) = m.expires.filter(|&e| e <= super::clock::now()) {
-            return Err(crate::Error::Expired {
-                path: path.to_owned(),
-                when: super::clock::fmt_time(e),
-            });
-        }
+        super::clock::refuse_expired(path, m.expires)?;
         let idx = m
             .artifacts
             .iter()

@@ -80,9 +80,7 @@ pub(super) fn read_prompt(arg: &str) -> Result<zeroize::Zeroizing<String>> {
 
 fn ask(root: &Root, o: &AskArgs) -> Result<()> {
     let params = o.sampling.params(0);
-    params
-        .validate()
-        .map_err(|e| crate::Error::Usage(e.to_string()))?;
+    params.validate()?;
     let prompt = read_prompt(&o.prompt)?;
     if prompt.trim().is_empty() {
         return Err(crate::Error::Usage("the prompt is empty".into()));

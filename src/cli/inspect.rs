@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{berr, output};
 use crate::appliance::Root;
-use crate::appliance::clock::{fmt_time, now};
+use crate::appliance::clock::{expired, fmt_time, now};
 use crate::appliance::import::open_bundle;
 use crate::bundle::{self, Envelope, Manifest};
 use crate::error::Result;
@@ -42,7 +42,7 @@ pub(super) fn manifest_json(m: &Manifest) -> serde_json::Value {
         "version": m.version,
         "created": fmt_time(m.created),
         "expires": m.expires.map(fmt_time),
-        "expired": m.expires.is_some_and(|e| e <= now()),
+        "expired": expired(m.expires),
         "marking": m.marking,
         "architecture": m.architecture,
         "quantization": m.quantization,

@@ -6,7 +6,7 @@ use serde_json::json;
 use super::args::JsonArg;
 use super::output;
 use crate::appliance::Root;
-use crate::appliance::clock::{fmt_time, now};
+use crate::appliance::clock::{expired, fmt_time, now};
 use crate::error::Result;
 
 /// `list` arguments.
@@ -40,7 +40,7 @@ fn list(root: &Root, json_out: bool) -> Result<()> {
                 "installed": i.installed_at.map(fmt_time),
                 "created": fmt_time(m.created),
                 "expires": m.expires.map(fmt_time),
-                "expired": m.expires.is_some_and(|e| e <= now()),
+                "expired": expired(m.expires),
                 "file": i.path.display().to_string(),
             })
         })

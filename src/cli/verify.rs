@@ -12,7 +12,7 @@ use super::args::PassphraseArg;
 use super::inspect::manifest_json;
 use super::{berr, output};
 use crate::appliance::Root;
-use crate::appliance::clock::{fmt_time, now};
+use crate::appliance::clock::refuse_expired;
 use crate::appliance::import::open_bundle;
 use crate::bundle::{self, Envelope};
 use crate::error::Result;
@@ -58,13 +58,8 @@ impl VerifyArgs {
         let env = Envelope::parse(&src).map_err(berr(path))?;
         let v = env.verify(&trust).map_err(berr(path))?;
         let t_sig = t0.elapsed();
-        if let Some(e) = v.manifest.expires.filter(|&e| e <= now())
-            && !o.allow_expired
-        {
-            return Err(crate::Error::Expired {
-                path: path.to_owned(),
-                when: fmt_time(e),
-            });
+        if !o.allow_expired {
+            refuse_expired(path, v.manifest.expires)?;
         }
         let total: u64 = v
             .manifest

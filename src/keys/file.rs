@@ -194,18 +194,17 @@ fn read_bounded_mode(path: &Path, max: u64) -> Result<(Zeroizing<Vec<u8>>, u32),
         path: path.to_owned(),
         source,
     };
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-        .open(path)
-        .map_err(io)?;
+    let f = crate::secure::fs::open_regular(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            Error::Malformed {
+                path: path.to_owned(),
+                what: "not a regular file",
+            }
+        } else {
+            io(e)
+        }
+    })?;
     let meta = f.metadata().map_err(io)?;
-    if !meta.is_file() {
-        return Err(Error::Malformed {
-            path: path.to_owned(),
-            what: "not a regular file",
-        });
-    }
     if meta.len() > max {
         return Err(Error::Malformed {
             path: path.to_owned(),

@@ -148,27 +148,8 @@ impl TrustStore {
             path: path.clone(),
             what: e.to_string(),
         })?;
-        let tmp = self.dir.join(".policy.toml.tmp");
-        let io = |source| Error::Io {
-            path: tmp.clone(),
-            source,
-        };
-        // A stale temporary (or a symlink planted there) is removed, never followed.
-        match std::fs::remove_file(&tmp) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-            _ => {}
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io)?;
-        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io)?;
-        f.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?;
+        crate::secure::fs::write_atomic(&path, ".policy.toml.tmp", 0o600, &[text.as_bytes()])
+            .map_err(|(path, source)| Error::Io { path, source })?;
         self.threshold = threshold;
         Ok(())
     }

@@ -286,6 +286,44 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
         assert!(log.contains(event), "{event} not in the audit log");
     }
     assert!(!log.contains(&first_answer) && !log.contains("lighthouse"));
+    // Issue 17: the terminal UI's `query` records have the CLI's fields (docs/audit-events.md),
+    // and the answer stopped with Esc is recorded as `canceled`.
+    let queries: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["event"] == "query")
+        .collect();
+    assert!(queries.len() >= 2, "{queries:?}");
+    for q in &queries {
+        let d = &q["details"];
+        let mut keys: Vec<&str> = d.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "answer_sha384",
+                "model",
+                "ms",
+                "prompt_sha384",
+                "source",
+                "stop_reason",
+                "tokens_generated",
+                "tokens_prompt",
+                "version"
+            ],
+            "{q}"
+        );
+        assert_eq!(d["source"], "tui");
+        assert_eq!(d["version"], 1);
+        assert_eq!(d["prompt_sha384"].as_str().unwrap().len(), 96);
+        assert_eq!(d["answer_sha384"].as_str().unwrap().len(), 96);
+    }
+    assert!(
+        queries
+            .iter()
+            .any(|q| q["details"]["stop_reason"] == "canceled"),
+        "{queries:?}"
+    );
     // Nothing written since the start under the root, /tmp or /dev/shm holds the prompt or
     // the answer (no history file, no scrollback dump), but the explicit export.
     let mut files = Vec::new();
@@ -303,4 +341,49 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
             f.display()
         );
     }
+}
+
+/// Issue 17: a question the terminal UI cannot answer (longer than the tiny model's 64-token
+/// context) is recorded as `query_failed`, with its class and the prompt's SHA-384 only, as
+/// `ask` records it.
+#[test]
+fn a_failed_question_in_the_terminal_ui_is_recorded_as_query_failed() {
+    let env = TestEnv::new().with_keys();
+    let gguf = env.tiny_model("tiny.gguf", 0);
+    let b = env.seal(&gguf, "tiny.rpk", &[]);
+    env.cmd().arg("import").arg(&b).assert().success();
+    let tmux = Tmux {
+        socket: format!("rempart-test-fail-{}", std::process::id()),
+    };
+    let script = format!(
+        "{} --root {} tui; echo EXITED rc=$?; sleep 60",
+        env!("CARGO_BIN_EXE_rempart"),
+        env.root.display()
+    );
+    let st = tmux
+        .cmd()
+        .args(["new-session", "-d", "-s", "ui", "-x", "100", "-y", "30"])
+        .arg(script)
+        .env_remove("REMPART_ROOT")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    tmux.wait("the chat screen", 60, |p| p.contains("Type a message"));
+    let question = "SECRETWORD ".repeat(40);
+    tmux.keys(&[question.trim_end(), "Enter"]);
+    let p = tmux.wait("the error notice", 60, |p| p.contains("error:"));
+    assert!(p.contains("context"), "{p}");
+    tmux.keys(&["C-q"]);
+    tmux.wait("exit", 60, |p| p.contains("EXITED rc=0"));
+    let log = std::fs::read_to_string(env.root.join("audit/audit.log")).unwrap();
+    assert!(!log.contains("SECRETWORD"), "the prompt is never logged");
+    let failed: serde_json::Value = log
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["event"] == "query_failed")
+        .unwrap_or_else(|| panic!("no query_failed record:\n{log}"));
+    let d = &failed["details"];
+    assert_eq!(d["source"], "tui");
+    assert_eq!(d["class"], "engine");
+    assert_eq!(d["prompt_sha384"].as_str().unwrap().len(), 96);
 }
