@@ -186,6 +186,13 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_message_never_debug_prints_its_text() {
+        let m = Message::new("user", "the classified question");
+        let d = format!("{m:?}");
+        assert!(d.contains("user") && !d.contains("classified"), "{d}");
+    }
+
+    #[test]
     fn strftime_formats_known_dates() {
         assert_eq!(strftime("%Y-%m-%d %H:%M:%S", 0), "1970-01-01 00:00:00");
         assert_eq!(

@@ -441,3 +441,19 @@ pub fn write_key_file(
     f.sync_all().map_err(io)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn a_passphrase_source_never_debug_prints_a_passphrase() {
+        let d = format!(
+            "{:?}",
+            PassphraseSource::Given(Zeroizing::new("hunter22-pw".into()))
+        );
+        assert_eq!(d, "Given(<redacted>)");
+        let d = format!("{:?}", PassphraseSource::File(PathBuf::from("/p")));
+        assert!(d.contains("/p"), "{d}");
+    }
+}

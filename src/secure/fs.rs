@@ -184,10 +184,20 @@ mod tests {
     }
 
     #[test]
-    fn write_atomic_failure_leaves_the_target_unchanged() {
+    fn write_atomic_failure_leaves_the_target_unchanged_and_no_temporary() {
         let d = tempfile::tempdir().unwrap();
+        // The temporary cannot be created: the error names it.
         let target = d.path().join("missing-dir").join("f");
         let (path, _) = write_atomic(&target, ".f.tmp", 0o600, &[b"x"]).unwrap_err();
         assert_eq!(path, d.path().join("missing-dir").join(".f.tmp"));
+        // The rename fails (the target is a non-empty directory): the target is untouched, the
+        // error names it, and the temporary is gone.
+        let target = d.path().join("busy");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("inside"), b"keep").unwrap();
+        let (path, _) = write_atomic(&target, ".busy.tmp", 0o600, &[b"x"]).unwrap_err();
+        assert_eq!(path, target);
+        assert_eq!(std::fs::read(target.join("inside")).unwrap(), b"keep");
+        assert!(!d.path().join(".busy.tmp").exists());
     }
 }

@@ -1,5 +1,6 @@
-//! The crate's only `unsafe` code: one anonymous memory mapping type and the zeroizing global
-//! allocator. Each block wraps one operation and states why it is sound.
+//! The system-call `unsafe` code: one anonymous memory mapping type and the zeroizing global
+//! allocator. Each block wraps one operation and states why it is sound. (The crate's other
+//! `unsafe` is the lean engine's SIMD kernels and thread team; SECURITY.md lists every site.)
 //!
 //! # Security
 //! The allocator wipes every block before returning it to the system allocator, and `realloc`
@@ -8,7 +9,7 @@
 //! barrier (`black_box` + compiler fence) so it is not removed as a dead store before `free`.
 #![allow(
     unsafe_code,
-    reason = "this module is the audited home of all unsafe code"
+    reason = "this module is the audited home of the system-call unsafe code"
 )]
 
 use std::alloc::{GlobalAlloc, Layout, System};
