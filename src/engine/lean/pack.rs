@@ -1,18 +1,27 @@
-//! Where the lean path's weights live, and their repacking in place.
+//! Where the lean path's weights live ([`Store`]), their repacking in place
+//! ([`pack_in_place`]), and a repacked matrix ([`Packed`]): where its parts are ([`Layout`])
+//! and its rows in f32 ([`Packed::dequantize_row`]).
 //!
 //! The decrypted arena is not copied: each weight matrix is rewritten, within its own bytes of
-//! the arena, from GGUF block order into the kernels' layout (see [`super::kernels`]), which
+//! the arena, from GGUF block order (see [`super::blocks`]) into the kernels' layout, which
 //! takes exactly as many bytes. The model then keeps the arena, so the weights are held once,
 //! in memory that is locked, excluded from core dumps and wiped when the model is dropped.
 //! Only one matrix at a time is copied aside while it is rewritten (the largest, the token
 //! embedding of SmolLM2-135M, is 17.7 MB), and that copy is wiped at once.
-
+//!
+//! The kernels' layout stores the same bits (no byte more): the scales (and `Q4_1` minimums)
+//! of a matrix in their own `f16` arrays, so that 16 of them convert to f32 in one
+//! instruction, and the nibbles of two consecutive blocks interleaved: byte j of a pair holds
+//! weight j of the first block in its low half and weight j of the second in its high half.
+//! One 32-byte load, a mask and a shift then give the 64 weights of the pair in order, ready
+//! to multiply with the activations as they are stored.
 use std::ops::Range;
+use std::sync::Arc;
 
 use half::f16;
 use zeroize::Zeroizing;
 
-use super::kernels::{BLOCK, Kind};
+use super::blocks::{BLOCK, Kind};
 use crate::secure::LockedBuf;
 
 /// The bytes the packed weights live in.
@@ -217,4 +226,148 @@ pub fn pack_in_place(
 fn nibble(qs: &[u8], j: usize) -> u8 {
     let b = qs.get(j % 16).copied().unwrap_or(0);
     if j < 16 { b & 0x0F } else { b >> 4 }
+}
+
+/// A weight matrix repacked for the kernels (see the module documentation), in its
+/// [`Store`] (the decrypted arena, shared by all the model's matrices).
+#[derive(Debug)]
+pub struct Packed {
+    store: Arc<Store>,
+    at: Layout,
+}
+
+/// The `T`s in `range` of `bytes` (empty if out of range or misaligned: packing checked both).
+fn view<'a, T: bytemuck::Pod>(bytes: &'a [u8], range: &Range<usize>) -> &'a [T] {
+    bytes
+        .get(range.clone())
+        .and_then(|b| bytemuck::try_cast_slice(b).ok())
+        .unwrap_or_default()
+}
+
+impl Packed {
+    /// The matrix packed at `at` in `store` (by [`pack_in_place`]).
+    pub fn new(store: Arc<Store>, at: Layout) -> Self {
+        Self { store, at }
+    }
+
+    /// Repacks `rows` x `cols` weights of `kind` from their GGUF bytes, in a store of their own.
+    pub fn from_ggml(kind: Kind, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self, String> {
+        let mut store = Store::heap(bytes);
+        let at = pack_in_place(kind, rows, cols, store.bytes_mut(), 0..bytes.len())?;
+        Ok(Self::new(Arc::new(store), at))
+    }
+
+    /// The store this matrix lives in (shared by all the model's matrices).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Block scales, `[row][block]`.
+    pub(super) fn d(&self) -> &[f16] {
+        view(self.store.bytes(), &self.at.d)
+    }
+
+    /// `Q4_1` block minimums, `[row][block]` (empty for other kinds).
+    pub(super) fn m(&self) -> &[f16] {
+        view(self.store.bytes(), &self.at.m)
+    }
+
+    /// Quantised weights (see [`Layout::qs`]).
+    pub(super) fn qs(&self) -> &[u8] {
+        view(self.store.bytes(), &self.at.qs)
+    }
+
+    /// F32 weights.
+    pub(super) fn f(&self) -> &[f32] {
+        view(self.store.bytes(), &self.at.f)
+    }
+
+    /// Block type.
+    pub fn kind(&self) -> Kind {
+        self.at.kind
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.at.rows
+    }
+
+    /// Weights per row.
+    pub fn cols(&self) -> usize {
+        self.at.cols
+    }
+
+    /// Bytes held (the same as the GGUF's).
+    pub fn bytes(&self) -> usize {
+        let a = &self.at;
+        a.d.len() + a.m.len() + a.qs.len() + a.f.len()
+    }
+
+    /// Row `r`'s f32 weights (empty for quantised kinds).
+    pub(super) fn f_row(&self, r: usize) -> &[f32] {
+        let c = self.cols();
+        self.f().get(r * c..(r + 1) * c).unwrap_or_default()
+    }
+
+    /// Row `r`'s scales, minimums (`Q4_1`) and quantised weights.
+    fn q_row(&self, r: usize) -> (&[f16], &[f16], &[u8]) {
+        let nb = self.cols() / BLOCK;
+        let qb = match self.kind() {
+            Kind::Q8_0 => BLOCK,
+            _ => BLOCK / 2,
+        };
+        (
+            self.d().get(r * nb..(r + 1) * nb).unwrap_or_default(),
+            self.m().get(r * nb..(r + 1) * nb).unwrap_or_default(),
+            self.qs()
+                .get(r * nb * qb..(r + 1) * nb * qb)
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Dequantises row `r` into `out` (`cols` long).
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let (d, m, qs) = self.q_row(r);
+        match self.kind() {
+            Kind::F32 => {
+                for (o, v) in out.iter_mut().zip(self.f_row(r)) {
+                    *o = *v;
+                }
+            }
+            Kind::Q4_0 | Kind::Q4_1 => {
+                for (pair, (o, q)) in out
+                    .chunks_exact_mut(2 * BLOCK)
+                    .zip(qs.chunks_exact(BLOCK))
+                    .enumerate()
+                {
+                    let (oa, ob) = o.split_at_mut(BLOCK);
+                    for (half, os) in [(0, oa), (1, ob)] {
+                        let blk = 2 * pair + half;
+                        let dv = d.get(blk).map_or(0.0, |v| v.to_f32());
+                        let mv = if self.kind() == Kind::Q4_1 {
+                            m.get(blk).map_or(0.0, |v| v.to_f32())
+                        } else {
+                            -8.0 * dv
+                        };
+                        for (ov, b) in os.iter_mut().zip(q) {
+                            let n = if half == 0 { b & 0x0F } else { b >> 4 };
+                            *ov = dv * f32::from(n) + mv;
+                        }
+                    }
+                }
+            }
+            Kind::Q8_0 => {
+                for ((o, q), dv) in out
+                    .chunks_exact_mut(BLOCK)
+                    .zip(qs.chunks_exact(BLOCK))
+                    .zip(d)
+                {
+                    let dv = dv.to_f32();
+                    for (ov, b) in o.iter_mut().zip(q) {
+                        *ov = dv * f32::from(*b as i8);
+                    }
+                }
+            }
+        }
+    }
 }

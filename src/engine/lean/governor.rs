@@ -1,0 +1,182 @@
+//! The thread governor ([`Governor`]): whether a generation step runs on the whole pool or on
+//! the calling thread alone, chosen by timing both (each way judged by the [`median`] of its
+//! latest steps).
+
+/// Chooses, step by step, whether a one-token (generation) step runs on the whole thread
+/// pool or on the calling thread alone, by timing both: when another process keeps one of
+/// the cores busy, a step split across the pool waits for the worker the scheduler has put
+/// aside (two threads fell below one thread's speed here), and one thread is then faster.
+/// The way in use is timed on every step, the other one on two steps (a probe) every
+/// [`Governor::PROBE_EVERY`] steps, so the choice follows the load both ways; each probe that
+/// confirms the way in use doubles that interval, up to [`Governor::PROBE_MAX`], and one that
+/// changes it sets it back. A probe on the slow way costs about two steps' difference (under
+/// a busy neighbour, 1.5 to 3.5 % of a generation at one probe every 64 steps); the back-off
+/// makes that a few tenths of a percent on a steady machine, and a change of load is still
+/// followed within [`Governor::PROBE_MAX`] steps (two seconds here). Each way is judged by
+/// the median of its last [`Governor::WINDOW`] steps, and the faster median wins: a first
+/// version compared smoothed means, and this VM's occasional slow step sent an idle machine's
+/// generation to one thread for 64 steps at a time (6 to 25 % slower); medians are not moved
+/// by such a step. A later version also wanted one thread 10 % faster: with a busy neighbour
+/// the pool was then kept at 5 % slower than one thread (0.93-0.96x of one thread's speed
+/// over 4 rounds, against 1.01-1.06x without the margin; no difference on an idle machine).
+#[derive(Debug)]
+pub(super) struct Governor {
+    step: u64,
+    /// The latest step times of each way, `[pool, alone]`, oldest first.
+    times: [Vec<f64>; 2],
+    /// Whether the current step is a probe of the way not in use.
+    probing: bool,
+    /// Whether the previous step was one.
+    probed: bool,
+    /// The first step of the next probe.
+    next_probe: u64,
+    /// Steps from one probe to the next.
+    interval: u64,
+    /// Whether the way in use is one thread alone.
+    alone: bool,
+}
+
+impl Default for Governor {
+    fn default() -> Self {
+        Self {
+            step: 0,
+            times: [Vec::new(), Vec::new()],
+            probing: false,
+            probed: false,
+            // The first probe early: the pool's first steps include waking its workers.
+            next_probe: 3,
+            interval: Self::PROBE_EVERY,
+            alone: false,
+        }
+    }
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => s.get(n / 2).copied(),
+        _ => Some((s.get(n / 2 - 1)? + s.get(n / 2)?) / 2.0),
+    }
+}
+
+impl Governor {
+    const PROBE_EVERY: u64 = 64;
+    const PROBE_MAX: u64 = 256;
+    const WINDOW: usize = 8;
+
+    /// Whether the next step runs on the pool.
+    pub(super) fn parallel(&mut self) -> bool {
+        self.step += 1;
+        let [pool, alone] = &self.times;
+        let alone_faster = match (median(pool), median(alone)) {
+            (Some(p), Some(a)) => a < p,
+            _ => false,
+        };
+        self.probed = self.probing;
+        self.probing =
+            self.step >= self.next_probe && self.step < self.next_probe.saturating_add(2);
+        if !self.probing {
+            if alone_faster != self.alone {
+                // The way in use changed (the load did): probe again soon.
+                self.alone = alone_faster;
+                self.interval = Self::PROBE_EVERY;
+                self.next_probe = self.step.saturating_add(self.interval);
+            } else if self.probed {
+                // A probe just confirmed the way in use.
+                self.interval = (self.interval * 2).min(Self::PROBE_MAX);
+                self.next_probe = self.step.saturating_add(self.interval);
+            }
+        }
+        alone_faster == self.probing
+    }
+
+    /// Records a step's time. A new probe replaces what was known of the other way (it may
+    /// be minutes old).
+    pub(super) fn record(&mut self, parallel: bool, secs: f64) {
+        let Some(times) = self.times.get_mut(usize::from(!parallel)) else {
+            return;
+        };
+        if self.probing && !self.probed {
+            times.clear();
+        }
+        times.push(secs);
+        if times.len() > Self::WINDOW {
+            times.remove(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Governor;
+
+    /// Runs `steps` steps, the pool taking `pool` seconds a step and one thread `alone`;
+    /// returns how many ran on the pool.
+    fn drive(g: &mut Governor, steps: usize, pool: f64, alone: f64) -> usize {
+        let mut on_pool = 0;
+        for _ in 0..steps {
+            let p = g.parallel();
+            g.record(p, if p { pool } else { alone });
+            on_pool += usize::from(p);
+        }
+        on_pool
+    }
+
+    #[test]
+    fn governor_follows_the_faster_way_both_ways() {
+        let mut g = Governor::default();
+        // Idle machine: the pool is twice as fast; only the probes run alone.
+        let n = drive(&mut g, 256, 0.008, 0.016);
+        assert!(n >= 256 - 2 - 2 * 4, "{n} of 256 steps on the pool");
+        // A busy neighbour: the pool becomes slower than one thread, and is left within a
+        // few steps (its smoothed time has to cross one thread's), then only probed.
+        let n = drive(&mut g, 256, 0.020, 0.012);
+        assert!(n <= 2 * 4 + 6, "{n} of 256 steps on the slow pool");
+        // A neighbour that makes the pool only slightly slower: one thread is still chosen.
+        let n = drive(&mut g, 256, 0.0126, 0.012);
+        assert!(n <= 2 * 4 + 6, "{n} of 256 steps on the pool 5 % slower");
+        // An idle machine whose steps are sometimes slow (one in 10 at 8x; a smoothed mean
+        // then read 0.022 s, above one thread's 0.016): the pool stays.
+        let mut g = Governor::default();
+        let mut on_pool = 0;
+        for i in 0..512 {
+            let p = g.parallel();
+            let spike = if i % 10 == 9 { 8.0 } else { 1.0 };
+            g.record(p, spike * if p { 0.008 } else { 0.016 });
+            on_pool += usize::from(p);
+        }
+        assert!(
+            on_pool >= 512 - 2 - 2 * 8,
+            "{on_pool} of 512 noisy steps on the pool"
+        );
+        // The neighbour stops: a probe sees it and the pool is used again.
+        let n = drive(&mut g, 512, 0.008, 0.012);
+        let limit = Governor::PROBE_MAX + 2 * 4;
+        assert!(
+            n >= 512 - usize::try_from(limit).unwrap_or(usize::MAX),
+            "{n} of 512 steps back on the pool"
+        );
+    }
+
+    #[test]
+    fn governor_probes_less_while_the_load_stays() {
+        // Idle machine: each probe confirms the pool, so they space out to one every
+        // PROBE_MAX steps (one every PROBE_EVERY would be 2 * 32 steps alone).
+        let mut g = Governor::default();
+        let n = drive(&mut g, 2048, 0.008, 0.016);
+        assert!(
+            n >= 2048 - 2 * (2048 / 256 + 3),
+            "{n} of 2048 steps on the pool"
+        );
+        // A neighbour starts: one thread is chosen within a few steps (the pool's median
+        // has to cross), and the pool is probed again PROBE_EVERY steps after the change.
+        let alone = 40 - drive(&mut g, 40, 0.020, 0.012);
+        assert!(alone >= 40 - 6, "{alone} of 40 steps alone");
+        // It stops: that probe brings the pool back (about 30 steps later).
+        let n = drive(&mut g, 128, 0.008, 0.012);
+        assert!(n >= 128 - 40, "{n} of 128 steps back on the pool");
+    }
+}

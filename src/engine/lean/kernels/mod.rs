@@ -1,0 +1,331 @@
+//! The hot kernels of the lean forward pass: dot products of weight rows repacked at load
+//! time ([`Packed`], see [`super::pack`]) with up to four tokens' activations quantised to
+//! 8-bit blocks ([`Y`], see [`super::quant`]) at a time ([`Packed::matvec`]), and a generation
+//! step's attention sums over the f16 KV cache ([`key_scores`], [`weighted_values`]). This
+//! module chooses the code for a [`Level`]; the code itself is in `portable`, `avx2` and
+//! `avx512`, and `rows` holds what they share: the checked slices of a matrix's rows and the
+//! row loop, which prefetches the rows ahead.
+//!
+//! Three instruction-set levels, chosen once at run time ([`Level::best`]): AVX-512 with VNNI
+//! (one `vpdpbusd` per pair of blocks and token, the scales of 16 blocks converted at once),
+//! AVX2 (`maddubs`/`madd` per block, the x86-64-v3 baseline), and a portable loop. Integer sums
+//! are exact at every level, so the levels agree up to the order of the float additions
+//! (tested).
+//!
+//! # Safety
+//! The `unsafe` here is calls of `#[target_feature]` kernels, made only at a level
+//! [`Level::best`] detected on this CPU, after the constructor `Rows::new` checked the lengths
+//! the kernels read (see `avx2` and `avx512` for their loads).
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod portable;
+mod rows;
+
+use std::ops::Range;
+
+use half::f16;
+
+pub use self::portable::{axpy_f16, dot_f16, dot_f32};
+use self::portable::{q4_portable, q8_portable};
+use self::rows::{Out, Rows, each_row};
+// The kernels' inputs, also reachable here (their paths before the modules were split).
+pub use super::blocks::{BLOCK, Kind};
+pub use super::level::Level;
+pub use super::pack::Packed;
+pub use super::quant::{Chunk, QAct, Y};
+
+#[allow(
+    unsafe_code,
+    reason = "calls of SIMD kernels at a level detected on this CPU"
+)]
+impl Packed {
+    /// Dot products of rows `rows` with `N` tokens' activations, at `level` (lowered to what
+    /// the CPU runs): row `rows.start + i`, token `j` goes to `out[i * stride + at + j]`. A
+    /// token whose activations do not have this matrix's width, rows past the end or an `out`
+    /// too short leave zeros.
+    pub fn matvec<const N: usize>(
+        &self,
+        level: Level,
+        rows: Range<usize>,
+        ys: &[Y<'_>; N],
+        out: &mut [f32],
+        (stride, at): (usize, usize),
+    ) {
+        let level = level.min(Level::best());
+        let n = rows.len();
+        let Some(out) = out.get_mut(..n.saturating_mul(stride)) else {
+            return;
+        };
+        if at + N > stride || rows.end > self.rows() {
+            out.fill(0.0);
+            return;
+        }
+        let mut out = Out { out, stride, at };
+        if self.kind() == Kind::F32 {
+            for (i, r) in rows.enumerate() {
+                let f = self.f_row(r);
+                let mut v = [0f32; N];
+                for (o, y) in v.iter_mut().zip(ys) {
+                    if y.f.len() == f.len() {
+                        *o = dot_f32(f, y.f);
+                    }
+                }
+                out.put(i, v);
+            }
+            return;
+        }
+        let Some(rs) = Rows::new(self, rows, ys) else {
+            out.out.fill(0.0);
+            return;
+        };
+        let q8 = self.kind() == Kind::Q8_0;
+        match level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `best()` detected AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C on this CPU;
+            // `rs` checked the lengths the kernel reads.
+            Level::Avx512 => unsafe { avx512::rows_512(q8, rs, ys, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `best()` detected AVX2, FMA and F16C; lengths checked in `rs`.
+            Level::Avx2 => unsafe { avx2::rows_avx2(q8, rs, ys, out) },
+            _ => each_row(rs, out, |l| {
+                if q8 {
+                    q8_portable(l, ys)
+                } else {
+                    q4_portable(l, ys)
+                }
+            }),
+        }
+    }
+
+    /// Dot products of row `r` with `N` tokens' activations (see [`Self::matvec`]).
+    pub fn dots<const N: usize>(&self, level: Level, r: usize, ys: &[Y<'_>; N]) -> [f32; N] {
+        let mut out = [0f32; N];
+        self.matvec(level, r..r + 1, ys, &mut out, (N, 0));
+        out
+    }
+}
+
+/// Attention scores of one query head: `out[p] = dot_f16(q, key p) * scale` for the first
+/// `n` keys of `keys` (`[position][q.len()]`), bit for bit as [`dot_f16`] computes them, with
+/// the code of `level` (lowered to what the CPU runs). Fewer keys than `n` give fewer scores.
+#[allow(
+    unsafe_code,
+    reason = "calls of SIMD kernels at a level detected on this CPU"
+)]
+pub fn key_scores(level: Level, q: &[f32], keys: &[f16], n: usize, scale: f32, out: &mut Vec<f32>) {
+    out.clear();
+    let hd = q.len();
+    if hd == 0 {
+        return;
+    }
+    let n = n.min(keys.len() / hd);
+    #[cfg(target_arch = "x86_64")]
+    if level.min(Level::best()) >= Level::Avx2 && hd.is_multiple_of(8) {
+        out.resize(n, 0.0);
+        // SAFETY: `best()` detected AVX2 and F16C; the kernel checks its lengths itself.
+        unsafe { avx2::key_scores(q, keys, scale, out) };
+        return;
+    }
+    let _ = level;
+    out.extend(keys.chunks_exact(hd).take(n).map(|k| dot_f16(q, k) * scale));
+}
+
+/// `o = sum over p of w[p] * value p` for the values `vals` (`[position][o.len()]`, f16), in
+/// the order of the positions, bit for bit as [`axpy_f16`] from zeros, with the code of
+/// `level`. Positions past the shorter of `w` and `vals` are left out.
+#[allow(
+    unsafe_code,
+    reason = "calls of SIMD kernels at a level detected on this CPU"
+)]
+pub fn weighted_values(level: Level, w: &[f32], vals: &[f16], o: &mut [f32]) {
+    o.fill(0.0);
+    let hd = o.len();
+    if hd == 0 {
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if level.min(Level::best()) >= Level::Avx2 && hd.is_multiple_of(32) {
+        // SAFETY: `best()` detected AVX2 and F16C; the kernel checks its lengths itself.
+        unsafe { avx2::weighted_values(w, vals, o) };
+        return;
+    }
+    let _ = level;
+    for (wp, v) in w.iter().zip(vals.chunks_exact(hd)) {
+        axpy_f16(o, *wp, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::lean::quant::tests::rand_f32;
+
+    /// A random `rows` x `cols` matrix quantised by candle.
+    fn candle_quantized(
+        dtype: candle_core::quantized::GgmlDType,
+        rows: usize,
+        cols: usize,
+        seed: &mut u64,
+    ) -> candle_core::quantized::QTensor {
+        let w = rand_f32(rows * cols, seed);
+        let t = candle_core::Tensor::from_vec(w, (rows, cols), &candle_core::Device::Cpu).unwrap();
+        candle_core::quantized::QTensor::quantize(&t, dtype).unwrap()
+    }
+
+    const KINDS: [(candle_core::quantized::GgmlDType, Kind); 4] = {
+        use candle_core::quantized::GgmlDType;
+        [
+            (GgmlDType::Q4_0, Kind::Q4_0),
+            (GgmlDType::Q4_1, Kind::Q4_1),
+            (GgmlDType::Q8_0, Kind::Q8_0),
+            (GgmlDType::F32, Kind::F32),
+        ]
+    };
+
+    /// Repacked rows dequantise exactly to candle's weights, and every level's dot product
+    /// (one token and four at once) is within the 8-bit rounding of the activations of the
+    /// exact product of those weights with x.
+    #[test]
+    fn packed_dots_match_candle_blocks_at_every_level() {
+        use candle_core::Device;
+        let mut seed = 7;
+        // 18 blocks per row, as the default model's width 576: a 16-block chunk and a pair.
+        let (rows, cols) = (6, 576);
+        for (dtype, kind) in KINDS {
+            let q = candle_quantized(dtype, rows, cols, &mut seed);
+            let bytes = q.data().unwrap().into_owned();
+            let wd = q
+                .dequantize(&Device::Cpu)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let p = Packed::from_ggml(kind, rows, cols, &bytes).unwrap();
+            assert_eq!(p.bytes(), bytes.len(), "{kind:?}: repacking adds no bytes");
+            let x = QAct::new(rand_f32(4 * cols, &mut seed), cols);
+            let ys = [x.token(0), x.token(1), x.token(2), x.token(3)];
+            for (r, wr) in wd.iter().enumerate() {
+                let mut deq = vec![0f32; cols];
+                p.dequantize_row(r, &mut deq);
+                assert_eq!(&deq, wr, "{kind:?} row {r} dequantised");
+                let bounds: Vec<(f32, f32)> = ys
+                    .iter()
+                    .map(|y| {
+                        let exact: f32 = wr.iter().zip(y.f).map(|(a, b)| a * b).sum();
+                        // Each activation is off by at most d/2 (plus the f16 rounding of d).
+                        let bound: f32 = wr
+                            .iter()
+                            .enumerate()
+                            .map(|(i, a)| a.abs() * y.d[i / BLOCK] * 0.51)
+                            .sum::<f32>()
+                            + 1e-4;
+                        (exact, bound)
+                    })
+                    .collect();
+                for level in Level::available() {
+                    let four = p.dots(level, r, &ys);
+                    for (t, ((exact, bound), got)) in bounds.iter().zip(four).enumerate() {
+                        assert!(
+                            (got - exact).abs() <= *bound,
+                            "{kind:?} {level:?} row {r} token {t}: {got} vs {exact} (bound {bound})"
+                        );
+                        let [one] = p.dots(level, r, &[ys[t]]);
+                        assert!(
+                            (one - got).abs() <= 1e-5 * (1.0 + got.abs()),
+                            "{kind:?} {level:?}: one token {one} vs four {got}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The SIMD levels give the portable kernel's sums (integer parts exact; floats added in
+    /// another order).
+    #[test]
+    fn simd_and_portable_kernels_agree() {
+        let mut seed = 5;
+        let cols = 1536;
+        let x = QAct::new(rand_f32(cols, &mut seed), cols);
+        for (dtype, kind) in KINDS {
+            let bytes = candle_quantized(dtype, 3, cols, &mut seed)
+                .data()
+                .unwrap()
+                .into_owned();
+            let p = Packed::from_ggml(kind, 3, cols, &bytes).unwrap();
+            for r in 0..3 {
+                let [portable] = p.dots(Level::Portable, r, &[x.token(0)]);
+                for level in Level::available() {
+                    let [fast] = p.dots(level, r, &[x.token(0)]);
+                    assert!(
+                        (fast - portable).abs() <= 1e-4 * (1.0 + portable.abs()),
+                        "{kind:?} {level:?}: {fast} vs {portable}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn packing_refuses_bad_shapes_and_sizes() {
+        // A quantised row must be whole pairs of blocks; the bytes must match the shape.
+        assert!(Packed::from_ggml(Kind::Q4_1, 2, 32, &[0; 40]).is_err());
+        assert!(Packed::from_ggml(Kind::Q4_1, 2, 64, &[0; 79]).is_err());
+        assert!(Packed::from_ggml(Kind::Q8_0, usize::MAX, 64, &[0; 68]).is_err());
+        assert!(Packed::from_ggml(Kind::F32, 1, 32, &[0; 128]).is_ok());
+        // Activations of another width give 0, not a read past the end.
+        let p = Packed::from_ggml(Kind::Q4_1, 1, 64, &[0x11; 40]).unwrap();
+        let x = QAct::new(vec![1.0; 32], 32);
+        assert_eq!(p.dots(Level::best(), 0, &[x.token(0)]), [0.0]);
+        assert_eq!(p.dots(Level::best(), 5, &[x.token(0)]), [0.0]);
+    }
+
+    #[test]
+    fn attention_kernels_give_the_portable_sums_bit_for_bit() {
+        let mut seed = 5;
+        for hd in [24usize, 64, 128] {
+            let q = rand_f32(hd, &mut seed);
+            let n = 37;
+            let kv: Vec<f16> = rand_f32(n * hd, &mut seed)
+                .iter()
+                .map(|v| f16::from_f32(v * 4.0))
+                .collect();
+            let w = rand_f32(n, &mut seed);
+            // The reference: one `dot_f16` / `axpy_f16` per position.
+            let want_s: Vec<f32> = kv
+                .chunks_exact(hd)
+                .map(|k| dot_f16(&q, k) * 0.125)
+                .collect();
+            let mut want_o = vec![0f32; hd];
+            for (wp, v) in w.iter().zip(kv.chunks_exact(hd)) {
+                axpy_f16(&mut want_o, *wp, v);
+            }
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            for level in Level::available() {
+                let mut s = Vec::new();
+                key_scores(level, &q, &kv, n, 0.125, &mut s);
+                assert_eq!(bits(&s), bits(&want_s), "{level:?} hd {hd}: scores");
+                let mut o = vec![1f32; hd];
+                weighted_values(level, &w, &kv, &mut o);
+                assert_eq!(bits(&o), bits(&want_o), "{level:?} hd {hd}: values");
+                // Fewer keys than asked for: as many scores as keys; fewer weights: the
+                // positions past them are left out.
+                key_scores(level, &q, &kv[..5 * hd + 3], n, 0.125, &mut s);
+                assert_eq!(
+                    bits(&s),
+                    bits(&want_s[..5]),
+                    "{level:?} hd {hd}: short keys"
+                );
+                let mut o5 = vec![0f32; hd];
+                weighted_values(level, &w[..5], &kv, &mut o5);
+                let mut want5 = vec![0f32; hd];
+                for (wp, v) in w[..5].iter().zip(kv.chunks_exact(hd)) {
+                    axpy_f16(&mut want5, *wp, v);
+                }
+                assert_eq!(bits(&o5), bits(&want5), "{level:?} hd {hd}: five weights");
+            }
+        }
+    }
+}

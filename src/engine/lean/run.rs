@@ -1,0 +1,106 @@
+//! Where a forward pass's parallel work runs ([`Run`]: on the generation step's team, on the
+//! rayon pool, or on the calling thread), and the matrix products shared out on it
+//! ([`matmul`]: every row range of every matrix with a common input in one region).
+
+use rayon::prelude::*;
+
+use super::layer::QMat;
+use super::level::Level;
+use super::quant::{QAct, Y};
+use super::team::{self, Team};
+use crate::engine::Error;
+
+/// How a forward pass runs.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Run<'a> {
+    pub(super) level: Level,
+    /// On the rayon pool (else on the calling thread, or on `team`).
+    pub(super) parallel: bool,
+    /// The team of a parallel generation step.
+    pub(super) team: Option<&'a Team>,
+}
+
+impl Run<'_> {
+    /// Runs `task` on every item: on the team, on the rayon pool, or on the calling thread.
+    pub(super) fn each<T: Send>(
+        self,
+        items: &mut [T],
+        task: impl Fn(&mut T) + Sync + Send,
+    ) -> Result<(), Error> {
+        if let Some(team) = self.team {
+            team.for_each(items, task).map_err(panicked)?;
+        } else if self.parallel {
+            items.par_iter_mut().for_each(task);
+        } else {
+            items.iter_mut().for_each(task);
+        }
+        Ok(())
+    }
+}
+
+/// A task of a generation step's region panicked on a worker.
+fn panicked(_: team::Panicked) -> Error {
+    Error::Candle("a thread of the generation step panicked".into())
+}
+
+/// Rows per parallel task: enough work to amortise the hand-off.
+const ROWS_PER_TASK: usize = 32;
+
+/// `outs[i] = mats[i] · x` for every token, all matrices in one parallel region, with the
+/// kernels of `level`. Each output is `[token][row]`.
+/// `rt` is a buffer for the transposition of prompts' outputs.
+pub(super) fn matmul(
+    run: Run<'_>,
+    jobs: &mut [(&QMat, &mut Vec<f32>)],
+    x: &QAct,
+    rt: &mut Vec<f32>,
+) -> Result<(), Error> {
+    let level = run.level;
+    let t = x.tokens();
+    // Row-major per row ([row][token]) so that tasks own contiguous chunks. Allocated once at
+    // its size: growing it by pushes reallocated it (a copy, and a wipe of the old block by
+    // the allocator) up to 11 times per product.
+    let n: usize = jobs
+        .iter()
+        .map(|(m, _)| m.rows().div_ceil(ROWS_PER_TASK))
+        .sum();
+    let mut tasks: Vec<(&QMat, usize, &mut [f32])> = Vec::with_capacity(n);
+    for (m, out) in jobs.iter_mut() {
+        // Every value is written below (a kernel that cannot run writes zeros), so a buffer
+        // of the right size from the last step is not zeroed first.
+        out.resize(m.rows() * t, 0.0);
+        for (c, chunk) in out.chunks_mut(ROWS_PER_TASK * t).enumerate() {
+            tasks.push((*m, c * ROWS_PER_TASK, chunk));
+        }
+    }
+    let task = |(m, r0, chunk): &mut (&QMat, usize, &mut [f32])| {
+        let rows = *r0..*r0 + chunk.len() / t;
+        // Four tokens at a time share each expanded weight block.
+        let mut tok = 0;
+        while tok + 4 <= t {
+            let ys: [Y<'_>; 4] = std::array::from_fn(|j| x.token(tok + j));
+            m.matvec(level, rows.clone(), &ys, chunk, (t, tok));
+            tok += 4;
+        }
+        for tok in tok..t {
+            m.matvec(level, rows.clone(), &[x.token(tok)], chunk, (t, tok));
+        }
+    };
+    run.each(&mut tasks, task)?;
+    drop(tasks);
+    if t > 1 {
+        for (m, out) in jobs.iter_mut() {
+            std::mem::swap(rt, *out);
+            out.clear();
+            out.resize(m.rows() * t, 0.0);
+            for (r, vals) in rt.chunks_exact(t).enumerate() {
+                for (tok, v) in vals.iter().enumerate() {
+                    if let Some(o) = out.get_mut(tok * m.rows() + r) {
+                        *o = *v;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
