@@ -319,11 +319,15 @@ fn work(shared: &Shared, me: usize) {
             }
             std::hint::spin_loop();
         }
-        if shared.quit.load(Ordering::Acquire) {
-            return;
-        }
         let job = {
             let r = shared.lock();
+            // Read under the lock, with the generation: the team may have been dropped since
+            // the spin saw a region, and its last bump of the generation, read here, must not
+            // be taken for a closed region (the worker would then wait for a next one forever,
+            // and the drop for the worker).
+            if shared.quit.load(Ordering::Acquire) {
+                return;
+            }
             seen = r.generation;
             match r.job {
                 Some(job) => {
