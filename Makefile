@@ -18,7 +18,7 @@ DEMO_VERSION := $(shell date +%s)
 
 help:
 	@echo "make demo        fetch the pinned model, create demo keys in keys/, seal, verify, inspect, install, ask"
-	@echo "make test        fmt, clippy, tests, rustdoc: what CI runs"
+	@echo "make test        fmt, clippy, tests, loom model checks, rustdoc: what CI runs"
 	@echo "make bench       cargo bench, then rempart bench --decrypt"
 	@echo "make bench-alloc what the zeroizing allocator costs (model bench with and without it)"
 	@echo "make bench-import import throughput against cp and cp + fsync"
@@ -77,6 +77,8 @@ test: model
 	$(CARGO) clippy --all-targets --locked -- -D warnings
 	@echo "==> tests"
 	$(CARGO) test --locked
+	@echo "==> model-checked tests of the lean thread team (loom)"
+	LOOM_MAX_PREEMPTIONS=2 $(CARGO) test --locked --features loom --lib engine::lean::team
 	@echo "==> rustdoc"
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps --locked
 
