@@ -109,7 +109,7 @@ impl Config {
             path: path.clone(),
             reason,
         };
-        let file = match crate::store::open_regular(&path) {
+        let file = match crate::secure::fs::open_regular(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
@@ -118,8 +118,7 @@ impl Config {
             Err(source) => return Err(Error::Io { path, source }),
         };
         let mut text = String::new();
-        file.into_file()
-            .take(MAX_LEN + 1)
+        file.take(MAX_LEN + 1)
             .read_to_string(&mut text)
             .map_err(|e| bad(format!("not UTF-8 text ({e})")))?;
         if text.len() as u64 > MAX_LEN {
