@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde_json::json;
 
+use super::args::JsonArg;
 use super::output;
 use crate::appliance::Root;
 use crate::audit;
@@ -28,9 +29,8 @@ pub struct AuditArgs {
 pub(super) enum AuditAction {
     /// Verify every record (MAC, hash chain, head); names the first bad record.
     Verify {
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// Print the records (after verifying them).
     Show {
@@ -41,9 +41,8 @@ pub(super) enum AuditAction {
         /// 2026-11-30T09:00:00Z) or an age (90m, 24h, 7d).
         #[arg(long, value_name = "WHEN")]
         since: Option<String>,
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
 }
 
@@ -55,9 +54,9 @@ impl AuditArgs {
     pub(super) fn run(&self, root: &Root) -> Result<()> {
         let pass = super::args::source(self.passphrase_file.as_deref());
         match &self.action {
-            AuditAction::Verify { json } => verify(root, &pass, *json),
+            AuditAction::Verify { json } => verify(root, &pass, json.json),
             AuditAction::Show { event, since, json } => {
-                show(root, &pass, event.as_deref(), since.as_deref(), *json)
+                show(root, &pass, event.as_deref(), since.as_deref(), json.json)
             }
         }
     }

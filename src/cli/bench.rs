@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use serde_json::json;
 
-use super::args::{DeviceArg, ModelArgs};
+use super::args::{DeviceArg, JsonArg, ModelArgs};
 use super::{berr, output};
 use crate::appliance::import::open_bundle;
 use crate::appliance::load::LoadOpts;
@@ -64,9 +64,8 @@ pub struct BenchArgs {
     /// (candle-transformers' model), to compare them.
     #[arg(long, value_enum, default_value = "auto")]
     backend: BackendArg,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 impl BenchArgs {
@@ -84,7 +83,7 @@ impl BenchArgs {
                 self.repetitions,
                 self.bundle.as_deref(),
                 &self.model.passphrase.source(),
-                self.json,
+                self.json.json,
             )
         } else {
             bench_model(root, self)
@@ -272,7 +271,7 @@ fn bench_model(root: &Root, b: &BenchArgs) -> Result<()> {
 }
 
 fn bench_model_in_pool(root: &Root, b: &BenchArgs) -> Result<()> {
-    let (pp, tg, reps, json_out) = (b.pp, b.tg, b.repetitions, b.json);
+    let (pp, tg, reps, json_out) = (b.pp, b.tg, b.repetitions, b.json.json);
     let o = LoadOpts {
         require_mlock: false,
         device: b.device.into(),

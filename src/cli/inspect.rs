@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::json;
 
+use super::args::JsonArg;
 use super::{berr, output};
 use crate::appliance::Root;
 use crate::appliance::clock::{expired, fmt_time, now};
@@ -20,9 +21,8 @@ use crate::secure::sandbox::FsPolicy;
 pub struct InspectArgs {
     /// Bundle file.
     bundle: PathBuf,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 impl InspectArgs {
@@ -31,7 +31,7 @@ impl InspectArgs {
     }
 
     pub(super) fn run(&self, root: &Root) -> Result<()> {
-        inspect(&root.trusted(), &self.bundle, self.json)
+        inspect(&root.trusted(), &self.bundle, self.json.json)
     }
 }
 

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::args::JsonArg;
 use super::output;
 use crate::appliance::Root;
 use crate::appliance::admin::{TrustChange, TrustDone};
@@ -32,9 +33,8 @@ pub(super) enum TrustAction {
     },
     /// List trusted publisher keys and the signature threshold.
     List {
-        /// One JSON document on stdout.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// Stop trusting a publisher key.
     Remove {
@@ -62,7 +62,7 @@ impl TrustArgs {
 
     pub(super) fn run(&self, root: &Root) -> Result<()> {
         if let TrustAction::List { json } = &self.action {
-            return list(root, *json);
+            return list(root, json.json);
         }
         // Unlock the audit key first: a change that cannot be audited is not made.
         let audited = root.auditor_if_any(&super::args::source(self.passphrase_file.as_deref()))?;

@@ -8,7 +8,7 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 
-use super::args::PassphraseArg;
+use super::args::{JsonArg, PassphraseArg};
 use super::inspect::manifest_json;
 use super::{berr, output};
 use crate::appliance::Root;
@@ -25,9 +25,8 @@ use crate::secure::{LockStatus, LockedBuf};
 pub struct VerifyArgs {
     /// Bundle file.
     bundle: PathBuf,
-    /// One JSON document on stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    json: JsonArg,
     /// Also unwrap with ROOT/keys/appliance.key and decrypt into locked memory (then wipe).
     #[arg(long)]
     decrypt: bool,
@@ -104,7 +103,7 @@ impl VerifyArgs {
             }
         }
         let signers: Vec<String> = v.signers.iter().map(key_id_hex).collect();
-        if o.json {
+        if o.json.json {
             output::json(&json!({
                 "file": path.display().to_string(),
                 "ok": true,

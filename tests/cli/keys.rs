@@ -349,3 +349,76 @@ fn the_process_is_hardened_before_reading_any_input() {
     // The empty prompt is then refused cleanly.
     assert_eq!(out.status.code(), Some(exit::USAGE));
 }
+
+/// Issue 17: `remove` takes `--passphrase-file`. With a protected appliance key, a removal is
+/// audited under that key, so without the passphrase (and no terminal) nothing is removed; with
+/// it, the version is removed and the removal recorded.
+#[test]
+fn remove_with_a_protected_key_needs_its_passphrase_file() {
+    let env = TestEnv::new();
+    let pass = env.path("pass");
+    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    env.cmd()
+        .args(["keygen", "appliance", "--passphrase-file"])
+        .arg(&pass)
+        .assert()
+        .success();
+    env.cmd()
+        .args(["keygen", "publisher", "--no-passphrase"])
+        .assert()
+        .success();
+    env.cmd()
+        .args(["trust", "add"])
+        .arg(env.key("publisher.pub"))
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .assert()
+        .success();
+    let rpk = env.path("m.rpk");
+    env.seal_cmd(env.model(30_000), env.key("appliance.kek"), &rpk)
+        .args(["--name", "m", "--version", "1", "--passphrase-file"])
+        .arg(&pass)
+        .assert()
+        .success();
+    env.cmd()
+        .arg("import")
+        .arg(&rpk)
+        .arg("--passphrase-file")
+        .arg(&pass)
+        .assert()
+        .success();
+    let installed = env.root.join("models/m-v1.rpk");
+    env.cmd()
+        .args(["remove", "m"])
+        .write_stdin("")
+        .assert()
+        .code(exit::KEY)
+        .stderr(contains("passphrase-protected"));
+    assert!(installed.exists(), "nothing is removed unaudited");
+    env.cmd()
+        .args(["remove", "m", "--passphrase-file"])
+        .arg(&pass)
+        .assert()
+        .success()
+        .stderr(contains("removed m version 1"));
+    assert!(!installed.exists());
+    let out = env
+        .cmd()
+        .args([
+            "audit",
+            "show",
+            "--event",
+            "remove",
+            "--json",
+            "--passphrase-file",
+        ])
+        .arg(&pass)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let records: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let records = records.as_array().unwrap();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["details"]["model"], "m");
+    assert_eq!(records[0]["details"]["version"], 1);
+}
