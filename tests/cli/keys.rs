@@ -37,13 +37,12 @@ fn secret_key_readable_by_others_is_refused_with_the_fix() {
     assert!(!env.path("m.rpk").exists());
 }
 
-#[test]
-fn passphrase_protected_keys_need_the_right_passphrase() {
+/// A root with a passphrase-protected appliance key and an unprotected publisher key (not yet
+/// trusted), and the passphrase file.
+fn protected_appliance() -> (TestEnv, std::path::PathBuf) {
     let env = TestEnv::new();
     let pass = env.path("pass");
     std::fs::write(&pass, "correct horse battery staple\n").unwrap();
-    let wrong = env.path("wrong");
-    std::fs::write(&wrong, "incorrect horse battery\n").unwrap();
     env.cmd()
         .args(["keygen", "appliance", "--passphrase-file"])
         .arg(&pass)
@@ -53,6 +52,14 @@ fn passphrase_protected_keys_need_the_right_passphrase() {
         .args(["keygen", "publisher", "--no-passphrase"])
         .assert()
         .success();
+    (env, pass)
+}
+
+#[test]
+fn passphrase_protected_keys_need_the_right_passphrase() {
+    let (env, pass) = protected_appliance();
+    let wrong = env.path("wrong");
+    std::fs::write(&wrong, "incorrect horse battery\n").unwrap();
     // Trust changes are audited under the appliance key: a protected key needs its passphrase.
     env.cmd()
         .arg("trust")
@@ -355,18 +362,7 @@ fn the_process_is_hardened_before_reading_any_input() {
 /// it, the version is removed and the removal recorded.
 #[test]
 fn remove_with_a_protected_key_needs_its_passphrase_file() {
-    let env = TestEnv::new();
-    let pass = env.path("pass");
-    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
-    env.cmd()
-        .args(["keygen", "appliance", "--passphrase-file"])
-        .arg(&pass)
-        .assert()
-        .success();
-    env.cmd()
-        .args(["keygen", "publisher", "--no-passphrase"])
-        .assert()
-        .success();
+    let (env, pass) = protected_appliance();
     env.cmd()
         .args(["trust", "add"])
         .arg(env.key("publisher.pub"))
