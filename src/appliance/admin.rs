@@ -71,6 +71,17 @@ impl Root {
                 if *k == 0 {
                     return Err(crate::Error::Usage("--threshold must be at least 1".into()));
                 }
+                // A threshold no bundle can meet would make every installed model unusable.
+                let most = store.keys.len().min(crate::bundle::MAX_SIGNATURES);
+                if *k > most {
+                    return Err(crate::Error::Usage(format!(
+                        "--threshold {k} is more than {most}: the {} trusted publisher key(s) \
+                         (and a bundle carries at most {} signatures) could never meet it; \
+                         trust more publishers first",
+                        store.keys.len(),
+                        crate::bundle::MAX_SIGNATURES
+                    )));
+                }
                 store.set_threshold(*k)?;
                 TrustDone::Policy(*k)
             }

@@ -135,16 +135,21 @@ impl Root {
     }
 
     /// The directory the terminal UI may export to: rempart.toml's `tui.export_dir`, else the
-    /// current directory. `None` when it overlaps the appliance root (an export must never land
-    /// among keys, models or the audit log, and the sandbox must not open them for writing).
+    /// current directory, as its real path (symlinks resolved). `None` when it does not exist
+    /// or overlaps the appliance root's real path (an export must never land among keys, models
+    /// or the audit log, and the sandbox must not open them for writing): the comparison is of
+    /// canonical paths, so neither a symlinked export directory nor a root named through a
+    /// symlink gets past it.
     pub fn export_dir(&self, config: &Config) -> Option<PathBuf> {
         let dir = config
             .tui
             .export_dir
             .clone()
             .or_else(|| std::env::current_dir().ok())?;
-        let dir = std::path::absolute(&dir).ok()?;
-        let root = std::path::absolute(&self.dir).ok()?;
+        let dir = std::fs::canonicalize(dir).ok()?;
+        let root = std::fs::canonicalize(&self.dir)
+            .or_else(|_| std::path::absolute(&self.dir))
+            .ok()?;
         (!dir.starts_with(&root) && !root.starts_with(&dir)).then_some(dir)
     }
 }

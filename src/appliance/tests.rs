@@ -147,7 +147,30 @@ fn export_dir_never_overlaps_the_root() {
     config.tui.export_dir = Some(d.path().to_owned());
     assert_eq!(root.export_dir(&config), None, "a parent of the root");
     config.tui.export_dir = Some(d.path().join("exports"));
-    assert_eq!(root.export_dir(&config), Some(d.path().join("exports")));
+    assert_eq!(root.export_dir(&config), None, "does not exist");
+    std::fs::create_dir_all(d.path().join("exports")).unwrap();
+    let real = std::fs::canonicalize(d.path()).unwrap();
+    assert_eq!(root.export_dir(&config), Some(real.join("exports")));
+}
+
+/// Issue 18: the overlap check compared paths as text, so an export directory that is a symlink
+/// to the root, or a root named through a symlink, let exports land among the root's files.
+#[test]
+fn issue_18_symlinks_do_not_get_an_export_into_the_root() {
+    let d = tempfile::tempdir().unwrap();
+    let real_root = d.path().join("root");
+    std::fs::create_dir_all(real_root.join("keys/trusted")).unwrap();
+    let mut config = Config::default();
+    // An export directory that is a symlink into the root.
+    let link = d.path().join("exports");
+    std::os::unix::fs::symlink(real_root.join("keys/trusted"), &link).unwrap();
+    config.tui.export_dir = Some(link);
+    assert_eq!(Root::new(&real_root).export_dir(&config), None);
+    // The root named through a symlink, the export directory its real path.
+    let root_link = d.path().join("root-link");
+    std::os::unix::fs::symlink(&real_root, &root_link).unwrap();
+    config.tui.export_dir = Some(real_root);
+    assert_eq!(Root::new(&root_link).export_dir(&config), None);
 }
 
 #[test]

@@ -66,15 +66,22 @@ pub(super) fn read_prompt(arg: &str) -> Result<zeroize::Zeroizing<String>> {
     if arg != "-" {
         return Ok(zeroize::Zeroizing::new(arg.to_owned()));
     }
+    const MAX_PROMPT: u64 = 1 << 20;
     let mut s = zeroize::Zeroizing::new(String::new());
     std::io::stdin()
-        .take(1 << 20)
+        .take(MAX_PROMPT + 1)
         .read_to_string(&mut s)
         .map_err(|e| {
             crate::Error::Usage(format!(
                 "prompt on stdin: {e} (expected UTF-8 text, at most 1 MiB)"
             ))
         })?;
+    // A longer prompt is refused, never cut silently.
+    if s.len() as u64 > MAX_PROMPT {
+        return Err(crate::Error::Usage(
+            "prompt on stdin: longer than 1 MiB (expected UTF-8 text, at most 1 MiB)".into(),
+        ));
+    }
     Ok(s)
 }
 

@@ -168,10 +168,17 @@ fn seal(a: &SealArgs) -> Result<()> {
         path: model.clone(),
         source,
     };
-    let mut f = std::fs::File::open(model).map_err(io)?;
+    // A regular file only (no FIFO or device such as /dev/zero), read within its fstat'd length.
+    let f = crate::secure::fs::open_regular(model).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::InvalidInput {
+            crate::Error::Usage(format!("{}: not a regular file", model.display()))
+        } else {
+            io(e)
+        }
+    })?;
     let len = f.metadata().map_err(io)?.len();
     let mut plaintext = Zeroizing::new(Vec::with_capacity(usize::try_from(len).unwrap_or(0)));
-    f.read_to_end(&mut plaintext).map_err(io)?;
+    f.take(len).read_to_end(&mut plaintext).map_err(io)?;
     // Architecture and quantisation go into the signed manifest so `list` can show them
     // without decrypting; a label the manifest grammar refuses is left out.
     let described = crate::engine::describe(&plaintext);

@@ -20,13 +20,18 @@ use std::path::Path;
 /// Why [`open_regular`] refused a path that exists.
 pub const NOT_REGULAR: &str = "not a regular file";
 
-/// Opens `path` for reading without following a symlink; only a regular file is accepted
-/// (anything else is `ErrorKind::InvalidInput`, [`NOT_REGULAR`]).
+/// Opens `path` for reading without following a symlink and without blocking; only a regular
+/// file is accepted (anything else is `ErrorKind::InvalidInput`, [`NOT_REGULAR`]). The open is
+/// non-blocking so that a FIFO (or a device) put where a file was expected is refused at once
+/// by the `fstat` check instead of hanging the open until a writer comes; on a regular file
+/// `O_NONBLOCK` changes nothing.
 pub fn open_regular(path: &Path) -> std::io::Result<File> {
     regular(
         std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .custom_flags(
+                (rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32,
+            )
             .open(path)?,
     )
 }
@@ -152,6 +157,25 @@ mod tests {
         assert!(open_regular(&file).is_ok());
         assert!(open_regular(&link).is_err(), "a symlink is never followed");
         let e = open_regular(d.path()).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_fifo_or_a_device_is_refused_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("bundle.rpk");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // No writer: a blocking open would wait forever.
+        let e = open_regular(&fifo).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        let e = read_capped(Path::new("/dev/zero"), 1 << 20).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
     }
 

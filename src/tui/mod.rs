@@ -668,8 +668,8 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
     /// Writes an export under the export directory: new file only, mode 0600, synced.
     fn export(&self, typed: &str, text: &str) -> std::result::Result<String, String> {
         let dir = self.ctx.export_dir.as_ref().ok_or_else(|| {
-            "exports are disabled: the export directory overlaps the appliance root; set \
-             [tui] export_dir in rempart.toml"
+            "exports are disabled: the export directory does not exist or overlaps the \
+             appliance root; set [tui] export_dir in rempart.toml"
                 .to_owned()
         })?;
         let typed = Path::new(typed.trim());
@@ -677,7 +677,11 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
             return Err("\"..\" is not allowed in an export path".into());
         }
         let path = dir.join(typed);
-        if !path.starts_with(dir) {
+        // The file's directory, as its real path, must be under the export directory (a
+        // symlinked subdirectory does not lead out of it).
+        let parent = crate::secure::fs::parent_dir(&path);
+        let under = std::fs::canonicalize(parent).is_ok_and(|p| p.starts_with(dir));
+        if !path.starts_with(dir) || !under {
             return Err(format!("exports go under {} only", dir.display()));
         }
         match crate::secure::fs::create_new(&path, 0o600, text.as_bytes()) {

@@ -314,3 +314,21 @@ fn ask_reports_locked_memory_and_require_mlock_refuses_without_it() {
     );
     assert!(!out.stdout.is_empty());
 }
+
+/// Issue 18: a prompt on stdin over 1 MiB was cut to 1 MiB silently; it is refused (2), while
+/// exactly 1 MiB is read whole and goes on to the model (here: none installed, 7).
+#[test]
+fn issue_18_a_prompt_over_1_mib_is_refused_not_cut() {
+    let env = TestEnv::new().with_keys();
+    env.cmd()
+        .args(["ask", "-"])
+        .write_stdin("a".repeat((1 << 20) + 1))
+        .assert()
+        .code(exit::USAGE)
+        .stderr(contains("longer than 1 MiB"));
+    env.cmd()
+        .args(["ask", "-"])
+        .write_stdin("a".repeat(1 << 20))
+        .assert()
+        .code(exit::NO_MODEL);
+}

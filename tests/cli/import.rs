@@ -3,7 +3,7 @@
 use predicates::str::contains;
 
 use crate::util::exit;
-use crate::util::{TestEnv, tree_digest};
+use crate::util::{TestEnv, mkfifo, tree_digest};
 
 fn sealed(env: &TestEnv, name: &str, version: &str, extra: &[&str]) -> std::path::PathBuf {
     let out = env.path(&format!("{name}-{version}.rpk"));
@@ -127,14 +127,7 @@ fn a_usb_directory_with_junk_imports_only_regular_bundles() {
     std::os::unix::fs::symlink("/etc/shadow", stick.join("shadow.rpk")).unwrap();
     std::fs::write(stick.join("empty.rpk"), b"").unwrap();
     std::fs::write(stick.join("README.txt"), b"hello").unwrap();
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        stick.join("fifo.rpk"),
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .unwrap();
+    mkfifo(&stick.join("fifo.rpk"));
     for i in 0..1000 {
         std::fs::write(stick.join(format!("junk{i}.dat")), b"x").unwrap();
     }

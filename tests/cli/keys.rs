@@ -212,6 +212,12 @@ fn k_of_n_policy_needs_k_distinct_trusted_signers() {
         .arg(second.join("publisher.pub"))
         .assert()
         .success();
+    // Issue 18: a threshold above the trusted keys could never be met: refused, unchanged.
+    env.cmd()
+        .args(["trust", "policy", "--threshold", "3"])
+        .assert()
+        .code(exit::USAGE)
+        .stderr(contains("--threshold 3 is more than 2"));
     env.cmd()
         .args(["trust", "policy", "--threshold", "2"])
         .assert()

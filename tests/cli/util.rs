@@ -190,6 +190,18 @@ pub fn tree_digest(dir: &Path) -> Vec<(String, String)> {
     out
 }
 
+/// Creates a FIFO at `path` (mode 0600).
+pub fn mkfifo(path: &Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+}
+
 /// The documented exit codes (docs/exit-codes.md), from the crate's own constants, as the
 /// `i32` a process status gives.
 pub mod exit {

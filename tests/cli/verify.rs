@@ -3,7 +3,7 @@
 use predicates::str::contains;
 
 use crate::util::exit;
-use crate::util::{TestEnv, tree_digest};
+use crate::util::{TestEnv, mkfifo, tree_digest};
 
 #[test]
 fn seal_verify_decrypt_inspect_round_trip() {
@@ -219,4 +219,30 @@ fn unlockable_memory_is_reported_and_require_mlock_refuses() {
         .assert()
         .success()
         .stderr(contains("memory that is locked"));
+}
+
+/// Issue 18: a FIFO where a bundle was expected is refused at once (it hung: the open waited for
+/// a writer), and `seal --model /dev/zero` is refused instead of reading until memory runs out.
+#[test]
+fn issue_18_fifos_and_devices_are_refused_at_once() {
+    let env = TestEnv::new().with_keys();
+    let fifo = env.path("fifo.rpk");
+    mkfifo(&fifo);
+    for cmd in ["inspect", "verify"] {
+        env.cmd()
+            .arg(cmd)
+            .arg(&fifo)
+            .timeout(std::time::Duration::from_secs(30))
+            .assert()
+            .code(exit::USAGE)
+            .stderr(contains("not a regular file"));
+    }
+    let out = env.path("zero.rpk");
+    env.seal_cmd("/dev/zero", env.key("appliance.kek"), &out)
+        .args(["--name", "z", "--version", "1"])
+        .timeout(std::time::Duration::from_secs(30))
+        .assert()
+        .code(exit::USAGE)
+        .stderr(contains("/dev/zero: not a regular file"));
+    assert!(!out.exists());
 }
