@@ -148,7 +148,22 @@ impl Config {
         if t.max_tokens == Some(0) {
             return Err("tui.max_tokens must be at least 1".into());
         }
+        // A marking is shown on every screen as a fact: the grammar of a bundle's marking.
+        let marking_rule = "1 to 128 bytes, no control or invisible format characters";
+        if let Some(m) = &t.default_marking
+            && !crate::bundle::manifest::valid_marking(m)
+        {
+            return Err(format!(
+                "tui.default_marking: invalid marking ({marking_rule})"
+            ));
+        }
         for (marking, colour) in &c.markings {
+            if !crate::bundle::manifest::valid_marking(marking) {
+                return Err(format!(
+                    "markings: {:?} is not a valid marking ({marking_rule})",
+                    marking.escape_debug().to_string()
+                ));
+            }
             parse_colour(colour).ok_or_else(|| {
                 format!(
                     "markings.{marking:?}: unknown colour {colour:?} (use black, red, green, \
@@ -279,6 +294,20 @@ mod tests {
                 "exceed",
             ),
             ("[tui\n", "line 1"),
+            // Issue 18: a configured marking with an OSC sequence set the UI's title; one with
+            // a right-to-left override would show as another marking.
+            (
+                "[tui]\ndefault_marking = \"SECRET\\u001b]0;owned\\u0007\"\n",
+                "tui.default_marking: invalid marking",
+            ),
+            (
+                "[tui]\ndefault_marking = \"\\u202eTERCES\"\n",
+                "tui.default_marking: invalid marking",
+            ),
+            (
+                "[markings]\n\"SE\\u200bCRET\" = \"red\"\n",
+                "is not a valid marking",
+            ),
         ] {
             let e = Config::parse(text).unwrap_err();
             assert!(e.contains(want), "{text:?}: {e}");

@@ -24,6 +24,7 @@ pub mod output;
 pub mod secure;
 pub mod selftest;
 pub mod store;
+pub mod text;
 pub mod tui;
 
 pub use error::Error;

@@ -143,9 +143,10 @@ pub fn valid_label(l: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
-/// Whether `m` is a valid marking: printable, no control characters.
+/// Whether `m` is a valid marking: no control characters, no invisible format or bidi
+/// characters ([`crate::text::is_plain`]).
 pub fn valid_marking(m: &str) -> bool {
-    !m.is_empty() && m.len() <= MAX_MARKING_LEN && !m.chars().any(char::is_control)
+    !m.is_empty() && m.len() <= MAX_MARKING_LEN && crate::text::is_plain(m)
 }
 
 impl Manifest {

@@ -283,8 +283,8 @@ pub(crate) fn decode_key_file(
     )
     .map_err(|_| bad("label is not UTF-8"))?
     .to_owned();
-    if label.chars().any(char::is_control) {
-        return Err(bad("label contains control characters"));
+    if !crate::text::is_plain(&label) {
+        return Err(bad("label contains control or invisible format characters"));
     }
     let aad_end = buf.len();
     if !kind.is_secret() {
@@ -375,10 +375,10 @@ pub fn write_key_file(
     content: &[u8],
     pass: Option<&Passphrase>,
 ) -> Result<(), Error> {
-    if label.len() > MAX_LABEL || label.chars().any(char::is_control) {
+    if label.len() > MAX_LABEL || !crate::text::is_plain(label) {
         return Err(Error::Malformed {
             path: path.to_owned(),
-            what: "label (at most 64 printable bytes)",
+            what: "label (at most 64 printable bytes, no control or invisible format characters)",
         });
     }
     let mut out = Zeroizing::new(Vec::with_capacity(256));

@@ -322,6 +322,23 @@ fn public_keys_are_shareable_and_secret_labels_are_printable() {
         .assert()
         .code(exit::KEY)
         .stderr(contains("label"));
+    // Issue 18: a right-to-left override or an isolate in a label is refused as well.
+    for label in ["\u{202E}rehsilbup", "pub\u{2066}lisher"] {
+        env.cmd()
+            .args([
+                "keygen",
+                "publisher",
+                "--no-passphrase",
+                "--label",
+                label,
+                "--out-dir",
+            ])
+            .arg(env.path("y"))
+            .assert()
+            .code(exit::KEY)
+            .stderr(contains("invisible format"));
+    }
+    assert!(!env.path("y").join("publisher.key").exists());
 }
 
 /// `harden_early` runs before anything else: while `ask -` waits for its prompt on stdin, the

@@ -129,6 +129,19 @@ fn seal_refuses_to_overwrite_and_bad_arguments_are_usage_errors() {
         .assert()
         .code(exit::USAGE)
         .stderr(contains("invalid marking"));
+    // Issue 18: bidi overrides and isolates, zero-width characters and line separators are
+    // refused too (a marking that would show as another one).
+    for marking in [
+        "\u{202E}TERCES",
+        "\u{2066}SECRET\u{2069}",
+        "SE\u{200B}CRET",
+        "A\u{2028}B",
+    ] {
+        seal_to(&x, &["--name", "m", "--marking", marking])
+            .assert()
+            .code(exit::USAGE)
+            .stderr(contains("invalid marking"));
+    }
     // --to with a publisher key is a key error naming the expected kinds.
     env.seal_cmd(&model, env.key("publisher.pub"), env.path("x.rpk"))
         .args(["--name", "m", "--version", "1"])
