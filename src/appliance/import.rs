@@ -294,6 +294,14 @@ impl Ctx<'_> {
                     .and_then(|d| Envelope::parse(&d).ok())
                     .is_some_and(|d| d.digest() == env.digest());
                 if same {
+                    // The same manifest and signatures: "already installed" only if the whole
+                    // bundle on the medium matches too (every header and ciphertext hash of the
+                    // signed manifest), not just its front.
+                    self.progress.start(src.len());
+                    let checked =
+                        bundle::verify_ciphertexts(&src, &v, &|n| self.progress.advance(n));
+                    self.progress.finish();
+                    checked.map_err(berr)?;
                     return Ok(Outcome::Already(m.name.clone(), m.version));
                 }
             }
@@ -322,7 +330,7 @@ impl Ctx<'_> {
             allow_downgrade: self.opts.allow_downgrade,
             allow_expired: self.opts.allow_expired,
         };
-        let result = self.stage_and_install(&src, &v, &env, &staging, &dest, &accepted);
+        let result = self.stage_and_install(&src, path, &v, &env, &staging, &dest, &accepted);
         if result.is_err() {
             let _ = std::fs::remove_file(&staging);
         }
@@ -332,9 +340,14 @@ impl Ctx<'_> {
         Ok(Outcome::Accepted(m.name.clone(), m.version))
     }
 
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the medium's file and path, what was verified of it, and where it goes"
+    )]
     fn stage_and_install(
         &self,
         src: &bundle::FileAt,
+        medium: &Path,
         v: &bundle::Verified,
         env: &Envelope,
         staging: &Path,
@@ -366,8 +379,10 @@ impl Ctx<'_> {
         )
         .map_err(|e| match e {
             bundle::CopyError::Write(source) => io(source),
+            // The bundle on the medium is what does not match: name it, not the destination
+            // (which does not exist yet).
             bundle::CopyError::Bundle(source) => crate::Error::Bundle {
-                path: dest.to_owned(),
+                path: medium.to_owned(),
                 source,
             },
         })?;

@@ -1,5 +1,6 @@
 //! `import`, `list` and `remove` through the CLI: the store under ROOT/models.
 
+use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 
 use crate::util::exit;
@@ -13,6 +14,17 @@ fn sealed(env: &TestEnv, name: &str, version: &str, extra: &[&str]) -> std::path
         .assert()
         .success();
     out
+}
+
+/// A copy of `good` named `name` with one ciphertext bit flipped 200 bytes from its end (the
+/// manifest and signatures unchanged).
+fn flipped_copy(env: &TestEnv, good: &std::path::Path, name: &str) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(good).unwrap();
+    let n = bytes.len();
+    bytes[n - 200] ^= 1;
+    let bad = env.path(name);
+    std::fs::write(&bad, &bytes).unwrap();
+    bad
 }
 
 fn list(env: &TestEnv) -> Vec<(String, u64)> {
@@ -145,8 +157,6 @@ fn a_usb_directory_with_junk_imports_only_regular_bundles() {
     assert_eq!(list(&env), vec![("good".to_owned(), 1)]);
 }
 
-use predicates::prelude::PredicateBooleanExt;
-
 #[test]
 fn tampered_expired_foreign_and_untrusted_bundles_are_refused_and_change_nothing() {
     let env = TestEnv::new().with_keys();
@@ -158,17 +168,23 @@ fn tampered_expired_foreign_and_untrusted_bundles_are_refused_and_change_nothing
     let models = env.root.join("models");
     let before = tree_digest(&models);
     let good = sealed(&env, "m", "1", &[]);
-    let mut bytes = std::fs::read(&good).unwrap();
-    let n = bytes.len();
-    bytes[n - 200] ^= 1;
-    let bad = env.path("bad.rpk");
-    std::fs::write(&bad, &bytes).unwrap();
+    let bad = flipped_copy(&env, &good, "bad.rpk");
+    // Issue 18: the refusal names the file on the medium (it named ROOT/models/m-v1.rpk, which
+    // does not exist), in the message and in the audit record.
     env.cmd()
         .arg("import")
         .arg(&bad)
         .assert()
         .code(exit::TAMPERED)
-        .stderr(contains("ciphertext does not match"));
+        .stderr(contains(format!(
+            "refused {}: {}: ",
+            bad.display(),
+            bad.display()
+        )))
+        .stderr(contains("ciphertext does not match"))
+        .stderr(contains("models/m-v1.rpk").not());
+    let log = std::fs::read_to_string(env.root.join("audit/audit.log")).unwrap();
+    assert!(!log.contains("models/m-v1.rpk"), "{log}");
     let other = env.path("other");
     env.cmd()
         .args(["keygen", "appliance", "--no-passphrase", "--out-dir"])
@@ -330,4 +346,33 @@ fn list_shows_architecture_quantisation_publisher_and_install_time_from_the_sign
         .find(|m| m["name"] == "opaque")
         .unwrap();
     assert!(opaque["architecture"].is_null());
+}
+
+/// Issue 18: a bundle whose payload is corrupted but whose manifest and signatures match the
+/// installed version was reported "accepted ... already installed" with exit 0. It is refused
+/// (the whole bundle must match), naming the file on the medium; the installed copy stays.
+#[test]
+fn issue_18_already_installed_only_when_the_whole_bundle_matches() {
+    let env = TestEnv::new().with_keys();
+    let good = sealed(&env, "m", "1", &[]);
+    env.cmd().arg("import").arg(&good).assert().success();
+    let models = env.root.join("models");
+    let before = tree_digest(&models);
+    let bad = flipped_copy(&env, &good, "same-front.rpk");
+    env.cmd()
+        .arg("import")
+        .arg(&bad)
+        .assert()
+        .code(exit::TAMPERED)
+        .stderr(contains(format!("refused {}: ", bad.display())))
+        .stderr(contains("does not match"))
+        .stderr(contains("already installed").not());
+    assert_eq!(tree_digest(&models), before);
+    // The true copy is still "already installed".
+    env.cmd()
+        .arg("import")
+        .arg(&good)
+        .assert()
+        .success()
+        .stderr(contains("was already installed"));
 }
