@@ -189,7 +189,9 @@ impl Error {
             },
             Self::Secure(e) => match e {
                 secure::Error::LockRequired { .. } => EXIT_POLICY,
-                secure::Error::Map { .. } | secure::Error::Harden { .. } => EXIT_IO,
+                secure::Error::Map { .. }
+                | secure::Error::Harden { .. }
+                | secure::Error::MissingPath { .. } => EXIT_IO,
             },
             Self::Io { .. }
             | Self::Terminal(_)

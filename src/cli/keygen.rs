@@ -45,7 +45,8 @@ impl KeygenArgs {
     pub(super) fn policy(&self, root: &Root) -> FsPolicy {
         match &self.out_dir {
             Some(d) => FsPolicy::default().write(d),
-            None => super::appliance_policy(root).write(root.dir()),
+            // The keys in ROOT/keys, the record of an appliance key in ROOT/audit.
+            None => super::appliance_policy(root).write(root.keys()),
         }
         .with_read(self.passphrase_file.iter().cloned())
     }

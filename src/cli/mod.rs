@@ -116,7 +116,8 @@ impl Cli {
             Command::Verify(a) => a.policy(&root),
             Command::Import(a) => a.policy(&root),
             Command::Audit(a) => a.policy(&root),
-            Command::List(_) | Command::Selftest(_) => appliance_policy(&root),
+            // Listing and the self-tests write nothing.
+            Command::List(_) | Command::Selftest(_) => FsPolicy::default().read(root.dir()),
             Command::Remove(a) => a.policy(&root),
             Command::Ask(a) => a.policy(&root),
             Command::Tui(a) => a.policy(&root),
@@ -177,10 +178,68 @@ pub(crate) fn berr(path: &std::path::Path) -> impl Fn(crate::bundle::Error) -> c
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("rempart").chain(args.iter().copied())).unwrap()
+    }
+
+    /// Issue 18: no command's policy grants write on the root itself or above it: only on its
+    /// own subdirectories (or a path the operator names: an --out-dir, seal's output).
+    #[test]
+    fn no_policy_grants_write_on_the_root_or_above_it() {
+        let cases: &[&[&str]] = &[
+            &["keygen", "appliance", "--no-passphrase"],
+            &["trust", "add", "/media/p.pub"],
+            &["trust", "policy", "--threshold", "1"],
+            &["trust", "list"],
+            &["inspect", "/media/b.rpk"],
+            &["verify", "/media/b.rpk", "--decrypt"],
+            &["import", "/media"],
+            &["audit", "verify"],
+            &["list"],
+            &["selftest"],
+            &["remove", "m"],
+            &["ask", "hi"],
+            &["tokenize", "hi"],
+            &["bench"],
+            &["bench", "--decrypt", "--bundle", "/media/b.rpk"],
+            &["passphrase-hash"],
+        ];
+        for args in cases {
+            let mut argv = vec!["--root", "/srv/appliance"];
+            argv.extend_from_slice(args);
+            let p = parse(&argv).fs_policy();
+            for w in &p.write {
+                assert!(
+                    w.starts_with("/srv/appliance/") && w != Path::new("/srv/appliance/"),
+                    "{args:?} writes {}",
+                    w.display()
+                );
+            }
+        }
+        // Paths the operator names are theirs to give.
+        let p = parse(&["--root", "/r", "keygen", "publisher", "--out-dir", "/k"]).fs_policy();
+        assert_eq!(p.write, vec![PathBuf::from("/k")]);
+        let p = parse(&[
+            "seal",
+            "--model",
+            "m.gguf",
+            "--name",
+            "m",
+            "--version",
+            "1",
+            "--to",
+            "a.kek",
+            "--sign",
+            "p.key",
+            "-o",
+            "/out/m.rpk",
+        ])
+        .fs_policy();
+        assert_eq!(p.write, vec![PathBuf::from("/out")]);
     }
 
     #[test]

@@ -41,6 +41,17 @@ pub enum Error {
         /// OS error.
         source: std::io::Error,
     },
+    /// A directory the command must write does not exist, nor does its own directory: the
+    /// sandbox grants only paths that exist.
+    #[error(
+        "{}: does not exist, nor does the directory it would be created in; the sandbox grants \
+         no access in its place (check --root and the paths given)",
+        path.display()
+    )]
+    MissingPath {
+        /// The path.
+        path: std::path::PathBuf,
+    },
     /// A start-up hardening step failed; the process refuses to run without it.
     #[error("hardening step `{step}` failed: {source}")]
     Harden {

@@ -19,7 +19,7 @@
 //! - Both are one-way: nothing can lift them for the life of the process.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use landlock::{
@@ -33,8 +33,9 @@ use seccompiler::{
 
 use super::Error;
 
-/// What the command may touch on the filesystem. Paths that do not exist yet (an output file,
-/// a root being created) are granted through their nearest existing ancestor.
+/// What the command may touch on the filesystem. A path to read that does not exist is not
+/// granted; a directory to write that does not exist is created when its own directory exists,
+/// else the sandbox refuses to start: no grant ever falls back to an ancestor.
 #[derive(Debug, Clone, Default)]
 pub struct FsPolicy {
     /// Files and directories (recursively) the command may read.
@@ -369,23 +370,43 @@ fn thread_count() -> std::io::Result<usize> {
     Ok(std::fs::read_dir("/proc/self/task")?.count())
 }
 
-/// The path itself if it exists, else its nearest existing ancestor (an output file's
-/// directory, the parent of a root about to be created).
-fn existing(p: &Path) -> PathBuf {
-    let mut cur = if p.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        p
-    };
-    loop {
-        if cur.exists() {
-            return cur.to_path_buf();
+/// The paths to grant reading: those that exist. A missing one is left out (its open fails
+/// as it would anyway), never replaced by an ancestor.
+fn grant_read(paths: impl Iterator<Item = PathBuf>) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = paths.filter(|p| p.exists()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The directories to grant writing. One that exists is granted; one that is missing but whose
+/// directory exists is created first (mode 0700 under the process umask: the command owns it,
+/// such as `ROOT/audit`, `ROOT/models` or an `--out-dir`); any other missing path is refused.
+/// A grant is never widened to an ancestor (it was: a missing `--root` granted write on `/`).
+fn grant_write(paths: impl Iterator<Item = PathBuf>) -> Result<Vec<PathBuf>, Error> {
+    let mut v = Vec::new();
+    for p in paths {
+        if !p.exists() {
+            let parent = crate::secure::fs::parent_dir(&p);
+            if !parent.is_dir() {
+                return Err(Error::MissingPath { path: p });
+            }
+            match std::fs::create_dir(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(source) => {
+                    return Err(Error::Harden {
+                        step: "create a directory to grant",
+                        source,
+                    });
+                }
+            }
         }
-        match cur.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => cur = parent,
-            _ => return PathBuf::from("."),
-        }
+        v.push(p);
     }
+    v.sort();
+    v.dedup();
+    Ok(v)
 }
 
 /// Paths every command may read besides its own: this process's /proc entries (status for
@@ -407,26 +428,15 @@ fn landlock(policy: &FsPolicy) -> Result<(String, Vec<String>, Vec<String>), Err
         source: std::io::Error::other(e.to_string()),
     };
     let abi = ABI::V6;
-    let resolve = |ps: &mut dyn Iterator<Item = PathBuf>| -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = ps.map(|p| existing(&p)).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let read = resolve(
-        &mut policy
+    let read = grant_read(
+        policy
             .read
             .iter()
             .cloned()
             .chain(BASE_READ.iter().map(PathBuf::from)),
     );
-    let write = resolve(
-        &mut policy
-            .write
-            .iter()
-            .cloned()
-            .chain(BASE_WRITE.iter().map(PathBuf::from)),
-    );
+    let mut write = grant_write(policy.write.iter().cloned())?;
+    write.extend(grant_read(BASE_WRITE.iter().map(PathBuf::from)));
     let status = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .handle_access(AccessFs::from_all(abi))
@@ -553,12 +563,28 @@ mod tests {
         assert_eq!(nrs.len(), ALLOWED.len(), "no duplicate entries");
     }
 
+    /// Issue 18: a missing path was granted through its nearest existing ancestor (a missing
+    /// `--root` granted write on `/`, a root without `audit/` write on the whole root).
     #[test]
-    fn missing_paths_resolve_to_an_existing_ancestor() {
+    fn issue_18_grants_are_never_widened_to_an_ancestor() {
         let d = tempfile::tempdir().unwrap();
-        let deep = d.path().join("a/b/c.rpk");
-        assert_eq!(existing(&deep), d.path());
-        assert_eq!(existing(d.path()), d.path());
-        assert_eq!(existing(Path::new("no-such-dir/x")), PathBuf::from("."));
+        // A missing path to read is left out.
+        let read = grant_read([d.path().join("a/b/c.rpk"), d.path().to_owned()].into_iter());
+        assert_eq!(read, vec![d.path().to_owned()]);
+        // A missing directory to write, in an existing one, is created and granted itself.
+        let audit = d.path().join("root-audit");
+        assert_eq!(
+            grant_write(std::iter::once(audit.clone())).unwrap(),
+            vec![audit.clone()]
+        );
+        assert!(audit.is_dir());
+        // A directory to write whose own directory is missing is refused, not widened.
+        let deep = d.path().join("no-root/audit");
+        let e = grant_write(std::iter::once(deep.clone())).unwrap_err();
+        assert!(
+            matches!(e, Error::MissingPath { ref path } if *path == deep),
+            "{e}"
+        );
+        assert!(!d.path().join("no-root").exists());
     }
 }
