@@ -88,6 +88,12 @@ pub enum Error {
         /// The limit.
         limit: u64,
     },
+    /// `import` found no bundle to install at a path it was given.
+    #[error("{}: no .rpk bundle found", path.display())]
+    NothingToImport {
+        /// The path (a directory without `.rpk` files, or a FIFO or device).
+        path: PathBuf,
+    },
     /// An internal step failed that no input of the user's can cause.
     #[error("internal error: {0}")]
     Internal(String),
@@ -220,6 +226,7 @@ impl Error {
                 | engine::Error::Stopped => EXIT_ENGINE,
             },
             Self::NoModelArtifact { .. } => EXIT_ENGINE,
+            Self::NothingToImport { .. } => EXIT_NO_MODEL,
             Self::Store(e) => match e {
                 store::Error::Io { .. } => EXIT_IO,
                 store::Error::BadSpec(_) => EXIT_USAGE,

@@ -30,6 +30,10 @@ use crate::store::{self, Catalog, Installed};
 
 /// Largest bundle accepted from a medium (checked on the fstat'd size before reading).
 const MAX_BUNDLE_BYTES: u64 = 256 << 30;
+/// Refusals recorded one by one in an import; beyond it they are counted and summarised in
+/// one `import_refusals_summary` record (a medium of a thousand garbage files must not write a
+/// thousand fsync'd records).
+pub const MAX_REFUSAL_RECORDS: u64 = 100;
 /// Purpose label of the store-state MAC key.
 const STATE_KEY: &[u8] = b"store state mac v1";
 
@@ -208,6 +212,7 @@ impl Root {
             progress,
         };
         let mut first_err: Option<crate::Error> = None;
+        let mut refused: u64 = 0;
         for path in paths {
             let (files, skipped) = match candidates(path) {
                 Ok(c) => c,
@@ -222,6 +227,10 @@ impl Root {
             }
             if files.is_empty() {
                 note(Note::NoBundle(path));
+                // Nothing to import where the operator pointed is not a success.
+                first_err.get_or_insert(crate::Error::NothingToImport {
+                    path: path.to_owned(),
+                });
             }
             for f in files {
                 match cx.import_one(&f, &mut state) {
@@ -245,15 +254,24 @@ impl Root {
                     }
                     Err(e) => {
                         note(Note::Refused(&f, &e));
-                        auditor.record(&Event::ImportRefused {
-                            file: f.display().to_string(),
-                            class: e.class(),
-                            reason: e.to_string(),
-                        })?;
+                        refused += 1;
+                        if refused <= MAX_REFUSAL_RECORDS {
+                            auditor.record(&Event::ImportRefused {
+                                file: f.display().to_string(),
+                                class: e.class(),
+                                reason: e.to_string(),
+                            })?;
+                        }
                         first_err.get_or_insert(e);
                     }
                 }
             }
+        }
+        if refused > MAX_REFUSAL_RECORDS {
+            auditor.record(&Event::ImportRefusalsSummary {
+                refused,
+                recorded: MAX_REFUSAL_RECORDS,
+            })?;
         }
         match first_err {
             Some(e) => Err(e),

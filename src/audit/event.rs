@@ -80,6 +80,14 @@ pub enum Event {
         /// The message.
         reason: String,
     },
+    /// More bundles were refused in one import than are recorded one by one
+    /// ([`crate::appliance::import::MAX_REFUSAL_RECORDS`]): the rest are counted here.
+    ImportRefusalsSummary {
+        /// Bundles refused in this import, in all.
+        refused: u64,
+        /// How many of them have an `import_refused` record of their own (the first ones).
+        recorded: u64,
+    },
     /// An installed version is being removed.
     Remove {
         /// Model name.
@@ -214,6 +222,7 @@ impl Event {
             Self::TrustChange { .. } => "trust_change",
             Self::ImportAccepted { .. } => "import_accepted",
             Self::ImportRefused { .. } => "import_refused",
+            Self::ImportRefusalsSummary { .. } => "import_refusals_summary",
             Self::Remove { .. } => "remove",
             Self::ModelLoad { .. } => "model_load",
             Self::LoadFailed { .. } => "load_failed",
@@ -276,6 +285,10 @@ mod tests {
                 file: s(),
                 class: "io",
                 reason: s(),
+            },
+            Event::ImportRefusalsSummary {
+                refused: 101,
+                recorded: 100,
             },
             Event::Remove {
                 model: s(),
@@ -368,9 +381,10 @@ mod tests {
             Event::TuiUnlockFailed => 16,
             Event::TuiExit => 17,
             Event::AuditRecovered { .. } => 18,
+            Event::ImportRefusalsSummary { .. } => 19,
         }
     }
-    const KINDS: usize = 19;
+    const KINDS: usize = 20;
 
     /// docs/audit-events.md: `## \`name\`` headings, each followed by a table whose rows start
     /// with `` | `field` | ``.

@@ -376,3 +376,75 @@ fn issue_18_already_installed_only_when_the_whole_bundle_matches() {
         .success()
         .stderr(contains("was already installed"));
 }
+
+/// Issue 18: a file on the medium named like an option does not change the command's options
+/// (`import *` inside a medium holding `--allow-downgrade` installed a downgrade); a directory
+/// with no bundle is not a success; a thousand garbage bundles do not write a thousand records.
+#[test]
+fn issue_18_a_medium_cannot_choose_options_and_bounds_its_records() {
+    let env = TestEnv::new().with_keys();
+    env.cmd()
+        .arg("import")
+        .arg(sealed(&env, "m", "2", &[]))
+        .assert()
+        .success();
+    let medium = env.path("medium");
+    std::fs::create_dir(&medium).unwrap();
+    std::fs::rename(sealed(&env, "m", "1", &[]), medium.join("m-1.rpk")).unwrap();
+    std::fs::write(medium.join("--allow-downgrade"), b"").unwrap();
+    // What `rempart import *` gives inside the medium.
+    env.cmd()
+        .current_dir(&medium)
+        .args(["import", "--allow-downgrade", "m-1.rpk"])
+        .assert()
+        .code(exit::USAGE)
+        .stderr(contains(
+            "--allow-downgrade is an option, but a file of that name",
+        ));
+    assert_eq!(list(&env), vec![("m".to_owned(), 2)]);
+    // After `--` the file is only a path (an empty file: refused), and no downgrade happens.
+    env.cmd()
+        .current_dir(&medium)
+        .args(["import", "--", "--allow-downgrade", "m-1.rpk"])
+        .assert()
+        .code(exit::TAMPERED)
+        .stderr(contains("not newer than version 2"));
+    assert_eq!(list(&env), vec![("m".to_owned(), 2)]);
+    // A directory without a bundle is not a success.
+    let empty = env.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    env.cmd()
+        .arg("import")
+        .arg(&empty)
+        .assert()
+        .code(exit::NO_MODEL)
+        .stderr(contains("no .rpk bundle found"));
+    // 150 garbage bundles: 100 import_refused records, then one summary.
+    let junk = env.path("junk");
+    std::fs::create_dir(&junk).unwrap();
+    for i in 0..150 {
+        std::fs::write(junk.join(format!("j{i:03}.rpk")), b"garbage").unwrap();
+    }
+    env.cmd()
+        .arg("import")
+        .arg(&junk)
+        .assert()
+        .code(exit::TAMPERED);
+    let log = std::fs::read_to_string(env.root.join("audit/audit.log")).unwrap();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let junk_refused = events
+        .iter()
+        .filter(|r| {
+            r["event"] == "import_refused"
+                && r["details"]["file"].as_str().unwrap().contains("/junk/")
+        })
+        .count();
+    assert_eq!(junk_refused, 100);
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "import_refusals_summary");
+    assert_eq!(summary["details"]["refused"], 150);
+    assert_eq!(summary["details"]["recorded"], 100);
+}
