@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::clock::refuse_expired;
-use super::{Auditor, Root};
+use super::{Auditor, Root, berr, open_bundle};
 use crate::audit::Event;
 use crate::bundle::{self, Envelope, ReadAt};
 use crate::error::Result;
@@ -282,10 +282,6 @@ impl Root {
 
 impl Ctx<'_> {
     fn import_one(&self, path: &Path, state: &mut State) -> Result<Outcome> {
-        let berr = |source| crate::Error::Bundle {
-            path: path.to_owned(),
-            source,
-        };
         let src = open_bundle(path)?;
         if src.len() > MAX_BUNDLE_BYTES {
             return Err(crate::Error::TooLarge {
@@ -295,10 +291,10 @@ impl Ctx<'_> {
                 limit: MAX_BUNDLE_BYTES,
             });
         }
-        let env = Envelope::parse(&src).map_err(berr)?;
-        let v = env.verify(self.trust.as_ref()).map_err(berr)?;
+        let env = Envelope::parse(&src).map_err(berr(path))?;
+        let v = env.verify(self.trust.as_ref()).map_err(berr(path))?;
         for i in 0..v.manifest.artifacts.len() {
-            bundle::unwrap_file_key(&src, &v, i, self.appliance).map_err(berr)?;
+            bundle::unwrap_file_key(&src, &v, i, self.appliance).map_err(berr(path))?;
         }
         let m = &v.manifest;
         if !self.opts.allow_expired {
@@ -319,7 +315,7 @@ impl Ctx<'_> {
                     let checked =
                         bundle::verify_ciphertexts(&src, &v, &|n| self.progress.advance(n));
                     self.progress.finish();
-                    checked.map_err(berr)?;
+                    checked.map_err(berr(path))?;
                     return Ok(Outcome::Already(m.name.clone(), m.version));
                 }
             }
@@ -399,27 +395,20 @@ impl Ctx<'_> {
             bundle::CopyError::Write(source) => io(source),
             // The bundle on the medium is what does not match: name it, not the destination
             // (which does not exist yet).
-            bundle::CopyError::Bundle(source) => crate::Error::Bundle {
-                path: medium.to_owned(),
-                source,
-            },
+            bundle::CopyError::Bundle(e) => berr(medium)(e),
         })?;
         out.sync_all().map_err(io)?;
         drop(out);
         self.progress.finish();
         // The staged front (manifest and signatures, not tree-hashed) must be the one checked.
-        let sberr = |source| crate::Error::Bundle {
-            path: staging.to_owned(),
-            source,
-        };
         let staged = open_bundle(staging)?;
-        let senv = Envelope::parse(&staged).map_err(sberr)?;
+        let senv = Envelope::parse(&staged).map_err(berr(staging))?;
         if senv.digest() != env.digest() {
-            return Err(sberr(bundle::Error::InvalidValue(
+            return Err(berr(staging)(bundle::Error::InvalidValue(
                 "staged copy (its manifest or signatures changed while it was copied)",
             )));
         }
-        senv.verify(self.trust.as_ref()).map_err(sberr)?;
+        senv.verify(self.trust.as_ref()).map_err(berr(staging))?;
         self.auditor.record(accepted)?;
         std::fs::rename(staging, dest).map_err(|source| crate::Error::Io {
             path: dest.to_owned(),
@@ -454,18 +443,4 @@ impl Ctx<'_> {
         }
         let _ = sync_dir(&self.models);
     }
-}
-
-/// Opens a bundle file for positioned reads (regular files only, symlinks not followed).
-pub fn open_bundle(path: &Path) -> Result<bundle::FileAt> {
-    store::open_regular(path).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::InvalidInput {
-            crate::Error::Usage(format!("{}: not a regular file", path.display()))
-        } else {
-            crate::Error::Io {
-                path: path.to_owned(),
-                source,
-            }
-        }
-    })
 }

@@ -202,10 +202,7 @@ impl Root {
                 &mut arena,
                 &on_bytes,
             )
-            .map_err(|source| crate::Error::Bundle {
-                path: path.to_owned(),
-                source,
-            })?;
+            .map_err(super::berr(path))?;
             let unwrap_decrypt = t1.elapsed();
             let arena_locked = matches!(arena.lock_status(), LockStatus::Locked);
             let t2 = Instant::now();

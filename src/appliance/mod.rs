@@ -178,6 +178,28 @@ impl Auditor {
     }
 }
 
+/// Opens a bundle file for positioned reads (regular files only, symlinks not followed).
+pub fn open_bundle(path: &Path) -> Result<crate::bundle::FileAt> {
+    crate::store::open_regular(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::InvalidInput {
+            crate::Error::Usage(format!("{}: not a regular file", path.display()))
+        } else {
+            crate::Error::Io {
+                path: path.to_owned(),
+                source,
+            }
+        }
+    })
+}
+
+/// Wraps a bundle error with the bundle's path.
+pub fn berr(path: &Path) -> impl Fn(crate::bundle::Error) -> crate::Error + '_ {
+    move |source| crate::Error::Bundle {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// A random 64-bit seed from the OS generator; an error if the generator fails (a fixed seed
 /// would make every answer the same without anyone knowing).
 pub fn random_seed() -> Result<u64> {

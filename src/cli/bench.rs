@@ -9,8 +9,8 @@ use serde_json::json;
 
 use super::args::{DeviceArg, JsonArg, ModelArgs};
 use super::{berr, output};
-use crate::appliance::import::open_bundle;
 use crate::appliance::load::LoadOpts;
+use crate::appliance::open_bundle;
 use crate::appliance::{Loaded, Root};
 use crate::audit::Source;
 use crate::bundle::{self, ArtifactInput, Envelope, RecipientSpec, Role, SealParams, SignerLookup};

@@ -10,7 +10,7 @@ use super::args::JsonArg;
 use super::{berr, output};
 use crate::appliance::Root;
 use crate::appliance::clock::{expired, fmt_time, now};
-use crate::appliance::import::open_bundle;
+use crate::appliance::open_bundle;
 use crate::bundle::{self, Envelope, Manifest};
 use crate::error::Result;
 use crate::keys::{TrustStore, key_id_hex};

@@ -28,6 +28,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::appliance::Root;
+pub(crate) use crate::appliance::berr;
 use crate::error::Result;
 use crate::secure::sandbox::{FsPolicy, Profile};
 
@@ -165,14 +166,6 @@ pub fn run(cli: &Cli) -> Result<()> {
         Command::PassphraseHash(a) => a.run(),
         Command::Tokenize(a) => a.run(&root),
         Command::Bench(a) => a.run(&root),
-    }
-}
-
-/// Wraps a bundle error with its path.
-pub(crate) fn berr(path: &std::path::Path) -> impl Fn(crate::bundle::Error) -> crate::Error + '_ {
-    move |source| crate::Error::Bundle {
-        path: path.to_owned(),
-        source,
     }
 }
 

@@ -13,7 +13,7 @@ use super::inspect::manifest_json;
 use super::{berr, output};
 use crate::appliance::Root;
 use crate::appliance::clock::refuse_expired;
-use crate::appliance::import::open_bundle;
+use crate::appliance::open_bundle;
 use crate::bundle::{self, Envelope};
 use crate::error::Result;
 use crate::keys::key_id_hex;
