@@ -38,7 +38,10 @@ model:
 	build/fetch-model
 
 demo: release model
-	@mkdir -p "$(KEYS)/trusted"
+	@echo "==> Making the appliance root private: $(ROOT) not writable by group or others, keys/ 0700"
+	@echo "    (rempart refuses a root, keys/, trusted/, audit/, models/ or state file others can write)"
+	chmod go-w "$(ROOT)"
+	install -d -m 0700 "$(KEYS)" "$(KEYS)/trusted"
 	@echo "==> Creating the demo appliance key in $(KEYS)/ (no passphrase: demo only)"
 	@if [ -e "$(KEYS)/appliance.key" ]; then \
 		echo "    $(KEYS)/appliance.key exists: keeping it"; \

@@ -195,6 +195,7 @@ impl Error {
             },
             Self::Secure(e) => match e {
                 secure::Error::LockRequired { .. } => EXIT_POLICY,
+                secure::Error::Permissions { .. } => EXIT_KEY,
                 secure::Error::Map { .. }
                 | secure::Error::Harden { .. }
                 | secure::Error::MissingPath { .. } => EXIT_IO,

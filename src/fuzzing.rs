@@ -62,3 +62,26 @@ pub fn gguf(data: &[u8]) {
     let _ = crate::engine::describe(data);
     let _ = crate::engine::load_tokenizer(data);
 }
+
+/// The output sanitiser on arbitrary bytes (decoded lossily, as a terminal would see them): its
+/// result never holds ESC, a C1 control or a format character, and JSON output never holds one
+/// unescaped.
+#[allow(
+    clippy::panic,
+    reason = "a fuzz target reports a broken property by panicking"
+)]
+pub fn sanitize(data: &[u8]) {
+    let s = String::from_utf8_lossy(data);
+    let out = crate::text::sanitize(&s);
+    if let Some(c) = out.chars().find(|c| crate::text::needs_escape(*c)) {
+        panic!("sanitize left {c:?} in {out:?}");
+    }
+    let json = crate::output::json_string(&serde_json::Value::String(s.to_string()));
+    if let Some(c) = json.chars().find(|c| crate::text::needs_escape(*c)) {
+        panic!("JSON output left {c:?} in {json:?}");
+    }
+    match serde_json::from_str::<serde_json::Value>(&json) {
+        Ok(serde_json::Value::String(back)) if back == s => {}
+        other => panic!("JSON output does not round-trip: {other:?}"),
+    }
+}

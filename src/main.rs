@@ -24,15 +24,24 @@ fn main() -> ExitCode {
     let args = match cli::Cli::try_parse_from(argv) {
         Ok(a) => a,
         Err(e) => {
-            let code = if e.use_stderr() {
-                rempart::error::EXIT_USAGE
-            } else {
-                rempart::error::EXIT_OK
-            };
-            let _ = e.print();
-            return ExitCode::from(code);
+            if !e.use_stderr() {
+                // --help and --version: the program's own text.
+                let _ = e.print();
+                return ExitCode::from(rempart::error::EXIT_OK);
+            }
+            // A usage error quotes the arguments, which may be file names from a medium
+            // (`import *`): plain text through the sanitiser, never clap's own escapes.
+            output::info(e.render().to_string().trim_end());
+            return ExitCode::from(rempart::error::EXIT_USAGE);
         }
     };
+    // A root that others could change is refused before anything in it is read (StrictModes).
+    if args.uses_root()
+        && let Err(e) = args.root().check_permissions()
+    {
+        output::error(&e);
+        return ExitCode::from(e.exit_code());
+    }
     // Before any key, bundle or model is read, and while single-threaded: Landlock limited to
     // what this command touches, then the seccomp allowlist (no network, exec or ptrace).
     if let Err(e) = rempart::secure::sandbox::enter(&args.fs_policy(), args.sandbox_profile()) {

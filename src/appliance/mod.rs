@@ -71,6 +71,53 @@ impl Root {
         self.dir.join("audit")
     }
 
+    /// Refuses a root that others could change, as OpenSSH's StrictModes does: the root and
+    /// each of its ancestors, `keys/` and every file in it, `keys/trusted/` and every file in
+    /// it, `audit/` and its files, `models/` and `state.json`, and `rempart.toml` must be owned
+    /// by this user or root and writable by neither group nor others (an ancestor may be a
+    /// sticky directory such as `/tmp`). Paths that do not exist yet are skipped: the command
+    /// creates them private (umask 077).
+    ///
+    /// # Security
+    /// Whoever can write one of these can plant a trusted publisher key, replace the store
+    /// state or the configuration, or rename the root's directories; a root that the operator
+    /// did not make private is refused before anything in it is read
+    /// (`tests/cli/keys.rs::a_root_others_can_write_is_refused_with_the_fix`).
+    pub fn check_permissions(&self) -> Result<()> {
+        use crate::secure::fs::check_private;
+        let absolute = std::path::absolute(&self.dir).map_err(|source| crate::Error::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        // The nearest ancestor that exists, resolved: its own ancestors are the ones that count.
+        let mut base = absolute.as_path();
+        let resolved = loop {
+            if let Ok(r) = std::fs::canonicalize(base) {
+                break r;
+            }
+            match base.parent() {
+                Some(p) => base = p,
+                None => break PathBuf::from("/"),
+            }
+        };
+        for a in resolved.ancestors().skip(1) {
+            check_private(a, true)?;
+        }
+        check_private(&resolved, base != absolute.as_path())?;
+        for dir in [self.keys(), self.trusted(), self.audit()] {
+            check_private(&dir, false)?;
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    check_private(&e.path(), false)?;
+                }
+            }
+        }
+        check_private(&self.models(), false)?;
+        check_private(&self.models().join(crate::store::state::STATE_FILE), false)?;
+        check_private(&self.dir.join(crate::config::FILE), false)?;
+        Ok(())
+    }
+
     /// Loads the trust store.
     pub fn trust(&self) -> Result<TrustStore> {
         Ok(TrustStore::load(&self.trusted())?)

@@ -154,6 +154,8 @@ pub enum Event {
         prompt_sha384: String,
         /// SHA-384 of the answer (hex).
         answer_sha384: String,
+        /// Whether the answer reached the terminal unsanitised (`ask --raw`).
+        raw: bool,
     },
     /// A question could not be answered.
     QueryFailed {
@@ -212,6 +214,14 @@ pub enum Event {
         /// Bytes of an unterminated record, discarded.
         discarded_bytes: u64,
     },
+    /// The clock read earlier than the last record: the records that follow are dated at the
+    /// last record's time, never before it.
+    ClockAnomaly {
+        /// What the clock read (RFC 3339).
+        clock: String,
+        /// The last record's time, used instead (RFC 3339).
+        last_record: String,
+    },
 }
 
 impl Event {
@@ -238,6 +248,7 @@ impl Event {
             Self::TuiUnlockFailed => "tui_unlock_failed",
             Self::TuiExit => "tui_exit",
             Self::AuditRecovered { .. } => "audit_recovered",
+            Self::ClockAnomaly { .. } => "clock_anomaly",
         }
     }
 
@@ -325,6 +336,7 @@ mod tests {
                 stop_reason: StopReason::Canceled,
                 prompt_sha384: s(),
                 answer_sha384: s(),
+                raw: false,
             },
             Event::QueryFailed {
                 source: Source::Tui,
@@ -355,6 +367,10 @@ mod tests {
                 committed_records: 0,
                 discarded_bytes: 0,
             },
+            Event::ClockAnomaly {
+                clock: s(),
+                last_record: s(),
+            },
         ]
     }
 
@@ -382,9 +398,10 @@ mod tests {
             Event::TuiExit => 17,
             Event::AuditRecovered { .. } => 18,
             Event::ImportRefusalsSummary { .. } => 19,
+            Event::ClockAnomaly { .. } => 20,
         }
     }
-    const KINDS: usize = 20;
+    const KINDS: usize = 21;
 
     /// docs/audit-events.md: `## \`name\`` headings, each followed by a table whose rows start
     /// with `` | `field` | ``.

@@ -1,8 +1,14 @@
 //! The tamper-evident audit log, `ROOT/audit/audit.log`: append-only JSON lines, each holding
 //! its sequence number, time, OS user, event and details, the SHA-384 of the previous line, and
 //! an HMAC-SHA-384 under a key derived from the appliance key. `ROOT/audit/head.json` holds the
-//! MAC'd sequence number and hash of the last line, so truncating the log is detected too.
+//! MAC'd sequence number, hash and time of the last line, so truncating the log is detected too.
 //! Every append is fsync'd (log and head).
+//!
+//! Times never go back: a record is never dated before the one it follows. When the clock reads
+//! earlier than the last record (the clock was set back), the record is dated at the last
+//! record's time and a `clock_anomaly` record before it gives the clock's reading; a log whose
+//! times go back does not verify. So the log's order is its time order and `audit show --since`
+//! cannot hide a record written after the first one it shows.
 //!
 //! # Security
 //! Modifying, deleting, reordering or truncating records breaks the MAC, the hash chain or the
@@ -78,6 +84,9 @@ struct Head {
     seq: u64,
     len: u64,
     last: String,
+    /// The last record's time (v3 heads; a v2 head, written before times were kept, has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    time: Option<String>,
     mac: String,
 }
 
@@ -98,15 +107,33 @@ fn record_mac(key: &Secret<32>, r: &Record) -> Result<String, serde_json::Error>
 }
 
 fn head_mac(key: &Secret<32>, h: &Head) -> String {
-    hmac(
-        key,
-        &[
-            b"rempart audit head v2\0",
-            &h.seq.to_be_bytes(),
-            &h.len.to_be_bytes(),
-            h.last.as_bytes(),
-        ],
-    )
+    match &h.time {
+        Some(t) => hmac(
+            key,
+            &[
+                b"rempart audit head v3\0",
+                &h.seq.to_be_bytes(),
+                &h.len.to_be_bytes(),
+                h.last.as_bytes(),
+                b"\0",
+                t.as_bytes(),
+            ],
+        ),
+        None => hmac(
+            key,
+            &[
+                b"rempart audit head v2\0",
+                &h.seq.to_be_bytes(),
+                &h.len.to_be_bytes(),
+                h.last.as_bytes(),
+            ],
+        ),
+    }
+}
+
+/// A record's time, to the second.
+fn parse_time(t: &str) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339(t).ok()
 }
 
 fn zero_hash() -> String {
@@ -126,13 +153,15 @@ pub struct Checked {
     pub fragment: u64,
 }
 
-/// Where a chain of records stands: the last sequence number, the hash of its line, and the
-/// byte length of the log up to and including it.
+/// Where a chain of records stands: the last sequence number, the hash of its line, the byte
+/// length of the log up to and including it, and its time (`None` before the first record, or
+/// at a head written before heads kept it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Chain {
     seq: u64,
     last: String,
     len: u64,
+    time: Option<std::time::SystemTime>,
 }
 
 impl Chain {
@@ -141,7 +170,17 @@ impl Chain {
             seq: 0,
             last: zero_hash(),
             len: 0,
+            time: None,
         }
+    }
+
+    /// Whether `self` (reached by a scan) is the point `head` names: a head without a time
+    /// names a point by sequence, hash and length only.
+    fn is_at(&self, head: &Chain) -> bool {
+        self.seq == head.seq
+            && self.last == head.last
+            && self.len == head.len
+            && (head.time.is_none() || self.time == head.time)
     }
 }
 
@@ -185,10 +224,15 @@ fn scan(text: &[u8], key: &Secret<32>, at: &Chain, mark: u64) -> Result<Scanned,
         if !ct_eq(want.as_bytes(), r.mac.as_bytes()) {
             return Err(bad("MAC mismatch (record modified)"));
         }
+        let time = parse_time(&r.time).ok_or(bad("not a valid record time"))?;
+        if chain.time.is_some_and(|before| time < before) {
+            return Err(bad("time goes back (dated before the record it follows)"));
+        }
         chain = Chain {
             seq: next,
             last: hex::encode(hash::sha384(&[line])),
             len: chain.len.saturating_add(line.len() as u64 + 1),
+            time: Some(time),
         };
         if chain.seq == mark {
             marked = Some(chain.clone());
@@ -232,10 +276,18 @@ fn read_head(dir: &Path, key: &Secret<32>) -> Result<Option<Chain>, Error> {
             why: "head MAC mismatch",
         });
     }
+    let time = match &h.time {
+        Some(t) => Some(parse_time(t).ok_or(Error::Tampered {
+            record: h.seq,
+            why: "head time is not valid",
+        })?),
+        None => None,
+    };
     Ok(Some(Chain {
         seq: h.seq,
         last: h.last,
         len: h.len,
+        time,
     }))
 }
 
@@ -277,7 +329,7 @@ pub fn verify(dir: &Path, key: &Secret<32>) -> Result<Checked, Error> {
         });
     }
     // The head must name one of the records exactly (sequence, hash and offset).
-    if found.marked.as_ref() != Some(&head) {
+    if !found.marked.as_ref().is_some_and(|m| m.is_at(&head)) {
         return Err(Error::Tampered {
             record: head.seq,
             why: "log does not match its head (records modified, truncated or replaced)",
@@ -288,6 +340,15 @@ pub fn verify(dir: &Path, key: &Secret<32>) -> Result<Checked, Error> {
         fragment: found.fragment,
         records: found.records,
     })
+}
+
+/// The index of the first record dated at or after `t` (`records.len()` if none): `audit show
+/// --since` prints from there to the end, so no record written after it is left out.
+pub fn since_index(records: &[Record], t: std::time::SystemTime) -> usize {
+    records
+        .iter()
+        .position(|r| parse_time(&r.time).is_some_and(|rt| rt >= t))
+        .unwrap_or(records.len())
 }
 
 /// Checks that a record can be appended under `key` (the head, if any, verifies), so a command
@@ -301,6 +362,9 @@ fn write_head(dir: &Path, key: &Secret<32>, c: &Chain) -> Result<(), Error> {
         seq: c.seq,
         len: c.len,
         last: c.last.clone(),
+        time: c
+            .time
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         mac: String::new(),
     };
     head.mac = head_mac(key, &head);
@@ -320,15 +384,33 @@ fn write_head(dir: &Path, key: &Secret<32>, c: &Chain) -> Result<(), Error> {
 /// `audit_recovered` record says how many bytes were discarded. Anything else after the head
 /// (a complete line that does not verify, or more than a few records) is tampering: refused.
 pub fn append(dir: &Path, key: &Secret<32>, event: &Event) -> Result<(), Error> {
-    append_raw(dir, key, event.name(), event.details())
+    append_at(
+        dir,
+        key,
+        event.name(),
+        event.details(),
+        std::time::SystemTime::now(),
+    )
 }
 
 /// [`append`] of a record built by hand: the tests' way to write any record.
+#[cfg(test)]
 fn append_raw(
     dir: &Path,
     key: &Secret<32>,
     event: &str,
     details: serde_json::Value,
+) -> Result<(), Error> {
+    append_at(dir, key, event, details, std::time::SystemTime::now())
+}
+
+/// [`append`] with the clock reading `now`.
+fn append_at(
+    dir: &Path,
+    key: &Secret<32>,
+    event: &str,
+    details: serde_json::Value,
+    now: std::time::SystemTime,
 ) -> Result<(), Error> {
     use std::os::unix::fs::FileExt;
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -389,12 +471,26 @@ fn append_raw(
         };
         events.push((recovered.name().to_owned(), recovered.details()));
     }
+    // Never back in time: a clock that reads earlier than the last record is recorded as such,
+    // and the records are dated at the last record's time.
+    let clock = parse_time(&humantime::format_rfc3339_seconds(now).to_string()).unwrap_or(now);
+    let time = match chain.time {
+        Some(last) if clock < last => {
+            let anomaly = Event::ClockAnomaly {
+                clock: humantime::format_rfc3339_seconds(clock).to_string(),
+                last_record: humantime::format_rfc3339_seconds(last).to_string(),
+            };
+            events.push((anomaly.name().to_owned(), anomaly.details()));
+            last
+        }
+        _ => clock,
+    };
     events.push((event.to_owned(), details));
     let mut bytes = Vec::new();
     for (event, details) in events {
         let mut r = Record {
             seq: chain.seq.saturating_add(1),
-            time: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            time: humantime::format_rfc3339_seconds(time).to_string(),
             uid: rustix::process::getuid().as_raw(),
             event,
             details,
@@ -407,6 +503,7 @@ fn append_raw(
             seq: r.seq,
             last: hex::encode(hash::sha384(&[&line])),
             len: chain.len.saturating_add(line.len() as u64 + 1),
+            time: Some(time),
         };
         bytes.extend_from_slice(&line);
         bytes.push(b'\n');
@@ -566,6 +663,136 @@ mod tests {
         });
         assert_eq!(events(&dir).len(), 40);
         assert_eq!(verify(&dir, &key()).unwrap().pending, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 18: a clock set back a day dates nothing before the last record; each append
+    /// while it is behind writes a `clock_anomaly` with its reading; `--since` from an hour
+    /// before the last good time shows every record written since.
+    #[test]
+    fn a_clock_set_back_never_dates_a_record_before_the_last_and_since_cannot_hide_it() {
+        use std::time::Duration;
+        let dir = tempfile_dir();
+        let at = |s: &str| humantime::parse_rfc3339(s).unwrap();
+        let t0 = at("2026-12-04T12:00:00Z");
+        let back = t0 - Duration::from_secs(86_400);
+        let json = serde_json::json!({});
+        append_at(&dir, &key(), "first", json.clone(), t0).unwrap();
+        append_at(&dir, &key(), "while_behind", json.clone(), back).unwrap();
+        append_at(
+            &dir,
+            &key(),
+            "still_behind",
+            json.clone(),
+            back + Duration::from_secs(60),
+        )
+        .unwrap();
+        append_at(
+            &dir,
+            &key(),
+            "clock_fixed",
+            json,
+            t0 + Duration::from_secs(120),
+        )
+        .unwrap();
+        let c = verify(&dir, &key()).unwrap();
+        let got: Vec<(&str, &str)> = c
+            .records
+            .iter()
+            .map(|r| (r.event.as_str(), r.time.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("first", "2026-12-04T12:00:00Z"),
+                ("clock_anomaly", "2026-12-04T12:00:00Z"),
+                ("while_behind", "2026-12-04T12:00:00Z"),
+                ("clock_anomaly", "2026-12-04T12:00:00Z"),
+                ("still_behind", "2026-12-04T12:00:00Z"),
+                ("clock_fixed", "2026-12-04T12:02:00Z"),
+            ]
+        );
+        assert_eq!(
+            c.records[1].details,
+            serde_json::json!({"clock": "2026-12-03T12:00:00Z", "last_record": "2026-12-04T12:00:00Z"})
+        );
+        assert_eq!(
+            c.records[3].details["clock"], "2026-12-03T12:01:00Z",
+            "the second reading"
+        );
+        // Dated by the clock, the two records written while it was behind would fall before
+        // 11:00 on the 4th; in the log they cannot.
+        assert_eq!(since_index(&c.records, at("2026-12-04T11:00:00Z")), 0);
+        assert_eq!(since_index(&c.records, t0), 0);
+        assert_eq!(since_index(&c.records, t0 + Duration::from_secs(1)), 5);
+        assert_eq!(since_index(&c.records, t0 + Duration::from_secs(121)), 6);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A record dated before the one it follows does not verify, even with a valid MAC and
+    /// head (as only the appliance key could make them).
+    #[test]
+    fn a_log_whose_times_go_back_does_not_verify() {
+        let dir = tempfile_dir();
+        let t0 = humantime::parse_rfc3339("2026-12-04T12:00:00Z").unwrap();
+        append_at(&dir, &key(), "a", serde_json::json!({}), t0).unwrap();
+        append_at(&dir, &key(), "b", serde_json::json!({}), t0).unwrap();
+        let log = std::fs::read_to_string(dir.join(LOG)).unwrap();
+        let mut lines: Vec<String> = log.lines().map(str::to_owned).collect();
+        let mut r: Record = serde_json::from_str(&lines[1]).unwrap();
+        r.time = "2026-12-04T11:59:59Z".into();
+        r.mac = record_mac(&key(), &r).unwrap();
+        lines[1] = serde_json::to_string(&r).unwrap();
+        let text = format!("{}\n{}\n", lines[0], lines[1]);
+        std::fs::write(dir.join(LOG), &text).unwrap();
+        let head = Chain {
+            seq: 2,
+            last: hex::encode(hash::sha384(&[lines[1].as_bytes()])),
+            len: text.len() as u64,
+            time: parse_time(&r.time),
+        };
+        write_head(&dir, &key(), &head).unwrap();
+        assert!(matches!(
+            verify(&dir, &key()),
+            Err(Error::Tampered {
+                record: 2,
+                why: "time goes back (dated before the record it follows)"
+            })
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A head written before heads kept a time (v2) still verifies and is replaced by a v3
+    /// head at the next append; a v3 head with its time removed does not verify.
+    #[test]
+    fn a_head_without_time_is_read_and_upgraded() {
+        let dir = tempfile_dir();
+        append_raw(&dir, &key(), "a", serde_json::json!({})).unwrap();
+        let v3 = std::fs::read_to_string(dir.join(HEAD)).unwrap();
+        assert!(v3.contains("\"time\""), "{v3}");
+        let mut h: Head = serde_json::from_str(&v3).unwrap();
+        h.time = None;
+        std::fs::write(dir.join(HEAD), serde_json::to_vec(&h).unwrap()).unwrap();
+        assert!(
+            matches!(
+                verify(&dir, &key()),
+                Err(Error::Tampered {
+                    why: "head MAC mismatch",
+                    ..
+                })
+            ),
+            "the time cannot be stripped from a v3 head"
+        );
+        h.mac = head_mac(&key(), &h);
+        std::fs::write(dir.join(HEAD), serde_json::to_vec(&h).unwrap()).unwrap();
+        verify(&dir, &key()).unwrap();
+        append_raw(&dir, &key(), "b", serde_json::json!({})).unwrap();
+        assert!(
+            std::fs::read_to_string(dir.join(HEAD))
+                .unwrap()
+                .contains("\"time\"")
+        );
+        assert_eq!(verify(&dir, &key()).unwrap().records.len(), 2);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

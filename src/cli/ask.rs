@@ -1,7 +1,7 @@
 //! `ask`: one question to an installed model, the answer streamed to stdout (or one JSON
 //! document), the query recorded (metadata and SHA-384s only).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -35,6 +35,11 @@ pub struct AskArgs {
     /// Print one JSON document {model, text, tokens_prompt, tokens_generated, stop_reason, timings}.
     #[arg(long)]
     json: bool,
+    /// Write the answer exactly as the model produced it, escape sequences included (by
+    /// default control, escape and bidi characters are shown as visible escapes such as
+    /// `\x1b`). Recorded as `raw: true` in the audit log's query record.
+    #[arg(long, conflicts_with = "json")]
+    raw: bool,
     /// Refuse to run unless the model's memory can be locked.
     #[arg(long)]
     require_mlock: bool,
@@ -134,14 +139,13 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
     })?;
     let prompt_sha384 = hex::encode(sha384(&[prompt.as_bytes()]));
     let mut text = zeroize::Zeroizing::new(String::new());
-    let mut stdout = std::io::stdout().lock();
+    let mut answer = (!o.json).then(|| output::Answer::new(o.raw));
     for ev in events {
         match ev {
             EngineEvent::Token(t) => {
                 text.push_str(&t);
-                if !o.json {
-                    let _ = stdout.write_all(t.as_bytes());
-                    let _ = stdout.flush();
+                if let Some(a) = answer.as_mut() {
+                    a.piece(&t);
                 }
             }
             EngineEvent::Done { stop, stats } => {
@@ -156,9 +160,26 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
                     stop_reason: stop,
                     prompt_sha384,
                     answer_sha384: hex::encode(sha384(&[text.as_bytes()])),
+                    raw: o.raw,
                 })?;
-                if o.json {
-                    drop(stdout);
+                if let Some(a) = answer {
+                    a.finish();
+                    if stop == engine::StopReason::ContextFull {
+                        output::info(format!(
+                            "note: the conversation filled the model's context ({} tokens); the answer is cut there",
+                            eng.info.context_length
+                        ));
+                    }
+                    output::info(format!(
+                        "[{} v{} | {} prompt + {} generated tokens | {:.1} tok/s | stop: {}]",
+                        report.model,
+                        report.version,
+                        stats.prompt_tokens,
+                        stats.generated_tokens,
+                        stats.generation_tps(),
+                        stop.as_str()
+                    ));
+                } else {
                     output::json(&json!({
                         "model": report.model,
                         "version": report.version,
@@ -179,24 +200,6 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
                         },
                         "memory": {"arena_locked": report.arena_locked, "weights_locked": report.weights_locked},
                     }));
-                } else {
-                    let _ = writeln!(stdout);
-                    drop(stdout);
-                    if stop == engine::StopReason::ContextFull {
-                        output::info(format!(
-                            "note: the conversation filled the model's context ({} tokens); the answer is cut there",
-                            eng.info.context_length
-                        ));
-                    }
-                    output::info(format!(
-                        "[{} v{} | {} prompt + {} generated tokens | {:.1} tok/s | stop: {}]",
-                        report.model,
-                        report.version,
-                        stats.prompt_tokens,
-                        stats.generated_tokens,
-                        stats.generation_tps(),
-                        stop.as_str()
-                    ));
                 }
                 return Ok(());
             }

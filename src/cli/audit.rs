@@ -115,15 +115,15 @@ fn show(
 ) -> Result<()> {
     let since = since.map(parse_since).transpose()?;
     let c = root.auditor(&root.unlock(pass)?).verify()?;
+    // From the first record dated at or after `since` to the end: a position in the log, not a
+    // filter on each record's time, so no record written later can be left out (times never go
+    // back in a log that verifies).
+    let from = since.map_or(0, |t| audit::since_index(&c.records, t));
     let rows: Vec<&audit::Record> = c
         .records
         .iter()
+        .skip(from)
         .filter(|r| event.is_none_or(|e| r.event == e))
-        // Records were written by this appliance in RFC 3339; one that does not parse is kept
-        // rather than hidden.
-        .filter(|r| {
-            since.is_none_or(|t| !matches!(humantime::parse_rfc3339(&r.time), Ok(rt) if rt < t))
-        })
         .collect();
     if json_out {
         output::json(&serde_json::to_value(&rows).unwrap_or_default());

@@ -130,6 +130,15 @@ impl Cli {
         p
     }
 
+    /// Whether the command works on the appliance root (all but `seal`, `passphrase-hash` and
+    /// `selftest`): its permissions are checked first ([`Root::check_permissions`]).
+    pub fn uses_root(&self) -> bool {
+        !matches!(
+            self.command,
+            Command::Seal(_) | Command::PassphraseHash(_) | Command::Selftest(_)
+        )
+    }
+
     /// The system-call profile: the terminal UI needs crossterm's in-process socket pair.
     pub fn sandbox_profile(&self) -> Profile {
         match self.command {

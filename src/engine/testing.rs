@@ -26,7 +26,25 @@ pub struct TinyOpts {
     pub heads: (u32, u32),
     /// RoPE frequency base.
     pub rope_base: f32,
+    /// A hostile vocabulary: [`HOSTILE`] appended as tokens, which become the only tokens the
+    /// output layer can pick (the other rows of `output.weight` are zero; the hostile rows come
+    /// in opposite pairs, so one of each pair scores above zero at every step).
+    pub hostile: bool,
 }
+
+/// Token strings a hostile GGUF can hold (token strings are data): set the terminal title,
+/// write the clipboard (OSC 52), clear the screen and home the cursor, print a fake status line
+/// in colour, a C1 CSI, a right-to-left override, a carriage return and a fake banner.
+pub const HOSTILE: [&str; 8] = [
+    "\u{1b}]0;pwned\u{7}",
+    "\u{1b}]52;c;cHduZWQ=\u{7}",
+    "\u{1b}[2J\u{1b}[H",
+    "\u{1b}[1;32m[rempart] bundle verified OK\u{1b}[0m\n",
+    "\u{9b}31m",
+    "\u{202e}",
+    "\r",
+    "\u{1b}[1;1H\u{1b}[42m UNCLASSIFIED \u{1b}[0m",
+];
 
 impl Default for TinyOpts {
     fn default() -> Self {
@@ -40,29 +58,32 @@ impl Default for TinyOpts {
             dim: 32,
             heads: (4, 2),
             rope_base: 10000.0,
+            hostile: false,
         }
     }
 }
 
+/// The byte-level (GPT-2) symbol of each byte value.
+fn byte_table() -> Vec<char> {
+    let mut t = Vec::with_capacity(256);
+    let mut n = 0u32;
+    for b in 0..=255u8 {
+        let printable =
+            (b'!'..=b'~').contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        t.push(if printable {
+            char::from(b)
+        } else {
+            let c = char::from_u32(256 + n).unwrap_or('?');
+            n += 1;
+            c
+        });
+    }
+    t
+}
+
 /// Byte-level vocabulary: the 256 byte symbols, four merged tokens, three control tokens.
 pub fn tiny_vocab() -> (Vec<String>, Vec<String>, Vec<i32>) {
-    let table = {
-        let mut t = Vec::with_capacity(256);
-        let mut n = 0u32;
-        for b in 0..=255u8 {
-            let printable = (b'!'..=b'~').contains(&b)
-                || (0xA1..=0xAC).contains(&b)
-                || (0xAE..=0xFF).contains(&b);
-            t.push(if printable {
-                char::from(b)
-            } else {
-                let c = char::from_u32(256 + n).unwrap_or('?');
-                n += 1;
-                c
-            });
-        }
-        t
-    };
+    let table = byte_table();
     let mut tokens: Vec<String> = table.iter().map(|c| c.to_string()).collect();
     for t in [
         "he",
@@ -114,7 +135,19 @@ fn rand_tensor(shape: &[usize], seed: &mut u64) -> Tensor {
 /// A tiny llama-family GGUF (2 layers, width 32) as bytes.
 #[allow(clippy::expect_used, reason = "test fixture")]
 pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
-    let (tokens, merges, types) = tiny_vocab();
+    let (mut tokens, merges, mut types) = tiny_vocab();
+    let plain = tokens.len();
+    if o.hostile {
+        let table = byte_table();
+        for h in HOSTILE {
+            tokens.push(
+                h.bytes()
+                    .map(|b| table.get(usize::from(b)).copied().unwrap_or('?'))
+                    .collect(),
+            );
+            types.push(1);
+        }
+    }
     let (dim, (heads, kv_heads), layers, ffn) = (o.dim, o.heads, 2u32, 2 * o.dim);
     let vocab = tokens.len();
     let a = o.arch;
@@ -177,6 +210,17 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
             rand_tensor(&[vocab, dim], &mut seed),
         ),
     ];
+    if o.hostile {
+        let mut rows = vec![0f32; vocab * dim];
+        let v = values((vocab - plain) / 2 * dim, o.seed);
+        for (i, r) in rows.chunks_mut(dim).skip(plain).enumerate() {
+            let pair = v.get(i / 2 * dim..(i / 2 + 1) * dim).unwrap_or_default();
+            for (x, y) in r.iter_mut().zip(pair) {
+                *x = if i % 2 == 0 { *y } else { -*y };
+            }
+        }
+        tensors[2].1 = Tensor::from_vec(rows, &[vocab, dim], &Device::Cpu).expect("shape matches");
+    }
     for l in 0..layers {
         let p = |n: &str| format!("blk.{l}.{n}.weight");
         tensors.push((

@@ -15,14 +15,16 @@ pub enum Error {
         /// OS error.
         source: std::io::Error,
     },
-    /// A secret key file is readable or writable by group or others.
+    /// A secret key file or a passphrase file is readable or writable by group or others.
     #[error(
-        "{}: secret key file has mode {mode:03o}, readable by others; fix with: chmod 600 {}",
+        "{}: {what} has mode {mode:03o}, readable by others; fix with: chmod 600 {}",
         path.display(), path.display()
     )]
     PermissionsTooOpen {
         /// File.
         path: PathBuf,
+        /// `secret key file` or `passphrase file`.
+        what: &'static str,
         /// Its permission bits.
         mode: u32,
     },

@@ -113,7 +113,15 @@ impl PassphraseSource {
     pub fn get(&self, path: &Path, confirm: bool) -> Result<Passphrase, Error> {
         let p = match self {
             Self::File(f) => {
-                let raw = read_bounded(f, 4096)?;
+                // Like a secret key file: a passphrase others can read is no secret.
+                let (raw, mode) = read_bounded_mode(f, 4096)?;
+                if mode & 0o077 != 0 {
+                    return Err(Error::PermissionsTooOpen {
+                        path: f.clone(),
+                        what: "passphrase file",
+                        mode: mode & 0o777,
+                    });
+                }
                 let s = String::from_utf8(raw.to_vec())
                     .map_err(|_| Error::BadPassphrase("passphrase file is not UTF-8"))?;
                 Zeroizing::new(s.lines().next().unwrap_or_default().to_owned())
@@ -124,7 +132,10 @@ impl PassphraseSource {
                         path: path.to_owned(),
                     });
                 }
-                let prompt = format!("Passphrase for {}: ", path.display());
+                let prompt = format!(
+                    "Passphrase for {}: ",
+                    crate::text::sanitize(&path.display().to_string())
+                );
                 let p = Zeroizing::new(rpassword::prompt_password(prompt).map_err(|source| {
                     Error::Io {
                         path: path.to_owned(),
@@ -268,6 +279,7 @@ pub(crate) fn decode_key_file(
         if mode & 0o077 != 0 {
             return Err(Error::PermissionsTooOpen {
                 path: path.to_owned(),
+                what: "secret key file",
                 mode: mode & 0o777,
             });
         }

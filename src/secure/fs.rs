@@ -17,6 +17,43 @@ use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// OpenSSH StrictModes for one path, when it exists (a missing path, or one that cannot be
+/// looked up, is left to the open that follows): it must be owned by this user or root, and
+/// neither its group nor other users may write it. An `ancestor` of the appliance root may be a
+/// sticky directory that all may write (`/tmp`): no one else can rename or remove what is in it.
+pub fn check_private(path: &Path, ancestor: bool) -> Result<(), super::Error> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    let (mode, uid) = (meta.mode(), meta.uid());
+    let me = rustix::process::geteuid().as_raw();
+    let refuse = |problem: String, fix: String| super::Error::Permissions {
+        path: path.to_owned(),
+        problem,
+        fix,
+    };
+    if uid != me && uid != 0 {
+        return Err(refuse(
+            format!("owned by uid {uid}, not by this user (uid {me}) or root"),
+            format!("chown {me} {}", path.display()),
+        ));
+    }
+    let sticky_dir = meta.is_dir() && mode & 0o1000 != 0;
+    if mode & 0o022 != 0 && !(ancestor && sticky_dir) {
+        let who = match (mode & 0o020 != 0, mode & 0o002 != 0) {
+            (true, true) => "its group and all users",
+            (true, false) => "its group",
+            _ => "all users",
+        };
+        return Err(refuse(
+            format!("mode {:03o} lets {who} write it", mode & 0o777),
+            format!("chmod go-w {}", path.display()),
+        ));
+    }
+    Ok(())
+}
+
 /// Why [`open_regular`] refused a path that exists.
 pub const NOT_REGULAR: &str = "not a regular file";
 

@@ -52,6 +52,17 @@ pub enum Error {
         /// The path.
         path: std::path::PathBuf,
     },
+    /// A directory or file of the appliance root (or an ancestor of the root) that others could
+    /// change: the appliance refuses to use it, as OpenSSH's StrictModes does.
+    #[error("{}: {problem}; the appliance refuses to use it (fix with: {fix})", path.display())]
+    Permissions {
+        /// The path.
+        path: std::path::PathBuf,
+        /// What is wrong (mode and owner).
+        problem: String,
+        /// The command that fixes it.
+        fix: String,
+    },
     /// A start-up hardening step failed; the process refuses to run without it.
     #[error("hardening step `{step}` failed: {source}")]
     Harden {

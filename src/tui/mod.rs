@@ -485,6 +485,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                             stop_reason: stop,
                             prompt_sha384: asked.prompt_sha384,
                             answer_sha384: hex::encode(sha384(&[asked.answer.as_bytes()])),
+                            raw: false,
                         });
                     }
                     self.events = None;

@@ -1,6 +1,14 @@
 //! Drawing the [`App`]: classification banners top and bottom on every screen, the
 //! conversation (word-wrapped, light markdown), the input editor, the status bar, and the help
 //! and lock overlays. 16/256-colour only; works from 80x24 (and degrades below).
+//!
+//! # Security
+//! Every text from outside (model output, model names and details, markings, error messages)
+//! is drawn through [`safe`], the output sanitiser, so a control, escape or bidi character is
+//! shown as a visible escape; after drawing, [`scrub`] replaces any cell that still holds one
+//! (the editor's own text included), so nothing the frame holds can drive the terminal. The
+//! banners are drawn last, on their own rows, so no other widget can cover them
+//! (`view::tests::model_output_cannot_spoof_hide_or_move_the_banners`).
 
 use std::time::Instant;
 
@@ -10,7 +18,24 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Borders, Clear, Gauge, Paragraph, Wrap};
 
+use ratatui::buffer::Buffer;
+
 use super::app::{App, BINDINGS, Role, SETTINGS, STAGES, Screen, Unlock};
+use crate::text::{needs_escape, sanitize};
+
+/// Text from outside as it may be drawn: sanitised, and a tab as four spaces.
+fn safe(s: &str) -> String {
+    sanitize(s).replace('\t', "    ")
+}
+
+/// Replaces every cell that holds a character [`needs_escape`] names (or a tab) with U+FFFD.
+fn scrub(buf: &mut Buffer) {
+    for cell in &mut buf.content {
+        if cell.symbol().chars().any(|c| c == '\t' || needs_escape(c)) {
+            cell.set_symbol("\u{fffd}");
+        }
+    }
+}
 
 /// Banner colours for a marking: (background, foreground).
 pub fn marking_colors(marking: &str) -> (Color, Color) {
@@ -45,13 +70,14 @@ fn banner(app: &App) -> Paragraph<'static> {
         Some(bg) => (bg, Color::White),
         None => marking_colors(&app.session.marking),
     };
-    Paragraph::new(app.session.marking.clone())
+    Paragraph::new(safe(&app.session.marking))
         .alignment(Alignment::Center)
         .style(Style::new().bg(bg).fg(fg).add_modifier(Modifier::BOLD))
 }
 
 /// Light markdown: fenced code blocks, headings, bullets, **bold** and `code` spans.
 fn markdown(text: &str, base: Style, out: &mut Vec<Line<'static>>) {
+    let text = safe(text);
     let mut in_code = false;
     for raw in text.split('\n') {
         if raw.trim_start().starts_with("```") {
@@ -141,10 +167,7 @@ fn conversation(app: &App) -> Text<'static> {
         };
         lines.push(Line::styled(label, style));
         if t.role == Role::Notice {
-            lines.push(Line::styled(
-                t.text.to_string(),
-                Style::new().fg(Color::Magenta),
-            ));
+            lines.push(Line::styled(safe(&t.text), Style::new().fg(Color::Magenta)));
         } else {
             markdown(&t.text, Style::new(), &mut lines);
         }
@@ -164,7 +187,7 @@ fn status(app: &App, now: Instant) -> Line<'static> {
         .map_or_else(|| "– tok/s".to_owned(), |t| format!("{t:.1} tok/s"));
     Line::from(vec![
         Span::styled(
-            format!(" {} ", s.model),
+            format!(" {} ", safe(&s.model)),
             Style::new().add_modifier(Modifier::BOLD),
         ),
         Span::raw(format!(
@@ -235,7 +258,7 @@ fn lock_screen(frame: &mut Frame<'_>, app: &App, area: Rect) {
         ));
     }
     if let Some(e) = &app.unlock_error {
-        lines.push(Line::styled(e.clone(), Style::new().fg(Color::Red)));
+        lines.push(Line::styled(safe(e), Style::new().fg(Color::Red)));
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled(
@@ -284,7 +307,7 @@ fn dim() -> Style {
 
 fn loading_screen(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let Some(l) = &app.loading else { return };
-    let inner = dialog(frame, area, 64, 9, &format!(" Loading {} ", l.model));
+    let inner = dialog(frame, area, 64, 9, &format!(" Loading {} ", safe(&l.model)));
     let rows = Layout::vertical([Constraint::Length(1); 7]).split(inner);
     let row = |i: usize| rows.get(i).copied().unwrap_or_default();
     for (i, (name, f)) in STAGES.iter().zip(l.stages).enumerate() {
@@ -302,7 +325,7 @@ fn loading_screen(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let mut lines = vec![];
     if let Some(e) = &l.error {
         lines.push(Line::styled(
-            format!(" failed: {e}"),
+            format!(" failed: {}", safe(e)),
             Style::new().fg(Color::Red),
         ));
         lines.push(Line::styled(
@@ -345,7 +368,7 @@ fn picker(frame: &mut Frame<'_>, app: &App, area: Rect) {
     let inner = dialog(frame, area, 78, h, " Models (Enter loads, Esc closes) ");
     let mut lines = Vec::new();
     if let Some(e) = &app.picker_error {
-        lines.push(Line::styled(e.clone(), Style::new().fg(Color::Red)));
+        lines.push(Line::styled(safe(e), Style::new().fg(Color::Red)));
     } else if app.models.is_empty() {
         lines.push(Line::styled("verifying the installed bundles…", dim()));
     }
@@ -359,12 +382,12 @@ fn picker(frame: &mut Frame<'_>, app: &App, area: Rect) {
         };
         lines.push(Line::from(vec![
             Span::styled(
-                format!("{} {}", if chosen { ">" } else { " " }, m.spec),
+                format!("{} {}", if chosen { ">" } else { " " }, safe(&m.spec)),
                 style,
             ),
             Span::styled(if current { "  (loaded)" } else { "" }, dim()),
         ]));
-        lines.push(Line::styled(format!("    {}", m.details), dim()));
+        lines.push(Line::styled(format!("    {}", safe(&m.details)), dim()));
     }
     lines.push(Line::raw(""));
     lines.push(Line::styled(
@@ -416,7 +439,7 @@ fn settings_panel(frame: &mut Frame<'_>, app: &App, area: Rect) {
         dim(),
     ));
     if let Some(e) = &form.error {
-        lines.push(Line::styled(e.clone(), Style::new().fg(Color::Red)));
+        lines.push(Line::styled(safe(e), Style::new().fg(Color::Red)));
     }
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
@@ -441,7 +464,7 @@ fn export_prompt(frame: &mut Frame<'_>, app: &App, area: Rect) {
         ),
     ];
     if let Some(e) = &app.export_error {
-        lines.push(Line::styled(e.clone(), Style::new().fg(Color::Red)));
+        lines.push(Line::styled(safe(e), Style::new().fg(Color::Red)));
     }
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
@@ -449,11 +472,28 @@ fn export_prompt(frame: &mut Frame<'_>, app: &App, area: Rect) {
 /// Draws the whole screen.
 pub fn draw(frame: &mut Frame<'_>, app: &App, now: Instant) {
     let area = frame.area();
+    let [top, _, bottom] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    screen(frame, app, now);
+    // Last, on their own rows: nothing drawn before can cover or move them.
+    frame.render_widget(Clear, top);
+    frame.render_widget(banner(app), top);
+    frame.render_widget(Clear, bottom);
+    frame.render_widget(banner(app), bottom);
+    scrub(frame.buffer_mut());
+}
+
+fn screen(frame: &mut Frame<'_>, app: &App, now: Instant) {
+    let area = frame.area();
     let input_h = u16::try_from(app.input.lines().len())
         .unwrap_or(1)
         .clamp(1, 5)
         + 2;
-    let [top, body, input, bar, bottom] = Layout::vertical([
+    let [_top, body, input, bar, _bottom] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(1),
         Constraint::Length(input_h),
@@ -461,8 +501,6 @@ pub fn draw(frame: &mut Frame<'_>, app: &App, now: Instant) {
         Constraint::Length(1),
     ])
     .areas(area);
-    frame.render_widget(banner(app), top);
-    frame.render_widget(banner(app), bottom);
     if app.screen == Screen::Locked {
         let [middle] = Layout::vertical([Constraint::Min(0)]).areas(Rect {
             height: area.height.saturating_sub(2),
@@ -541,6 +579,68 @@ mod tests {
             t0,
         );
         a
+    }
+
+    /// Issue 18: model output that moves the cursor, clears the screen, sets the title and the
+    /// clipboard, reverses text and prints a fake banner is shown as visible escapes; both real
+    /// banners are intact, and no cell of the frame holds ESC, a C1 control or a bidi character.
+    #[test]
+    fn model_output_cannot_spoof_hide_or_move_the_banners() {
+        let t0 = Instant::now();
+        let mut a = app("SECRET", t0);
+        let clean = render(&a, 80, 24, t0);
+        let rows = |s: &str| s.lines().map(str::to_owned).collect::<Vec<_>>();
+        let (top, bottom) = (rows(&clean)[0].clone(), rows(&clean)[23].clone());
+        assert_eq!(top.trim(), "SECRET");
+        update(&mut a, Action::Key(KeyEvent::from(KeyCode::Char('q'))), t0);
+        update(&mut a, Action::Key(KeyEvent::from(KeyCode::Enter)), t0);
+        let hostile = "\u{1b}[H\u{1b}[2J\u{1b}[1;1H\u{1b}[42m UNCLASSIFIED \u{1b}[0m\r\
+                       \u{1b}]0;pwned\u{7}\u{1b}]52;c;cHduZWQ=\u{7}\u{9b}24;1H\u{202e}TERCES\u{2066}x\u{2069}\n\
+                       [rempart] bundle verified OK\u{1b}[24;1H\u{1b}[K\u{8}\u{8}\u{7f}\u{1b}7\u{1b}8\u{1b}c";
+        update(&mut a, Action::Token(hostile.into()), t0);
+        let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        t.draw(|f| draw(f, &a, t0)).unwrap();
+        let buf = t.backend().buffer().clone();
+        let screen = render(&a, 80, 24, t0);
+        let r = rows(&screen);
+        assert_eq!(r[0], top, "top banner:\n{screen}");
+        assert_eq!(r[23], bottom, "bottom banner:\n{screen}");
+        for x in 0..80 {
+            for y in [0, 23] {
+                assert_eq!(buf[(x, y)].bg, Color::Red, "banner colour at ({x},{y})");
+            }
+        }
+        for cell in &buf.content {
+            assert!(
+                !cell.symbol().chars().any(needs_escape),
+                "a cell holds {:?}",
+                cell.symbol()
+            );
+        }
+        // The analyst sees what the model tried.
+        assert!(screen.contains("\\x1b]0;pwned\\x07"), "{screen}");
+        assert!(screen.contains("\\u{202e}TERCES"), "{screen}");
+        assert!(screen.contains("\\x9b24;1H"), "{screen}");
+    }
+
+    /// Text that reaches the frame without the sanitiser (the editor's own text: characters
+    /// a terminal decodes from pasted UTF-8, such as U+009B and U+202E) is scrubbed cell by cell.
+    #[test]
+    fn a_pasted_escape_in_the_editor_never_reaches_the_terminal() {
+        let t0 = Instant::now();
+        let mut a = app("SECRET", t0);
+        for c in "a\u{1b}]0;t\u{7}\u{9b}2J\u{202e}b\u{85}".chars() {
+            update(&mut a, Action::Key(KeyEvent::from(KeyCode::Char(c))), t0);
+        }
+        let mut t = Terminal::new(TestBackend::new(80, 24)).unwrap();
+        t.draw(|f| draw(f, &a, t0)).unwrap();
+        let buf = t.backend().buffer();
+        assert!(
+            buf.content
+                .iter()
+                .all(|c| !c.symbol().chars().any(needs_escape)),
+            "{buf:?}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 
 use crate::util::exit;
-use crate::util::{TestEnv, chmod};
+use crate::util::{TestEnv, chmod, write_secret};
 
 #[test]
 fn keygen_writes_owner_only_files_and_never_overwrites() {
@@ -42,7 +42,7 @@ fn secret_key_readable_by_others_is_refused_with_the_fix() {
 fn protected_appliance() -> (TestEnv, std::path::PathBuf) {
     let env = TestEnv::new();
     let pass = env.path("pass");
-    std::fs::write(&pass, "correct horse battery staple\n").unwrap();
+    write_secret(&pass, "correct horse battery staple\n");
     env.cmd()
         .args(["keygen", "appliance", "--passphrase-file"])
         .arg(&pass)
@@ -59,7 +59,7 @@ fn protected_appliance() -> (TestEnv, std::path::PathBuf) {
 fn passphrase_protected_keys_need_the_right_passphrase() {
     let (env, pass) = protected_appliance();
     let wrong = env.path("wrong");
-    std::fs::write(&wrong, "incorrect horse battery\n").unwrap();
+    write_secret(&wrong, "incorrect horse battery\n");
     // Trust changes are audited under the appliance key: a protected key needs its passphrase.
     env.cmd()
         .arg("trust")
@@ -428,4 +428,118 @@ fn remove_with_a_protected_key_needs_its_passphrase_file() {
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["details"]["model"], "m");
     assert_eq!(records[0]["details"]["version"], 1);
+}
+
+/// Issue 18 (StrictModes): a root, keys/, keys/trusted/ (or a key in it), audit/, models/,
+/// state.json or rempart.toml that its group or other users can write is refused before
+/// anything in it is read, with a message that names the path and the fix; the same root made
+/// private again works. A sticky world-writable ancestor (`/tmp`, where the test roots live)
+/// is accepted.
+#[test]
+fn a_root_others_can_write_is_refused_with_the_fix() {
+    let env = TestEnv::new().with_keys();
+    let gguf = env.tiny_model("tiny.gguf", 0);
+    let b = env.seal(&gguf, "tiny.rpk", &[]);
+    env.cmd().arg("import").arg(&b).assert().success();
+    std::fs::write(env.root.join("rempart.toml"), "").unwrap();
+    let trusted_entry = std::fs::read_dir(env.root.join("keys/trusted"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let cases: Vec<(std::path::PathBuf, u32)> = vec![
+        (env.root.clone(), 0o777),
+        (env.root.clone(), 0o775),
+        (env.root.join("keys"), 0o757),
+        (env.root.join("keys/trusted"), 0o770),
+        (trusted_entry, 0o666),
+        (env.key("appliance.kek"), 0o646),
+        (env.root.join("audit"), 0o777),
+        (env.root.join("audit/audit.log"), 0o620),
+        (env.root.join("models"), 0o777),
+        (env.root.join("models/state.json"), 0o666),
+        (env.root.join("rempart.toml"), 0o666),
+        (env.dir.path().to_path_buf(), 0o777),
+    ];
+    for (path, mode) in cases {
+        let before = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+        chmod(&path, mode);
+        for cmd in [
+            &["list"][..],
+            &["ask", "hi", "--max-tokens", "2"][..],
+            &["audit", "verify"][..],
+        ] {
+            env.cmd()
+                .args(cmd)
+                .assert()
+                .code(exit::KEY)
+                .stderr(contains(format!(
+                    "{}: mode {mode:03o} lets",
+                    path.display()
+                )))
+                .stderr(contains(format!("fix with: chmod go-w {}", path.display())));
+        }
+        chmod(&path, before);
+        env.cmd().arg("list").assert().success();
+    }
+    // A sticky directory all may write is a safe ancestor (as /tmp is), not a safe root.
+    chmod(env.dir.path(), 0o1777);
+    env.cmd().arg("list").assert().success();
+    chmod(&env.root, 0o1777);
+    env.cmd().arg("list").assert().code(exit::KEY);
+    chmod(&env.root, 0o700);
+    chmod(env.dir.path(), 0o700);
+    env.cmd()
+        .args(["ask", "hi", "--max-tokens", "2"])
+        .assert()
+        .success();
+}
+
+/// Issue 18 (StrictModes): a root owned by another user is refused (this test runs as root,
+/// as CI does, so that it can give the root away).
+#[test]
+fn a_root_owned_by_another_user_is_refused() {
+    let env = TestEnv::new().with_keys();
+    assert_eq!(
+        rustix::process::geteuid().as_raw(),
+        0,
+        "the suite runs as root (CI and the make test container)"
+    );
+    std::os::unix::fs::chown(env.root.join("keys"), Some(4242), None).unwrap();
+    env.cmd()
+        .arg("list")
+        .assert()
+        .code(exit::KEY)
+        .stderr(contains(
+            "owned by uid 4242, not by this user (uid 0) or root",
+        ))
+        .stderr(contains("fix with: chown 0"));
+}
+
+/// Issue 18: a passphrase file that others can read is refused (as a secret key file is),
+/// and nothing is created.
+#[test]
+fn a_passphrase_file_others_can_read_is_refused() {
+    let env = TestEnv::new();
+    let pass = env.path("pass");
+    write_secret(&pass, "correct horse battery staple\n");
+    chmod(&pass, 0o644);
+    env.cmd()
+        .args(["keygen", "appliance", "--passphrase-file"])
+        .arg(&pass)
+        .assert()
+        .code(exit::KEY)
+        .stderr(contains(format!(
+            "{}: passphrase file has mode 644, readable by others; fix with: chmod 600 {}",
+            pass.display(),
+            pass.display()
+        )));
+    assert!(!env.key("appliance.key").exists(), "nothing was created");
+    chmod(&pass, 0o600);
+    env.cmd()
+        .args(["keygen", "appliance", "--passphrase-file"])
+        .arg(&pass)
+        .assert()
+        .success();
 }

@@ -16,6 +16,7 @@ mod engine;
 mod import;
 mod keys;
 mod model;
+mod output;
 mod reference;
 mod residue;
 mod sandbox;

@@ -16,6 +16,27 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// `rempart --root ROOT tui ARGS` in a new 100x30 tmux session on its own server.
+    fn start(name: &str, env: &TestEnv, args: &str) -> Self {
+        let tmux = Self {
+            socket: format!("rempart-test-{name}-{}", std::process::id()),
+        };
+        let script = format!(
+            "{} --root {} tui{args}; echo EXITED rc=$?; sleep 60",
+            env!("CARGO_BIN_EXE_rempart"),
+            env.root.display()
+        );
+        let st = tmux
+            .cmd()
+            .args(["new-session", "-d", "-s", "ui", "-x", "100", "-y", "30"])
+            .arg(script)
+            .env_remove("REMPART_ROOT")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        tmux
+    }
+
     fn cmd(&self) -> Command {
         let mut c = Command::new("tmux");
         c.args(["-L", &self.socket]);
@@ -93,7 +114,7 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
     // The appliance key has no passphrase: the operator configures one to unlock the screen,
     // and a banner colour.
     let pass = env.path("operator.pass");
-    std::fs::write(&pass, "correct horse battery\n").unwrap();
+    crate::util::write_secret(&pass, "correct horse battery\n");
     let out = env
         .cmd()
         .args(["passphrase-hash", "--passphrase-file"])
@@ -305,6 +326,7 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
                 "model",
                 "ms",
                 "prompt_sha384",
+                "raw",
                 "source",
                 "stop_reason",
                 "tokens_generated",
@@ -352,22 +374,7 @@ fn a_failed_question_in_the_terminal_ui_is_recorded_as_query_failed() {
     let gguf = env.tiny_model("tiny.gguf", 0);
     let b = env.seal(&gguf, "tiny.rpk", &[]);
     env.cmd().arg("import").arg(&b).assert().success();
-    let tmux = Tmux {
-        socket: format!("rempart-test-fail-{}", std::process::id()),
-    };
-    let script = format!(
-        "{} --root {} tui; echo EXITED rc=$?; sleep 60",
-        env!("CARGO_BIN_EXE_rempart"),
-        env.root.display()
-    );
-    let st = tmux
-        .cmd()
-        .args(["new-session", "-d", "-s", "ui", "-x", "100", "-y", "30"])
-        .arg(script)
-        .env_remove("REMPART_ROOT")
-        .status()
-        .unwrap();
-    assert!(st.success());
+    let tmux = Tmux::start("fail", &env, "");
     tmux.wait("the chat screen", 60, |p| p.contains("Type a message"));
     let question = "SECRETWORD ".repeat(40);
     tmux.keys(&[question.trim_end(), "Enter"]);
@@ -386,4 +393,62 @@ fn a_failed_question_in_the_terminal_ui_is_recorded_as_query_failed() {
     assert_eq!(d["source"], "tui");
     assert_eq!(d["class"], "engine");
     assert_eq!(d["prompt_sha384"].as_str().unwrap().len(), 96);
+}
+
+/// Issue 18: in the terminal UI, a model whose every token is a terminal escape (title, OSC 52
+/// clipboard, clear and home, a fake banner and status line, C1 CSI, a bidi override) changes
+/// neither the pane's title nor the clipboard, and both real banners stay in place.
+#[test]
+fn a_hostile_model_cannot_retitle_write_the_clipboard_or_spoof_the_banners() {
+    let env = TestEnv::new().with_keys();
+    env.install_hostile_model();
+    let tmux = Tmux::start("hostile", &env, " --temperature 0 --max-tokens 40");
+    // Let applications set the title and the clipboard, so an escape that got through shows.
+    for opt in [
+        ["set-option", "-g", "set-clipboard", "on"],
+        ["set-option", "-g", "allow-rename", "on"],
+    ] {
+        assert!(tmux.cmd().args(opt).status().unwrap().success());
+    }
+    let title = || {
+        let out = tmux
+            .cmd()
+            .args(["display-message", "-p", "-t", "ui", "#{pane_title}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let before = title();
+    tmux.wait("the chat screen", 60, |p| {
+        p.contains("Type a message") && p.contains("loaded:")
+    });
+    tmux.keys(&["hi", "Enter"]);
+    let p = tmux.wait("the answer", 60, |p| {
+        p.contains("\\x1b") && p.contains("tok/s")
+    });
+    tmux.wait("the end of the answer", 60, |p| !p.contains("answering"));
+    let p2 = tmux.pane();
+    for p in [&p, &p2] {
+        let rows: Vec<&str> = p.lines().collect();
+        assert_eq!(rows.first().map(|r| r.trim()), Some("UNCLASSIFIED"), "{p}");
+        assert_eq!(
+            rows.iter()
+                .rev()
+                .find(|r| !r.trim().is_empty())
+                .map(|r| r.trim()),
+            Some("UNCLASSIFIED"),
+            "{p}"
+        );
+        assert!(!p.contains("pwned") || p.contains("\\x1b]0;pwned"), "{p}");
+    }
+    assert_eq!(title(), before, "the pane's title is unchanged");
+    assert!(!title().contains("pwned"));
+    let buffers = tmux.cmd().args(["list-buffers"]).output().unwrap();
+    assert!(
+        buffers.stdout.is_empty(),
+        "nothing reached the clipboard: {}",
+        String::from_utf8_lossy(&buffers.stdout)
+    );
+    tmux.keys(&["C-q"]);
+    tmux.wait("exit", 60, |p| p.contains("EXITED rc=0"));
 }

@@ -144,6 +144,20 @@ impl TestEnv {
         p
     }
 
+    /// Seals and imports a tiny model whose vocabulary is `engine::testing::HOSTILE` (terminal
+    /// escapes, a C1 control, a bidi override, a fake status line and banner) and whose output
+    /// layer can pick nothing else: every token it generates is hostile.
+    pub fn install_hostile_model(&self) {
+        let g = rempart::engine::testing::tiny_gguf(&rempart::engine::testing::TinyOpts {
+            hostile: true,
+            ..Default::default()
+        });
+        let p = self.path("hostile.gguf");
+        std::fs::write(&p, g).unwrap();
+        let b = self.seal(&p, "hostile.rpk", &[]);
+        self.cmd().arg("import").arg(&b).assert().success();
+    }
+
     /// Runs `rempart ARGS`, which must succeed, and parses its stdout as JSON.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self
@@ -162,6 +176,12 @@ impl TestEnv {
         let v = self.json(&["trust", "list", "--json"]);
         v["keys"][0]["key_id"].as_str().unwrap().to_owned()
     }
+}
+
+/// Writes a secret file (a passphrase) readable by its owner only.
+pub fn write_secret(p: &Path, contents: &str) {
+    std::fs::write(p, contents).unwrap();
+    chmod(p, 0o600);
 }
 
 pub fn chmod(p: &Path, mode: u32) {
@@ -188,6 +208,14 @@ pub fn tree_digest(dir: &Path) -> Vec<(String, String)> {
     }
     out.sort();
     out
+}
+
+/// Panics unless `bytes`, read as a terminal would, hold no character the output sanitiser
+/// escapes (no ESC, no other control but newline and tab, no C1, no bidi or format character).
+pub fn assert_terminal_safe(bytes: &[u8], what: &str) {
+    let s = String::from_utf8_lossy(bytes);
+    let bad = s.chars().find(|c| rempart::text::needs_escape(*c));
+    assert!(bad.is_none(), "{what} holds {bad:?}: {s:?}");
 }
 
 /// Creates a FIFO at `path` (mode 0600).
