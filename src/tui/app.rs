@@ -697,16 +697,20 @@ impl App {
     }
 
     /// The conversation as text, with the classification marking on the first and last line.
+    /// Sanitised as the screen is (`text::sanitize`): the file shows what the analyst saw, and
+    /// printing it on a terminal (`cat`) cannot run the model's escape sequences, which could
+    /// otherwise rewrite or hide the marking lines.
     pub fn export_text(&self) -> Zeroizing<String> {
-        let m = &self.session.marking;
+        use crate::text::sanitize;
+        let m = sanitize(&self.session.marking);
         let mut out = Zeroizing::new(format!(
             "{m}\n\nRempart conversation with {}\n",
-            self.session.model
+            sanitize(&self.session.model)
         ));
         if !self.settings.system.is_empty() {
             out.push_str(&format!(
                 "\n## System\n\n{}\n",
-                self.settings.system.as_str()
+                sanitize(self.settings.system.as_str())
             ));
         }
         for t in &self.turns {
@@ -715,7 +719,7 @@ impl App {
                 Role::Assistant => "Model",
                 Role::Notice => "rempart",
             };
-            out.push_str(&format!("\n## {who}\n\n{}\n", t.text.as_str()));
+            out.push_str(&format!("\n## {who}\n\n{}\n", sanitize(t.text.as_str())));
         }
         out.push_str(&format!("\n{m}\n"));
         out
@@ -1388,6 +1392,37 @@ mod tests {
         assert_eq!(app.picker_error.as_deref(), Some("no model is installed"));
         press(&mut app, KeyCode::Esc, t0);
         assert_eq!(app.screen, Screen::Loading);
+    }
+
+    /// Issue 18: an export holds the model's escape sequences as visible escapes, so printing
+    /// the file cannot erase or rewrite its marking lines.
+    #[test]
+    fn an_export_holds_no_escape_sequence() {
+        let t0 = Instant::now();
+        let mut app = new_app(false, t0);
+        typed(&mut app, "question", t0);
+        press(&mut app, KeyCode::Enter, t0);
+        update(
+            &mut app,
+            Action::Token("ok\u{1b}[1A\u{1b}[2K\u{1b}]0;t\u{7}\u{9b}2J\u{202e}x".into()),
+            t0,
+        );
+        update(
+            &mut app,
+            Action::Done {
+                tokens: 4,
+                tokens_per_s: 1.0,
+                stop: StopReason::Eos,
+            },
+            t0,
+        );
+        let text = app.export_text();
+        assert!(!text.chars().any(crate::text::needs_escape), "{text:?}");
+        assert!(
+            text.contains("ok\\x1b[1A\\x1b[2K\\x1b]0;t\\x07\\x9b2J\\u{202e}x"),
+            "{text:?}"
+        );
+        assert_eq!(text.lines().last(), Some("SECRET"));
     }
 
     #[test]
