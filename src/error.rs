@@ -97,6 +97,34 @@ pub enum Error {
     /// An internal step failed that no input of the user's can cause.
     #[error("internal error: {0}")]
     Internal(String),
+    /// A release signature does not verify under the release key given.
+    #[error("{}: release signature refused: {reason}", path.display())]
+    ReleaseSignature {
+        /// The signature file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A release manifest, signature file, binary or SBOM is malformed or does not match.
+    #[error("{}: {what}", path.display())]
+    ReleaseMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The bundle's model card lacks fields the import policy requires.
+    #[error(
+        "{}: the bundle's model card lacks {} (required by rempart.toml [import] require); \
+         the publisher must seal it with a --model-card that states them",
+        path.display(), missing.join(", ")
+    )]
+    ModelCardMissing {
+        /// Bundle file.
+        path: PathBuf,
+        /// The required fields it lacks.
+        missing: Vec<String>,
+    },
     /// The bundle has expired.
     #[error("{}: bundle expired on {when} (use --allow-expired to check it anyway)", path.display())]
     Expired {
@@ -206,7 +234,12 @@ impl Error {
             | Self::Threads { .. }
             | Self::Internal(_) => EXIT_IO,
             Self::Usage(_) | Self::Exists { .. } | Self::Config { .. } => EXIT_USAGE,
-            Self::Expired { .. } | Self::Rollback { .. } | Self::TooLarge { .. } => EXIT_POLICY,
+            Self::Expired { .. }
+            | Self::Rollback { .. }
+            | Self::TooLarge { .. }
+            | Self::ModelCardMissing { .. } => EXIT_POLICY,
+            Self::ReleaseSignature { .. } => EXIT_SIGNATURE,
+            Self::ReleaseMismatch { .. } => EXIT_TAMPERED,
             Self::StoreState(e) => match e {
                 store::state::StateError::Io { .. } => EXIT_IO,
                 store::state::StateError::Tampered { .. } => EXIT_TAMPERED,

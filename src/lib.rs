@@ -8,6 +8,7 @@
 //! other) `→ appliance` (the application layer) `→ store, engine, audit → bundle, keys →
 //! crypto, secure`. `config` and `output` are leaves the front ends and the layer share.
 
+pub mod aibom;
 pub mod appliance;
 pub mod audit;
 pub mod bundle;

@@ -170,6 +170,8 @@ struct Ctx<'a> {
     auditor: &'a Auditor,
     opts: &'a ImportOpts,
     progress: &'a dyn CopyProgress,
+    /// Model-card fields a bundle must carry (rempart.toml `[import] require`).
+    require: &'a [String],
 }
 
 impl Root {
@@ -190,6 +192,7 @@ impl Root {
         })?;
         clean_leftovers(&models);
         let trust = self.trust()?;
+        let require = self.config()?.import.require;
         let appliance = self.unlock(&o.passphrase)?;
         // Nothing is installed that could not be audited.
         let auditor = self.auditor(&appliance);
@@ -210,6 +213,7 @@ impl Root {
             auditor: &auditor,
             opts: o,
             progress,
+            require: &require,
         };
         let mut first_err: Option<crate::Error> = None;
         let mut refused: u64 = 0;
@@ -299,6 +303,23 @@ impl Ctx<'_> {
         let m = &v.manifest;
         if !self.opts.allow_expired {
             refuse_expired(path, m.expires)?;
+        }
+        if !self.require.is_empty() {
+            let present = crate::aibom::parse(m.aibom.as_deref())
+                .map(|d| crate::aibom::summary(&d).present)
+                .unwrap_or_default();
+            let missing: Vec<String> = self
+                .require
+                .iter()
+                .filter(|f| !present.contains(f.as_str()))
+                .cloned()
+                .collect();
+            if !missing.is_empty() {
+                return Err(crate::Error::ModelCardMissing {
+                    path: path.to_owned(),
+                    missing,
+                });
+            }
         }
         let dest = self.models.join(format!("{}-v{}.rpk", m.name, m.version));
         if let Some(&h) = state.highest.get(&m.name) {

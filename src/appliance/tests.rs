@@ -47,6 +47,7 @@ fn root_with_model(dir: &Path, name: &str) -> (Root, ApplianceSecret) {
             architecture: None,
             quantization: None,
             targets: vec![appliance.key_id()],
+            aibom: None,
         },
         &[ArtifactInput {
             role: Role::Gguf,

@@ -20,6 +20,7 @@ const T_ARCHITECTURE: u16 = 0x0007;
 const T_QUANTIZATION: u16 = 0x0008;
 const T_TARGET: u16 = 0x0010;
 const T_ARTIFACT: u16 = 0x0020;
+const T_AIBOM: u16 = 0x0030;
 
 /// Longest model name.
 pub const MAX_NAME_LEN: usize = 64;
@@ -121,6 +122,9 @@ pub struct Manifest {
     pub targets: Vec<[u8; 8]>,
     /// The artifacts, in file order.
     pub artifacts: Vec<ArtifactEntry>,
+    /// The AI bill of materials: a CycloneDX 1.6 JSON document (`crate::aibom`), signed with
+    /// the rest. Bundles sealed before it existed have none.
+    pub aibom: Option<String>,
 }
 
 /// Whether `name` is a valid model name (it becomes a file name in the store).
@@ -181,6 +185,9 @@ impl Manifest {
             v.extend_from_slice(&a.ct_tree_sha384);
             put_tlv(&mut out, T_ARTIFACT, &v);
         }
+        if let Some(b) = &self.aibom {
+            put_tlv(&mut out, T_AIBOM, b.as_bytes());
+        }
         out
     }
 
@@ -192,6 +199,7 @@ impl Manifest {
         let (mut architecture, mut quantization) = (None, None);
         let mut targets: Vec<[u8; 8]> = Vec::new();
         let mut artifacts = Vec::new();
+        let mut aibom = None;
         while let Some((tag, v)) = tlv.next_record(|t| t == T_TARGET || t == T_ARTIFACT)? {
             match tag {
                 T_BUNDLE_ID => {
@@ -254,6 +262,13 @@ impl Manifest {
                     }
                     artifacts.push(decode_artifact(v)?);
                 }
+                T_AIBOM => {
+                    let s = std::str::from_utf8(v)
+                        .ok()
+                        .filter(|s| crate::aibom::valid(s))
+                        .ok_or(Error::InvalidValue("AI bill of materials"))?;
+                    set_once(&mut aibom, s.to_owned(), "manifest.aibom")?;
+                }
                 other => {
                     return Err(Error::UnknownField {
                         what: "manifest",
@@ -280,6 +295,7 @@ impl Manifest {
             quantization,
             targets,
             artifacts,
+            aibom,
         })
     }
 }

@@ -28,6 +28,8 @@ pub struct SealParams {
     pub quantization: Option<String>,
     /// Target appliance ids (sorted and de-duplicated here).
     pub targets: Vec<[u8; 8]>,
+    /// The AI bill of materials (`crate::aibom`), if any.
+    pub aibom: Option<String>,
 }
 
 /// One plaintext artifact to seal.
@@ -89,6 +91,13 @@ pub fn seal(
         .any(|l| l.as_deref().is_some_and(|l| !manifest::valid_label(l)))
     {
         return Err(Error::InvalidValue("architecture or quantization label"));
+    }
+    if params
+        .aibom
+        .as_deref()
+        .is_some_and(|b| !crate::aibom::valid(b))
+    {
+        return Err(Error::InvalidValue("AI bill of materials"));
     }
     if params.version == 0 {
         return Err(Error::InvalidValue("version (must be at least 1)"));
@@ -163,6 +172,7 @@ pub fn seal(
         quantization: params.quantization.clone(),
         targets,
         artifacts: entries,
+        aibom: params.aibom.clone(),
     }
     .encode();
     let m_len = u32::try_from(manifest.len()).map_err(|_| Error::InvalidValue("manifest"))?;

@@ -35,6 +35,7 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
         ),
         proptest::collection::btree_set(any::<[u8; 8]>(), 0..5),
         proptest::collection::vec(arb_entry(), 1..4),
+        proptest::option::of("[ -~]{0,40}"),
     )
         .prop_map(
             |(
@@ -47,6 +48,7 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
                 (architecture, quantization),
                 targets,
                 artifacts,
+                license,
             )| Manifest {
                 bundle_id,
                 name,
@@ -58,6 +60,10 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
                 quantization,
                 targets: targets.into_iter().collect(),
                 artifacts,
+                aibom: license.map(|l| {
+                    serde_json::json!({"bomFormat": "CycloneDX", "specVersion": "1.6", "l": l})
+                        .to_string()
+                }),
             },
         )
 }
@@ -99,6 +105,43 @@ proptest! {
             let _ = env.manifest_unverified();
         }
     }
+}
+
+/// Issue 22: a manifest's AI BOM must be a CycloneDX 1.6 JSON document within 256 KiB; anything
+/// else does not decode (and `seal` refuses to write it).
+#[test]
+fn an_aibom_that_is_not_cyclonedx_1_6_json_is_refused() {
+    let mut rng = proptest::test_runner::TestRunner::deterministic();
+    let m = proptest::strategy::ValueTree::current(&arb_manifest().new_tree(&mut rng).unwrap());
+    let big = format!(
+        r#"{{"bomFormat":"CycloneDX","specVersion":"1.6","x":"{}"}}"#,
+        "a".repeat(crate::aibom::MAX_AIBOM)
+    );
+    for bad in [
+        "not json",
+        r#"{"bomFormat":"CycloneDX","specVersion":"1.5"}"#,
+        r#"{"bomFormat":"SPDX","specVersion":"1.6"}"#,
+        r#"["CycloneDX"]"#,
+        big.as_str(),
+    ] {
+        let with = Manifest {
+            aibom: Some(bad.to_owned()),
+            ..m.clone()
+        };
+        assert!(
+            matches!(
+                Manifest::decode(&with.encode()),
+                Err(Error::InvalidValue("AI bill of materials"))
+            ),
+            "{}",
+            &bad[..bad.len().min(60)]
+        );
+    }
+    let ok = Manifest {
+        aibom: Some(r#"{"bomFormat":"CycloneDX","specVersion":"1.6"}"#.to_owned()),
+        ..m
+    };
+    assert_eq!(Manifest::decode(&ok.encode()).unwrap(), ok);
 }
 
 #[test]

@@ -138,6 +138,7 @@ pub fn synthetic_bundle(len: usize) -> Result<Synthetic> {
             architecture: None,
             quantization: None,
             targets: vec![],
+            aibom: None,
         },
         &[ArtifactInput {
             role: Role::Gguf,

@@ -23,6 +23,10 @@ pub struct InspectArgs {
     bundle: PathBuf,
     #[command(flatten)]
     json: JsonArg,
+    /// Print the bundle's AI bill of materials (the CycloneDX 1.6 document in its manifest,
+    /// not verified here: `verify` checks the signatures over it).
+    #[arg(long, conflicts_with = "json")]
+    aibom: bool,
 }
 
 impl InspectArgs {
@@ -31,7 +35,7 @@ impl InspectArgs {
     }
 
     pub(super) fn run(&self, root: &Root) -> Result<()> {
-        inspect(&root.trusted(), &self.bundle, self.json.json)
+        inspect(&root.trusted(), &self.bundle, self.json.json, self.aibom)
     }
 }
 
@@ -47,13 +51,24 @@ pub(super) fn manifest_json(m: &Manifest) -> serde_json::Value {
         "architecture": m.architecture,
         "quantization": m.quantization,
         "targets": m.targets.iter().map(key_id_hex).collect::<Vec<_>>(),
+        "model_card": crate::aibom::summary_json(m.aibom.as_deref()),
     })
 }
 
-fn inspect(trusted: &Path, path: &Path, json_out: bool) -> Result<()> {
+fn inspect(trusted: &Path, path: &Path, json_out: bool, aibom: bool) -> Result<()> {
     let src = open_bundle(path)?;
     let env = Envelope::parse(&src).map_err(berr(path))?;
     let m = env.manifest_unverified().map_err(berr(path))?;
+    if aibom {
+        let doc = crate::aibom::parse(m.aibom.as_deref()).ok_or_else(|| {
+            crate::Error::Usage(format!(
+                "{}: this bundle has no AI bill of materials (sealed before they existed)",
+                path.display()
+            ))
+        })?;
+        output::json(&doc);
+        return Ok(());
+    }
     let offsets = env.layout(&m).map_err(berr(path))?;
     let trust = TrustStore::load(trusted).ok();
     let signers: Vec<_> = env
@@ -86,6 +101,7 @@ fn inspect(trusted: &Path, path: &Path, json_out: bool) -> Result<()> {
         "format": {"version": bundle::VERSION, "suite": "AES-256-GCM/C2SP-chunked/HKDF-SHA-512, SHA-384, Ed25519+ML-DSA-87"},
         "digest_sha384": hex::encode(env.digest()),
         "manifest": manifest_json(&m),
+        "aibom": crate::aibom::parse(m.aibom.as_deref()),
         "signatures": signers,
         "artifacts": artifacts,
         "verified": false,
@@ -114,6 +130,27 @@ fn inspect(trusted: &Path, path: &Path, json_out: bool) -> Result<()> {
             .as_deref()
             .unwrap_or("(unknown quantisation)")
     ));
+    match crate::aibom::parse(m.aibom.as_deref()) {
+        None => output::line("AI BOM      (none: sealed before AI bills of materials)"),
+        Some(d) => {
+            let s = crate::aibom::summary(&d);
+            let or_none = |v: Option<String>| v.unwrap_or_else(|| "(not stated)".into());
+            output::line(format!("licence     {}", or_none(s.license)));
+            output::line(format!("supplier    {}", or_none(s.supplier)));
+            output::line(format!("source      {}", or_none(s.source)));
+            output::line(format!("intended    {}", or_none(s.intended_use)));
+            output::line(format!(
+                "AI BOM      CycloneDX 1.6, model card fields: {} of {} ({}); inspect --aibom prints it",
+                s.present.len(),
+                crate::aibom::FIELDS.len(),
+                if s.present.is_empty() {
+                    "none".to_owned()
+                } else {
+                    s.present.iter().copied().collect::<Vec<_>>().join(", ")
+                }
+            ));
+        }
+    }
     output::line(format!("created     {}", fmt_time(m.created)));
     let exp = match m.expires {
         None => "never".to_owned(),

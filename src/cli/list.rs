@@ -22,6 +22,18 @@ impl ListArgs {
     }
 }
 
+/// The licence an AI BOM states, `(not stated)`, or `(no AI BOM)`.
+pub(super) fn licence(aibom: Option<&str>) -> String {
+    crate::aibom::parse(aibom).map_or_else(
+        || "(no AI BOM)".to_owned(),
+        |d| {
+            crate::aibom::summary(&d)
+                .license
+                .unwrap_or_else(|| "(not stated)".into())
+        },
+    )
+}
+
 fn list(root: &Root, json_out: bool) -> Result<()> {
     let catalog = root.catalog()?;
     let (all, skipped) = (&catalog.models, &catalog.unverified);
@@ -42,6 +54,7 @@ fn list(root: &Root, json_out: bool) -> Result<()> {
                 "expires": m.expires.map(fmt_time),
                 "expired": expired(m.expires),
                 "file": i.path.display().to_string(),
+                "model_card": crate::aibom::summary_json(m.aibom.as_deref()),
             })
         })
         .collect();
@@ -56,7 +69,7 @@ fn list(root: &Root, json_out: bool) -> Result<()> {
     for i in all {
         let m = i.manifest();
         output::line(format!(
-            "{:<24} v{:<6} {:>10} {:<8} {:<7} {:<20} {:<17} {:<20} expires {}",
+            "{:<24} v{:<6} {:>10} {:<8} {:<7} {:<20} {:<17} {:<20} expires {:<20} licence {}",
             m.name,
             m.version,
             indicatif::DecimalBytes(i.bytes).to_string(),
@@ -73,7 +86,8 @@ fn list(root: &Root, json_out: bool) -> Result<()> {
                 format!("{} (EXPIRED)", fmt_time(e))
             } else {
                 fmt_time(e)
-            })
+            }),
+            licence(m.aibom.as_deref()),
         ));
     }
     for (p, why) in skipped {

@@ -15,6 +15,7 @@ mod keygen;
 mod list;
 pub use crate::output;
 mod passphrase_hash;
+pub mod release;
 mod remove;
 mod seal;
 mod selftest;
@@ -92,6 +93,11 @@ pub enum Command {
     /// Print the Argon2id hash of an operator unlock passphrase for rempart.toml
     /// (`[tui] unlock_passphrase`, used when the appliance key has no passphrase).
     PassphraseHash(passphrase_hash::PassphraseHashArgs),
+    /// Sign a release manifest with the release key (Ed25519 + ML-DSA-87; docs/release.md).
+    SignRelease(release::SignReleaseArgs),
+    /// Check a release offline: the manifest's signatures under a trusted release key, then the
+    /// binary's and the SBOM's size, SHA-256 and SHA-384 against it.
+    VerifyRelease(release::VerifyReleaseArgs),
     /// Show how the installed model's tokenizer splits TEXT (ids and pieces).
     Tokenize(tokenize::TokenizeArgs),
     /// Benchmarks like llama-bench: prompt processing and generation tokens/s, load time split
@@ -123,6 +129,8 @@ impl Cli {
             Command::Ask(a) => a.policy(&root),
             Command::Tui(a) => a.policy(&root),
             Command::PassphraseHash(a) => a.policy(),
+            Command::SignRelease(a) => a.policy(),
+            Command::VerifyRelease(a) => a.policy(),
             Command::Tokenize(a) => a.policy(&root),
             Command::Bench(a) => a.policy(&root),
         };
@@ -130,12 +138,16 @@ impl Cli {
         p
     }
 
-    /// Whether the command works on the appliance root (all but `seal`, `passphrase-hash` and
-    /// `selftest`): its permissions are checked first ([`Root::check_permissions`]).
+    /// Whether the command works on the appliance root (all but `seal`, `passphrase-hash`,
+    /// `selftest`, `sign-release` and `verify-release`): its permissions are checked first ([`Root::check_permissions`]).
     pub fn uses_root(&self) -> bool {
         !matches!(
             self.command,
-            Command::Seal(_) | Command::PassphraseHash(_) | Command::Selftest(_)
+            Command::Seal(_)
+                | Command::PassphraseHash(_)
+                | Command::Selftest(_)
+                | Command::SignRelease(_)
+                | Command::VerifyRelease(_)
         )
     }
 
@@ -173,6 +185,8 @@ pub fn run(cli: &Cli) -> Result<()> {
             "the terminal UI is started by main, not by cli::run".into(),
         )),
         Command::PassphraseHash(a) => a.run(),
+        Command::SignRelease(a) => a.run(),
+        Command::VerifyRelease(a) => a.run(),
         Command::Tokenize(a) => a.run(&root),
         Command::Bench(a) => a.run(&root),
     }

@@ -96,6 +96,12 @@ pub struct SealArgs {
     /// Output bundle.
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
+    /// Model card (TOML, or JSON if it ends in .json; docs/model-card.md): licence, supplier,
+    /// source, provenance, intended use, out-of-scope uses, known limits, training data,
+    /// evaluation. It goes into the bundle's AI bill of materials (CycloneDX 1.6, signed) with
+    /// what the GGUF file says and its digests; without it, the AI BOM has those only.
+    #[arg(long, value_name = "FILE")]
+    model_card: Option<PathBuf>,
 }
 
 impl SealArgs {
@@ -106,6 +112,7 @@ impl SealArgs {
             .read(&self.model)
             .with_read(self.to.iter().chain(&self.sign).cloned())
             .with_read(self.passphrase_file.iter().cloned())
+            .with_read(self.model_card.iter().cloned())
             .write(crate::secure::fs::parent_dir(&self.out))
     }
 
@@ -126,10 +133,16 @@ fn seal(a: &SealArgs) -> Result<()> {
         force,
         passphrase_file,
         out,
+        model_card,
     } = a;
     if out.exists() && !force {
         return Err(crate::Error::Exists { path: out.clone() });
     }
+    let card = model_card
+        .as_deref()
+        .map(crate::aibom::ModelCard::load)
+        .transpose()?
+        .unwrap_or_default();
     let pass = super::args::source(passphrase_file.as_deref());
     let rcpts = to
         .iter()
@@ -156,6 +169,7 @@ fn seal(a: &SealArgs) -> Result<()> {
         marking: marking.clone(),
         architecture: None,
         quantization: None,
+        aibom: None,
         targets: rcpts
             .iter()
             .map(|r| match r {
@@ -190,9 +204,27 @@ fn seal(a: &SealArgs) -> Result<()> {
     }
     let (architecture, quantization) = described.map_or((None, None), |(a, q)| (Some(a), q));
     let label = |l: Option<String>| l.filter(|l| bundle::manifest::valid_label(l));
+    // The AI bill of materials: the model card, the GGUF's own facts, the file's digests.
+    let facts = crate::engine::facts(&plaintext);
+    let mut serial = [0u8; 16];
+    crate::crypto::rng::fill(&mut serial).map_err(crate::Error::Rng)?;
+    let aibom = crate::aibom::document(
+        &crate::aibom::Subject {
+            name,
+            version: *version,
+            created,
+            gguf: facts.as_ref(),
+            sha256: crate::crypto::hash::sha256(&[&plaintext]),
+            sha384: crate::crypto::hash::sha384(&[&plaintext]),
+            size: len,
+            serial,
+        },
+        &card,
+    );
     let params = SealParams {
         architecture: label(architecture),
         quantization: label(quantization),
+        aibom: Some(aibom.to_string()),
         ..params
     };
     let specs: Vec<RecipientSpec<'_>> = rcpts

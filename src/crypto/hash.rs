@@ -19,6 +19,32 @@ pub fn sha384(parts: &[&[u8]]) -> [u8; SHA384_LEN] {
     h.finalize().into()
 }
 
+/// SHA-256 of the concatenation of `parts`: only to name files as the world names them (a
+/// model file's published digest, in a bundle's AI bill of materials), never as a security
+/// binding (that is SHA-384).
+pub fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+/// Incremental SHA-256 (a release's files, named as the world names them).
+#[derive(Default, Clone)]
+pub struct Sha256Stream(sha2::Sha256);
+
+impl Sha256Stream {
+    /// Absorbs more data.
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.update(data);
+    }
+    /// The digest.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
+
 /// Incremental SHA-384 (for data read in pieces).
 #[derive(Default, Clone)]
 pub struct Sha384Stream(Sha384);

@@ -190,6 +190,80 @@ pub fn describe(bytes: &[u8]) -> Option<(String, Option<String>)> {
     Some((arch, quant))
 }
 
+/// What a GGUF file says about itself, for a bundle's AI bill of materials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GgufFacts {
+    /// `general.architecture`.
+    pub architecture: String,
+    /// `general.file_type` as llama.cpp names it (e.g. `Q4_1`), if known.
+    pub quantization: Option<String>,
+    /// Parameters: the elements of every tensor.
+    pub parameters: u64,
+    /// `ARCH.context_length`.
+    pub context_length: Option<u64>,
+    /// `tokenizer.ggml.model` (`gpt2` for byte-level BPE, `llama` for SentencePiece).
+    pub tokenizer: Option<String>,
+    /// Entries of `tokenizer.ggml.tokens`.
+    pub vocabulary_size: Option<u64>,
+    /// SHA-256 (hex) of `tokenizer.chat_template`.
+    pub chat_template_sha256: Option<String>,
+    /// How many tensors of each block type (llama.cpp's names: `Q4_K`, `F32`, ...).
+    pub tensor_types: std::collections::BTreeMap<String, u64>,
+}
+
+/// The facts of a GGUF file (metadata and tensor table only); `None` if it is not a GGUF file
+/// with `general.architecture`.
+pub fn facts(bytes: &[u8]) -> Option<GgufFacts> {
+    use candle_core::quantized::GgmlDType as T;
+    let ct = read_content(bytes).ok()?;
+    let md = &ct.metadata;
+    let architecture = get_str(md, "general.architecture")?;
+    let mut tensor_types = std::collections::BTreeMap::new();
+    let mut parameters = 0u64;
+    for info in ct.tensor_infos.values() {
+        let name = match info.ggml_dtype {
+            T::F32 => "F32",
+            T::F16 => "F16",
+            T::BF16 => "BF16",
+            T::Q4_0 => "Q4_0",
+            T::Q4_1 => "Q4_1",
+            T::Q5_0 => "Q5_0",
+            T::Q5_1 => "Q5_1",
+            T::Q8_0 => "Q8_0",
+            T::Q8_1 => "Q8_1",
+            T::Q2K => "Q2_K",
+            T::Q3K => "Q3_K",
+            T::Q4K => "Q4_K",
+            T::Q5K => "Q5_K",
+            T::Q6K => "Q6_K",
+            T::Q8K => "Q8_K",
+        };
+        *tensor_types.entry(name.to_owned()).or_insert(0u64) += 1;
+        parameters = parameters.saturating_add(info.shape.elem_count() as u64);
+    }
+    Some(GgufFacts {
+        quantization: md
+            .get("general.file_type")
+            .and_then(|v| v.to_u32().ok())
+            .map(file_type_name)
+            .filter(|q| *q != "other")
+            .map(str::to_owned),
+        parameters,
+        context_length: md
+            .get(&format!("{architecture}.context_length"))
+            .and_then(|v| v.to_u64().ok()),
+        tokenizer: get_str(md, "tokenizer.ggml.model"),
+        vocabulary_size: md
+            .get("tokenizer.ggml.tokens")
+            .and_then(|v| v.to_vec().ok())
+            .map(|v| v.len() as u64),
+        chat_template_sha256: get_str(md, "tokenizer.chat_template")
+            .map(|t| hex::encode(crate::crypto::hash::sha256(&[t.as_bytes()]))),
+        tensor_types,
+        architecture,
+    })
+}
+
 /// Builds the tokenizer and template from GGUF bytes, without the weights.
 pub fn load_tokenizer(bytes: &[u8]) -> Result<(Tok, ChatTemplate), Error> {
     let ct = read_content(bytes)?;

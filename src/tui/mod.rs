@@ -267,6 +267,23 @@ fn list_models(catalog: &Catalog) -> std::result::Result<Vec<ModelEntry>, String
                 details.push(format!("expires {}", fmt_day(e)));
             }
             details.push(format!("{} signer(s)", i.signers().len()));
+            match crate::aibom::parse(m.aibom.as_deref()).map(|d| crate::aibom::summary(&d)) {
+                Some(s) => {
+                    details.push(format!(
+                        "licence {}",
+                        s.license.as_deref().unwrap_or("not stated")
+                    ));
+                    if let Some(u) = &s.intended_use {
+                        details.push(format!("for: {u}"));
+                    }
+                    details.push(format!(
+                        "model card {}/{}",
+                        s.present.len(),
+                        crate::aibom::FIELDS.len()
+                    ));
+                }
+                None => details.push("no AI BOM".into()),
+            }
             ModelEntry {
                 spec: i.spec(),
                 details: details.join(" · "),

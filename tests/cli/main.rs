@@ -10,6 +10,7 @@
     reason = "test code: a failed unwrap is a failed test, and tests read their own files"
 )]
 
+mod aibom;
 mod audit;
 mod crash;
 mod engine;
@@ -18,6 +19,7 @@ mod keys;
 mod model;
 mod output;
 mod reference;
+mod release;
 mod residue;
 mod sandbox;
 mod selftest;
