@@ -362,10 +362,6 @@ fn loading_screen(frame: &mut Frame<'_>, app: &App, area: Rect) {
 }
 
 fn picker(frame: &mut Frame<'_>, app: &App, area: Rect) {
-    let h = u16::try_from(app.models.len() * 2)
-        .unwrap_or(u16::MAX)
-        .saturating_add(5);
-    let inner = dialog(frame, area, 78, h, " Models (Enter loads, Esc closes) ");
     let mut lines = Vec::new();
     if let Some(e) = &app.picker_error {
         lines.push(Line::styled(safe(e), Style::new().fg(Color::Red)));
@@ -394,7 +390,13 @@ fn picker(frame: &mut Frame<'_>, app: &App, area: Rect) {
         "Loading another model wipes the loaded one and this conversation.",
         dim(),
     ));
-    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+    // As tall as the wrapped details need (a model card's intended use can take lines).
+    let text = Paragraph::new(lines).wrap(Wrap { trim: false });
+    let h = u16::try_from(text.line_count(area.width.min(78).saturating_sub(2)))
+        .unwrap_or(u16::MAX)
+        .saturating_add(2);
+    let inner = dialog(frame, area, 78, h, " Models (Enter loads, Esc closes) ");
+    frame.render_widget(text, inner);
 }
 
 fn settings_panel(frame: &mut Frame<'_>, app: &App, area: Rect) {
@@ -749,7 +751,9 @@ mod tests {
                 ModelEntry {
                     spec: "smollm2-135m-instruct@3".into(),
                     details:
-                        "CONFIDENTIAL · llama Q4_1 · 98.1 MB · sealed 2026-11-20 · 1 signer(s)"
+                        "CONFIDENTIAL · llama Q4_1 · 98.1 MB · sealed 2026-11-20 · 1 signer(s) \
+                              · licence Apache-2.0 · for: Short answers and summaries in English, \
+                              checked by a person · model card 8/9"
                             .into(),
                 },
                 ModelEntry {
@@ -763,6 +767,8 @@ mod tests {
         press(&mut a, KeyCode::Down, t0);
         let screen = render(&a, 80, 24, t0);
         assert!(screen.contains("(loaded)") && screen.contains("> qwen2.5-0.5b@1"));
+        // The dialog grows with the wrapped details: the last line of each is shown.
+        assert!(screen.contains("model card 8/9") && screen.contains("2 signer(s)"));
         insta::assert_snapshot!("picker", screen);
     }
 

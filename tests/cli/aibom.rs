@@ -177,9 +177,8 @@ fn the_import_policy_refuses_a_bundle_without_the_required_card_fields() {
     let bare = env.seal(&gguf, "bare.rpk", &[]);
     let partial = env.path("partial.toml");
     std::fs::write(&partial, "license = \"MIT\"\n").unwrap();
-    let half = env.seal_cmd(&gguf, env.key("appliance.kek"), env.path("half.rpk"));
-    let mut half = half;
-    half.args(["--name", "half", "--version", "1", "--model-card"])
+    env.seal_cmd(&gguf, env.key("appliance.kek"), env.path("half.rpk"))
+        .args(["--name", "half", "--version", "1", "--model-card"])
         .arg(&partial)
         .assert()
         .success();
@@ -201,13 +200,8 @@ fn the_import_policy_refuses_a_bundle_without_the_required_card_fields() {
         .code(exit::POLICY)
         .stderr(contains("model card lacks intended_use"))
         .stderr(contains("[import] require"));
-    let log = std::fs::read_to_string(env.root.join("audit/audit.log")).unwrap();
-    let refused: Vec<serde_json::Value> = log
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["event"] == "import_refused")
-        .collect();
-    assert_eq!(refused.len(), 2, "{log}");
+    let refused = env.audit_records("import_refused");
+    assert_eq!(refused.len(), 2, "{refused:?}");
     assert_eq!(refused[0]["details"]["class"], "policy");
     assert!(
         refused[1]["details"]["reason"]

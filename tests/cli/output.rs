@@ -4,15 +4,6 @@
 
 use crate::util::{TestEnv, assert_terminal_safe, exit};
 
-fn query_records(env: &TestEnv) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(env.root.join("audit/audit.log"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["event"] == "query")
-        .collect()
-}
-
 const ASK: [&str; 6] = ["ask", "--temperature", "0", "--max-tokens", "24", "hi"];
 
 #[test]
@@ -61,7 +52,8 @@ fn a_model_emitting_escapes_is_shown_not_obeyed_and_raw_is_exact_and_audited() {
         .assert()
         .code(exit::USAGE);
 
-    let raws: Vec<_> = query_records(&env)
+    let raws: Vec<_> = env
+        .audit_records("query")
         .iter()
         .map(|r| r["details"]["raw"].clone())
         .collect();

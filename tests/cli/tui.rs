@@ -103,12 +103,17 @@ impl Drop for Tmux {
 fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
     let start = std::time::SystemTime::now() - Duration::from_secs(1);
     let env = TestEnv::new().with_keys();
+    // The second one with the demo's model card (issue 22: the picker shows its licence).
+    let card =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("build/smollm2-135m-instruct.model-card.toml");
     for (name, marking) in [("smollm2", "SECRET"), ("smollm2b", "RESTRICTED")] {
         let rpk = env.path(&format!("{name}.rpk"));
-        env.seal_cmd(model_path(), env.key("appliance.kek"), &rpk)
-            .args(["--name", name, "--version", "1", "--marking", marking])
-            .assert()
-            .success();
+        let mut seal = env.seal_cmd(model_path(), env.key("appliance.kek"), &rpk);
+        seal.args(["--name", name, "--version", "1", "--marking", marking]);
+        if name == "smollm2b" {
+            seal.arg("--model-card").arg(&card);
+        }
+        seal.assert().success();
         env.cmd().arg("import").arg(&rpk).assert().success();
     }
     // The appliance key has no passphrase: the operator configures one to unlock the screen,
@@ -254,6 +259,10 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
     assert!(
         p.contains("smollm2@1  (loaded)") && p.contains("RESTRICTED · llama"),
         "{p}"
+    );
+    assert!(
+        p.contains("Apache-2.0") && p.contains("8/9") && p.contains("0/9"),
+        "the picker shows each bundle's AI BOM: {p}"
     );
     tmux.keys(&["Down", "Enter"]);
     let p = tmux.wait("the new model", 120, |p| p.contains("smollm2b v1 loaded:"));

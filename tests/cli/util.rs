@@ -158,6 +158,16 @@ impl TestEnv {
         self.cmd().arg("import").arg(&b).assert().success();
     }
 
+    /// The audit log's records of `event`, in order.
+    pub fn audit_records(&self, event: &str) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.root.join("audit/audit.log"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["event"] == event)
+            .collect()
+    }
+
     /// Runs `rempart ARGS`, which must succeed, and parses its stdout as JSON.
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self
