@@ -4,8 +4,8 @@
 //!
 //! # Security
 //! Every text from outside (model output, model names and details, markings, error messages)
-//! is drawn through [`safe`], the output sanitiser, so a control, escape or bidi character is
-//! shown as a visible escape; after drawing, [`scrub`] replaces any cell that still holds one
+//! is drawn through `safe`, the output sanitiser, so a control, escape or bidi character is
+//! shown as a visible escape; after drawing, `scrub` replaces any cell that still holds one
 //! (the editor's own text included), so nothing the frame holds can drive the terminal. The
 //! banners are drawn last, on their own rows, so no other widget can cover them
 //! (`view::tests::model_output_cannot_spoof_hide_or_move_the_banners`).
