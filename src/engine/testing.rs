@@ -256,3 +256,172 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
     gguf_file::write(&mut out, &md_ref, &t_ref).expect("write gguf");
     out.into_inner()
 }
+
+/// The shape of a llama-family model, for GGUFs of real models' sizes with random weights
+/// (speed and memory do not depend on the values): [`TINY`], [`LLAMA_1B`], [`MISTRAL_7B`].
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Name (`general.name`).
+    pub name: &'static str,
+    /// Model width.
+    pub dim: usize,
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Attention heads and key/value heads.
+    pub heads: (usize, usize),
+    /// Feed-forward width.
+    pub ffn: usize,
+    /// Vocabulary size (the tiny byte-level vocabulary, padded with filler tokens).
+    pub vocab: usize,
+    /// Context length.
+    pub context: u32,
+    /// RoPE frequency base.
+    pub rope_base: f32,
+    /// Whether the output matrix is the token embedding (no `output.weight`).
+    pub tied: bool,
+}
+
+/// A small model every block type can quantise (rows a multiple of 256).
+pub const TINY: Shape = Shape {
+    name: "random-tiny",
+    dim: 256,
+    layers: 2,
+    heads: (4, 2),
+    ffn: 512,
+    vocab: 1024,
+    context: 512,
+    rope_base: 10000.0,
+    tied: false,
+};
+
+/// Llama-3.2-1B's shape: 16 blocks of width 2048, 32 heads over 8 key/value heads,
+/// feed-forward 8192, 128 256 tokens, tied embeddings.
+pub const LLAMA_1B: Shape = Shape {
+    name: "random-llama-3.2-1b-shape",
+    dim: 2048,
+    layers: 16,
+    heads: (32, 8),
+    ffn: 8192,
+    vocab: 128_256,
+    context: 8192,
+    rope_base: 500_000.0,
+    tied: true,
+};
+
+/// Mistral-7B's shape: 32 blocks of width 4096, 32 heads over 8 key/value heads,
+/// feed-forward 14336, 32 000 tokens, untied output.
+pub const MISTRAL_7B: Shape = Shape {
+    name: "random-mistral-7b-shape",
+    dim: 4096,
+    layers: 32,
+    heads: (32, 8),
+    ffn: 14336,
+    vocab: 32_000,
+    context: 8192,
+    rope_base: 1_000_000.0,
+    tied: false,
+};
+
+/// A GGUF of `s`'s shape with pseudo-random weights (from `seed`), every matrix quantised to
+/// `dtype` by candle's own quantiser (norms stay F32), with a working byte-level BPE tokenizer
+/// and ChatML template, as bytes. Tensors are made and quantised one at a time, so the peak
+/// memory is the quantised model plus one F32 matrix.
+#[allow(
+    clippy::expect_used,
+    reason = "a development tool's fixture: shapes are valid"
+)]
+pub fn random_gguf(s: &Shape, dtype: GgmlDType, seed: u64) -> Vec<u8> {
+    let (mut tokens, merges, mut types) = tiny_vocab();
+    let mut n = 0usize;
+    while tokens.len() < s.vocab {
+        // Filler tokens: printable ASCII is its own byte-level symbol.
+        tokens.push(format!("filler{n}"));
+        types.push(1);
+        n += 1;
+    }
+    tokens.truncate(s.vocab.max(263));
+    types.truncate(tokens.len());
+    let vocab = tokens.len();
+    let a = "llama";
+    let str_v = |v: &str| Value::String(v.to_owned());
+    let (heads, kv_heads) = s.heads;
+    let md: Vec<(String, Value)> = vec![
+        ("general.architecture".into(), str_v(a)),
+        ("general.name".into(), str_v(s.name)),
+        (format!("{a}.context_length"), Value::U32(s.context)),
+        (format!("{a}.embedding_length"), Value::U32(s.dim as u32)),
+        (format!("{a}.block_count"), Value::U32(s.layers as u32)),
+        (format!("{a}.feed_forward_length"), Value::U32(s.ffn as u32)),
+        (
+            format!("{a}.attention.head_count"),
+            Value::U32(heads as u32),
+        ),
+        (
+            format!("{a}.attention.head_count_kv"),
+            Value::U32(kv_heads as u32),
+        ),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        ),
+        (
+            format!("{a}.rope.dimension_count"),
+            Value::U32((s.dim / heads) as u32),
+        ),
+        (format!("{a}.rope.freq_base"), Value::F32(s.rope_base)),
+        ("tokenizer.ggml.model".into(), str_v("gpt2")),
+        ("tokenizer.ggml.pre".into(), str_v("smollm")),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.iter().map(|t| str_v(t)).collect()),
+        ),
+        (
+            "tokenizer.ggml.merges".into(),
+            Value::Array(merges.iter().map(|m| str_v(m)).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.iter().map(|t| Value::I32(*t)).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(260)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(262)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+        ("tokenizer.chat_template".into(), str_v(super::chat::CHATML)),
+    ];
+    let mut seed = seed;
+    let kv = s.dim / heads * kv_heads;
+    let ones = |n: usize| {
+        QTensor::quantize(
+            &Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).expect("ones"),
+            GgmlDType::F32,
+        )
+        .expect("f32")
+    };
+    let mut quantised = |shape: &[usize]| {
+        QTensor::quantize(&rand_tensor(shape, &mut seed), dtype).expect("quantize")
+    };
+    let mut qt: Vec<(String, QTensor)> = vec![
+        ("token_embd.weight".into(), quantised(&[vocab, s.dim])),
+        ("output_norm.weight".into(), ones(s.dim)),
+    ];
+    if !s.tied {
+        qt.push(("output.weight".into(), quantised(&[vocab, s.dim])));
+    }
+    for l in 0..s.layers {
+        let p = |n: &str| format!("blk.{l}.{n}.weight");
+        qt.push((p("attn_norm"), ones(s.dim)));
+        qt.push((p("ffn_norm"), ones(s.dim)));
+        qt.push((p("attn_q"), quantised(&[s.dim, s.dim])));
+        qt.push((p("attn_k"), quantised(&[kv, s.dim])));
+        qt.push((p("attn_v"), quantised(&[kv, s.dim])));
+        qt.push((p("attn_output"), quantised(&[s.dim, s.dim])));
+        qt.push((p("ffn_gate"), quantised(&[s.ffn, s.dim])));
+        qt.push((p("ffn_up"), quantised(&[s.ffn, s.dim])));
+        qt.push((p("ffn_down"), quantised(&[s.dim, s.ffn])));
+    }
+    let md_ref: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let t_ref: Vec<(&str, &QTensor)> = qt.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let mut out = std::io::Cursor::new(Vec::new());
+    gguf_file::write(&mut out, &md_ref, &t_ref).expect("write gguf");
+    out.into_inner()
+}

@@ -444,3 +444,36 @@ fn zero_alignment_is_refused_before_candle_parses() {
     assert!(err.contains("general.alignment is 0"), "{err}");
     assert!(read_content(&file(32)).is_ok());
 }
+
+/// The real-size generator (`examples/random_gguf`) on its small shape: every block type it
+/// offers writes a model the engine loads, with the shape's vocabulary and context and the
+/// parameter count the shape gives (tied and untied).
+#[test]
+fn random_gguf_writes_loadable_models_of_the_shape() {
+    use super::testing::{Shape, TINY, random_gguf};
+    use candle_core::quantized::GgmlDType;
+    let count = |s: &Shape| {
+        let kv = s.dim / s.heads.0 * s.heads.1;
+        let output = if s.tied { 1 } else { 2 };
+        (s.vocab * s.dim * output
+            + s.dim
+            + s.layers * (2 * s.dim + 2 * s.dim * s.dim + 2 * kv * s.dim + 3 * s.ffn * s.dim))
+            as u64
+    };
+    for (dtype, shape) in [
+        (GgmlDType::Q4K, TINY),
+        (GgmlDType::Q8_0, Shape { tied: true, ..TINY }),
+        (GgmlDType::Q4_0, TINY),
+    ] {
+        let g = random_gguf(&shape, dtype, 7);
+        let f = facts(&g).unwrap();
+        assert_eq!(f.parameters, count(&shape), "{dtype:?}");
+        assert_eq!(f.vocabulary_size, Some(1024));
+        let l = load(&g, &Device::Cpu).unwrap();
+        assert_eq!(
+            (l.info.vocab_size, l.info.context_length),
+            (1024, 512),
+            "{dtype:?}"
+        );
+    }
+}
