@@ -118,6 +118,55 @@ pub fn values(n: usize, mut seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// What [`metadata`] writes of a model's shape.
+struct Dims<'a> {
+    arch: &'a str,
+    name: &'a str,
+    context: u32,
+    dim: usize,
+    layers: usize,
+    ffn: usize,
+    heads: (usize, usize),
+    rope_base: f32,
+}
+
+/// The metadata of a llama-family GGUF with the byte-level tokenizer's merges and token types
+/// (the tokens and the template are the caller's).
+fn metadata(d: &Dims<'_>, merges: &[String], types: &[i32]) -> Vec<(String, Value)> {
+    let a = d.arch;
+    let s = |v: &str| Value::String(v.to_owned());
+    let u = |n: usize| Value::U32(u32::try_from(n).unwrap_or(u32::MAX));
+    vec![
+        ("general.architecture".into(), s(a)),
+        ("general.name".into(), s(d.name)),
+        (format!("{a}.context_length"), Value::U32(d.context)),
+        (format!("{a}.embedding_length"), u(d.dim)),
+        (format!("{a}.block_count"), u(d.layers)),
+        (format!("{a}.feed_forward_length"), u(d.ffn)),
+        (format!("{a}.attention.head_count"), u(d.heads.0)),
+        (format!("{a}.attention.head_count_kv"), u(d.heads.1)),
+        (
+            format!("{a}.attention.layer_norm_rms_epsilon"),
+            Value::F32(1e-5),
+        ),
+        (format!("{a}.rope.dimension_count"), u(d.dim / d.heads.0)),
+        (format!("{a}.rope.freq_base"), Value::F32(d.rope_base)),
+        ("tokenizer.ggml.model".into(), s("gpt2")),
+        ("tokenizer.ggml.pre".into(), s("smollm")),
+        (
+            "tokenizer.ggml.merges".into(),
+            Value::Array(merges.iter().map(|m| s(m)).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.iter().map(|t| Value::I32(*t)).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(260)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(262)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
+    ]
+}
+
 fn rand_tensor(shape: &[usize], seed: &mut u64) -> Tensor {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n)
@@ -150,41 +199,22 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
     }
     let (dim, (heads, kv_heads), layers, ffn) = (o.dim, o.heads, 2u32, 2 * o.dim);
     let vocab = tokens.len();
-    let a = o.arch;
     let s = |v: &str| Value::String(v.to_owned());
-    let mut md: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), s(a)),
-        ("general.name".into(), s("tiny-test")),
-        ("general.file_type".into(), Value::U32(0)),
-        (format!("{a}.context_length"), Value::U32(o.context)),
-        (format!("{a}.embedding_length"), Value::U32(dim as u32)),
-        (format!("{a}.block_count"), Value::U32(layers)),
-        (format!("{a}.feed_forward_length"), Value::U32(ffn as u32)),
-        (format!("{a}.attention.head_count"), Value::U32(heads)),
-        (format!("{a}.attention.head_count_kv"), Value::U32(kv_heads)),
-        (
-            format!("{a}.attention.layer_norm_rms_epsilon"),
-            Value::F32(1e-5),
-        ),
-        (
-            format!("{a}.rope.dimension_count"),
-            Value::U32(dim as u32 / heads),
-        ),
-        (format!("{a}.rope.freq_base"), Value::F32(o.rope_base)),
-        ("tokenizer.ggml.model".into(), s("gpt2")),
-        ("tokenizer.ggml.pre".into(), s("smollm")),
-        (
-            "tokenizer.ggml.merges".into(),
-            Value::Array(merges.iter().map(|m| s(m)).collect()),
-        ),
-        (
-            "tokenizer.ggml.token_type".into(),
-            Value::Array(types.iter().map(|t| Value::I32(*t)).collect()),
-        ),
-        ("tokenizer.ggml.bos_token_id".into(), Value::U32(260)),
-        ("tokenizer.ggml.eos_token_id".into(), Value::U32(262)),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-    ];
+    let mut md = metadata(
+        &Dims {
+            arch: o.arch,
+            name: "tiny-test",
+            context: o.context,
+            dim,
+            layers: layers as usize,
+            ffn,
+            heads: (heads as usize, kv_heads as usize),
+            rope_base: o.rope_base,
+        },
+        &merges,
+        &types,
+    );
+    md.push(("general.file_type".into(), Value::U32(0)));
     if o.with_tokens {
         md.push((
             "tokenizer.ggml.tokens".into(),
@@ -342,52 +372,27 @@ pub fn random_gguf(s: &Shape, dtype: GgmlDType, seed: u64) -> Vec<u8> {
     tokens.truncate(s.vocab.max(263));
     types.truncate(tokens.len());
     let vocab = tokens.len();
-    let a = "llama";
     let str_v = |v: &str| Value::String(v.to_owned());
     let (heads, kv_heads) = s.heads;
-    let md: Vec<(String, Value)> = vec![
-        ("general.architecture".into(), str_v(a)),
-        ("general.name".into(), str_v(s.name)),
-        (format!("{a}.context_length"), Value::U32(s.context)),
-        (format!("{a}.embedding_length"), Value::U32(s.dim as u32)),
-        (format!("{a}.block_count"), Value::U32(s.layers as u32)),
-        (format!("{a}.feed_forward_length"), Value::U32(s.ffn as u32)),
-        (
-            format!("{a}.attention.head_count"),
-            Value::U32(heads as u32),
-        ),
-        (
-            format!("{a}.attention.head_count_kv"),
-            Value::U32(kv_heads as u32),
-        ),
-        (
-            format!("{a}.attention.layer_norm_rms_epsilon"),
-            Value::F32(1e-5),
-        ),
-        (
-            format!("{a}.rope.dimension_count"),
-            Value::U32((s.dim / heads) as u32),
-        ),
-        (format!("{a}.rope.freq_base"), Value::F32(s.rope_base)),
-        ("tokenizer.ggml.model".into(), str_v("gpt2")),
-        ("tokenizer.ggml.pre".into(), str_v("smollm")),
-        (
-            "tokenizer.ggml.tokens".into(),
-            Value::Array(tokens.iter().map(|t| str_v(t)).collect()),
-        ),
-        (
-            "tokenizer.ggml.merges".into(),
-            Value::Array(merges.iter().map(|m| str_v(m)).collect()),
-        ),
-        (
-            "tokenizer.ggml.token_type".into(),
-            Value::Array(types.iter().map(|t| Value::I32(*t)).collect()),
-        ),
-        ("tokenizer.ggml.bos_token_id".into(), Value::U32(260)),
-        ("tokenizer.ggml.eos_token_id".into(), Value::U32(262)),
-        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(false)),
-        ("tokenizer.chat_template".into(), str_v(super::chat::CHATML)),
-    ];
+    let mut md = metadata(
+        &Dims {
+            arch: "llama",
+            name: s.name,
+            context: s.context,
+            dim: s.dim,
+            layers: s.layers,
+            ffn: s.ffn,
+            heads: s.heads,
+            rope_base: s.rope_base,
+        },
+        &merges,
+        &types,
+    );
+    md.push((
+        "tokenizer.ggml.tokens".into(),
+        Value::Array(tokens.iter().map(|t| str_v(t)).collect()),
+    ));
+    md.push(("tokenizer.chat_template".into(), str_v(super::chat::CHATML)));
     let mut seed = seed;
     let kv = s.dim / heads * kv_heads;
     let ones = |n: usize| {
