@@ -428,6 +428,20 @@ pub fn summary_json(aibom: Option<&str>) -> Value {
     })
 }
 
+/// The fields of `require` (names from [`FIELDS`]) that the AI BOM `aibom` lacks, in the
+/// order given: the import policy (`rempart.toml` `[import] require`). A bundle without an AI
+/// BOM lacks them all.
+pub fn missing(aibom: Option<&str>, require: &[String]) -> Vec<String> {
+    let present = parse(aibom)
+        .map(|d| summary(&d).present)
+        .unwrap_or_default();
+    require
+        .iter()
+        .filter(|f| !present.contains(f.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// Whether `s` is an AI BOM a manifest may carry: a JSON object of at most [`MAX_AIBOM`]
 /// bytes with `bomFormat` `CycloneDX` and `specVersion` `1.6`.
 pub fn valid(s: &str) -> bool {

@@ -57,9 +57,10 @@ pub fn audit_log(data: &[u8]) {
 }
 
 /// The GGUF metadata path a decrypted model takes before any weight is used: the header and
-/// metadata reader, `describe`, and the tokenizer and chat template built from the metadata.
+/// metadata reader, `facts` (what `seal` records), and the tokenizer and chat template built
+/// from the metadata.
 pub fn gguf(data: &[u8]) {
-    let _ = crate::engine::describe(data);
+    let _ = crate::engine::facts(data);
     let _ = crate::engine::load_tokenizer(data);
 }
 

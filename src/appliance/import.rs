@@ -304,22 +304,12 @@ impl Ctx<'_> {
         if !self.opts.allow_expired {
             refuse_expired(path, m.expires)?;
         }
-        if !self.require.is_empty() {
-            let present = crate::aibom::parse(m.aibom.as_deref())
-                .map(|d| crate::aibom::summary(&d).present)
-                .unwrap_or_default();
-            let missing: Vec<String> = self
-                .require
-                .iter()
-                .filter(|f| !present.contains(f.as_str()))
-                .cloned()
-                .collect();
-            if !missing.is_empty() {
-                return Err(crate::Error::ModelCardMissing {
-                    path: path.to_owned(),
-                    missing,
-                });
-            }
+        let missing = crate::aibom::missing(m.aibom.as_deref(), self.require);
+        if !missing.is_empty() {
+            return Err(crate::Error::ModelCardMissing {
+                path: path.to_owned(),
+                missing,
+            });
         }
         let dest = self.models.join(format!("{}-v{}.rpk", m.name, m.version));
         if let Some(&h) = state.highest.get(&m.name) {

@@ -473,7 +473,10 @@ fn append_at(
     }
     // Never back in time: a clock that reads earlier than the last record is recorded as such,
     // and the records are dated at the last record's time.
-    let clock = parse_time(&humantime::format_rfc3339_seconds(now).to_string()).unwrap_or(now);
+    let secs = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let clock = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     let time = match chain.time {
         Some(last) if clock < last => {
             let anomaly = Event::ClockAnomaly {

@@ -23,7 +23,7 @@ impl ListArgs {
 }
 
 /// The licence an AI BOM states, `(not stated)`, or `(no AI BOM)`.
-pub(super) fn licence(aibom: Option<&str>) -> String {
+fn licence(aibom: Option<&str>) -> String {
     crate::aibom::parse(aibom).map_or_else(
         || "(no AI BOM)".to_owned(),
         |d| {

@@ -193,19 +193,17 @@ fn seal(a: &SealArgs) -> Result<()> {
     let len = f.metadata().map_err(io)?.len();
     let mut plaintext = Zeroizing::new(Vec::with_capacity(usize::try_from(len).unwrap_or(0)));
     f.take(len).read_to_end(&mut plaintext).map_err(io)?;
-    // Architecture and quantisation go into the signed manifest so `list` can show them
-    // without decrypting; a label the manifest grammar refuses is left out.
-    let described = crate::engine::describe(&plaintext);
-    if described.is_none() {
+    // What the GGUF says of itself: architecture and quantisation go into the signed manifest
+    // so `list` can show them without decrypting (a label the manifest grammar refuses is left
+    // out), and all of it into the AI bill of materials with the card and the file's digests.
+    let facts = crate::engine::facts(&plaintext);
+    if facts.is_none() {
         output::warn(format!(
             "{}: not a GGUF file with general.architecture: architecture and quantisation not recorded",
             model.display()
         ));
     }
-    let (architecture, quantization) = described.map_or((None, None), |(a, q)| (Some(a), q));
-    let label = |l: Option<String>| l.filter(|l| bundle::manifest::valid_label(l));
-    // The AI bill of materials: the model card, the GGUF's own facts, the file's digests.
-    let facts = crate::engine::facts(&plaintext);
+    let label = |l: Option<&String>| l.filter(|l| bundle::manifest::valid_label(l)).cloned();
     let mut serial = [0u8; 16];
     crate::crypto::rng::fill(&mut serial).map_err(crate::Error::Rng)?;
     let aibom = crate::aibom::document(
@@ -222,8 +220,8 @@ fn seal(a: &SealArgs) -> Result<()> {
         &card,
     );
     let params = SealParams {
-        architecture: label(architecture),
-        quantization: label(quantization),
+        architecture: label(facts.as_ref().map(|f| &f.architecture)),
+        quantization: label(facts.as_ref().and_then(|f| f.quantization.as_ref())),
         aibom: Some(aibom.to_string()),
         ..params
     };

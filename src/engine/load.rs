@@ -175,21 +175,6 @@ pub fn read_content(bytes: &[u8]) -> Result<gguf_file::Content, Error> {
     gguf_file::Content::read(&mut Cursor::new(bytes)).map_err(|e| Error::Gguf(e.to_string()))
 }
 
-/// The architecture and quantisation a GGUF file declares (`general.architecture`,
-/// `general.file_type`), for the manifest at seal time; `None` if it is not a GGUF file.
-pub fn describe(bytes: &[u8]) -> Option<(String, Option<String>)> {
-    let ct = read_content(bytes).ok()?;
-    let arch = get_str(&ct.metadata, "general.architecture")?;
-    let quant = ct
-        .metadata
-        .get("general.file_type")
-        .and_then(|v| v.to_u32().ok())
-        .map(file_type_name)
-        .filter(|q| *q != "other")
-        .map(str::to_owned);
-    Some((arch, quant))
-}
-
 /// What a GGUF file says about itself, for a bundle's AI bill of materials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GgufFacts {

@@ -32,8 +32,8 @@ pub use detok::Detok;
 pub use error::Error;
 pub use generate::{Forward, GenRequest, GenStats, StopReason, generate};
 pub use load::{
-    Backend, GgufFacts, Loaded, Model, ModelInfo, describe, facts, load, load_arena,
-    load_tokenizer, load_with, read_content,
+    Backend, GgufFacts, Loaded, Model, ModelInfo, facts, load, load_arena, load_tokenizer,
+    load_with, read_content,
 };
 pub use sampling::{Sampler, SamplingParams, argmax};
 pub use tokenizer::Tok;
