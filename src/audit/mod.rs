@@ -389,7 +389,7 @@ pub fn append(dir: &Path, key: &Secret<32>, event: &Event) -> Result<(), Error> 
         key,
         event.name(),
         event.details(),
-        std::time::SystemTime::now(),
+        std::time::SystemTime::now,
     )
 }
 
@@ -401,16 +401,18 @@ fn append_raw(
     event: &str,
     details: serde_json::Value,
 ) -> Result<(), Error> {
-    append_at(dir, key, event, details, std::time::SystemTime::now())
+    append_at(dir, key, event, details, std::time::SystemTime::now)
 }
 
-/// [`append`] with the clock reading `now`.
+/// [`append`] with the clock `now`, read once the lock is held: an appender that waited for
+/// the lock must not date its record before one written while it waited (that would be a
+/// false `clock_anomaly`).
 fn append_at(
     dir: &Path,
     key: &Secret<32>,
     event: &str,
     details: serde_json::Value,
-    now: std::time::SystemTime,
+    now: impl FnOnce() -> std::time::SystemTime,
 ) -> Result<(), Error> {
     use std::os::unix::fs::FileExt;
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
@@ -473,7 +475,7 @@ fn append_at(
     }
     // Never back in time: a clock that reads earlier than the last record is recorded as such,
     // and the records are dated at the last record's time.
-    let secs = now
+    let secs = now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let clock = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
@@ -669,6 +671,34 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// The clock is read under the lock: an appender that waits for another never reads it
+    /// early, so it cannot date its record before the other's (CI saw a false
+    /// `clock_anomaly` when it did).
+    #[test]
+    fn the_clock_is_read_only_once_the_lock_is_held() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile_dir();
+        append_raw(&dir, &key(), "first", serde_json::json!({})).unwrap();
+        let held = crate::secure::fs::open_log(&dir.join(LOG)).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let read = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                append_at(&dir, &key(), "waited", serde_json::json!({}), || {
+                    read.store(true, Ordering::SeqCst);
+                    std::time::SystemTime::now()
+                })
+            });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(!read.load(Ordering::SeqCst), "clock read before the lock");
+            drop(held);
+            waiter.join().unwrap().unwrap();
+        });
+        assert!(read.load(Ordering::SeqCst));
+        assert_eq!(events(&dir), ["first", "waited"]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// Issue 18: a clock set back a day dates nothing before the last record; each append
     /// while it is behind writes a `clock_anomaly` with its reading; `--since` from an hour
     /// before the last good time shows every record written since.
@@ -680,23 +710,15 @@ mod tests {
         let t0 = at("2026-12-04T12:00:00Z");
         let back = t0 - Duration::from_secs(86_400);
         let json = serde_json::json!({});
-        append_at(&dir, &key(), "first", json.clone(), t0).unwrap();
-        append_at(&dir, &key(), "while_behind", json.clone(), back).unwrap();
-        append_at(
-            &dir,
-            &key(),
-            "still_behind",
-            json.clone(),
-            back + Duration::from_secs(60),
-        )
+        append_at(&dir, &key(), "first", json.clone(), || t0).unwrap();
+        append_at(&dir, &key(), "while_behind", json.clone(), || back).unwrap();
+        append_at(&dir, &key(), "still_behind", json.clone(), || {
+            back + Duration::from_secs(60)
+        })
         .unwrap();
-        append_at(
-            &dir,
-            &key(),
-            "clock_fixed",
-            json,
-            t0 + Duration::from_secs(120),
-        )
+        append_at(&dir, &key(), "clock_fixed", json, || {
+            t0 + Duration::from_secs(120)
+        })
         .unwrap();
         let c = verify(&dir, &key()).unwrap();
         let got: Vec<(&str, &str)> = c
@@ -738,8 +760,8 @@ mod tests {
     fn a_log_whose_times_go_back_does_not_verify() {
         let dir = tempfile_dir();
         let t0 = humantime::parse_rfc3339("2026-12-04T12:00:00Z").unwrap();
-        append_at(&dir, &key(), "a", serde_json::json!({}), t0).unwrap();
-        append_at(&dir, &key(), "b", serde_json::json!({}), t0).unwrap();
+        append_at(&dir, &key(), "a", serde_json::json!({}), || t0).unwrap();
+        append_at(&dir, &key(), "b", serde_json::json!({}), || t0).unwrap();
         let log = std::fs::read_to_string(dir.join(LOG)).unwrap();
         let mut lines: Vec<String> = log.lines().map(str::to_owned).collect();
         let mut r: Record = serde_json::from_str(&lines[1]).unwrap();
