@@ -14,7 +14,7 @@ BUNDLE = build/cache/smollm2-135m-instruct-demo.rpk
 # Each demo run seals a new version (appliances refuse rollbacks, so a re-run needs a newer one).
 DEMO_VERSION := $(shell date +%s)
 
-.PHONY: help demo bin release model test bench bench-alloc bench-import fuzz-build static reproducible vendor sbom clean-demo
+.PHONY: help demo bin release model test-models test bench bench-alloc bench-import fuzz-build static reproducible vendor sbom clean-demo
 
 help:
 	@echo "make demo        fetch the pinned model, create demo keys in keys/, seal, verify, inspect, install, ask"
@@ -75,7 +75,12 @@ demo: bin model
 		"In two sentences, what is an air-gapped network?"
 	@echo "==> Demo done: bundle $(BUNDLE), keys in $(KEYS)/ (remove them with: make clean-demo)"
 
-test: model
+# The default model requantised by llama.cpp's llama-quantize (Q4_K_M, Q6_K, Q8_0), for the
+# tests of the lean path's K-quants against llama.cpp (builds llama-quantize once, pinned hashes).
+test-models: model
+	build/make-test-models
+
+test: model test-models
 	@echo "==> rustfmt"
 	$(CARGO) fmt --all -- --check
 	@echo "==> clippy"

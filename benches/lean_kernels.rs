@@ -1,10 +1,11 @@
 //! The lean forward pass's hot kernels (criterion): activation quantisation, and a matrix-vector
-//! product of the default model's shapes (1536 x 576 and 576 x 1536) in Q4_1 and Q8_0 blocks,
+//! product of the default model's shapes (1536 x 576 and 576 x 1536) in every block type whose
+//! rows fit (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; the K-quants Q4_K, Q5_K, Q6_K need rows of 256s),
 //! one row at a time, on one thread, at every kernel level this CPU runs (portable, AVX2,
 //! AVX-512 VNNI), for one token (decode) and four at once (prompt processing).
 #![allow(missing_docs, clippy::unwrap_used, reason = "benchmark harness")]
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::QTensor;
 use candle_core::{Device, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use rempart::engine::lean::kernels::{Kind, Level, Packed, QAct};
@@ -24,7 +25,11 @@ fn kernels_bench(c: &mut Criterion) {
         });
         let xq = QAct::new(x.clone(), cols);
         let ys = [xq.token(0), xq.token(1), xq.token(2), xq.token(3)];
-        for (dtype, kind) in [(GgmlDType::Q4_1, Kind::Q4_1), (GgmlDType::Q8_0, Kind::Q8_0)] {
+        for kind in Kind::ALL {
+            if kind == Kind::F32 || !cols.is_multiple_of(kind.row_multiple()) {
+                continue;
+            }
+            let dtype = kind.ggml();
             let w = Tensor::from_vec(values(rows * cols, 2), (rows, cols), &Device::Cpu).unwrap();
             let data = QTensor::quantize(&w, dtype)
                 .unwrap()

@@ -21,7 +21,12 @@ different (but correct) implementation may legitimately diverge, because a quant
 matmul computed in another order moves logits by a few hundredths.
 
 Usage (from the repository root, after build/fetch-model):
-    /work/venv-lcp/bin/python build/gen-greedy-reference.py
+    /work/venv-lcp/bin/python build/gen-greedy-reference.py [MODEL OUT]
+With MODEL and OUT, the reference of another GGUF (issue 19: the default model requantised by
+build/make-test-models), with that file's SHA-256 recorded for the test to check. llama-cpp-python
+may also run on the llama.cpp libraries build/bench-vs-llamacpp built, from its sdist's source:
+    LLAMA_CPP_LIB_PATH=/tmp/rempart-llamacpp/llama-build/bin \
+    PYTHONPATH=/tmp/rempart-llamacpp/llama_cpp_python-0.3.36:<numpy, jinja2> python3 ...
 """
 
 import hashlib
@@ -174,9 +179,15 @@ def render(template: str, messages: list, bos: str, eos: str) -> str:
 
 
 def main() -> int:
+    global MODEL, OUT
+    if len(sys.argv) == 3:
+        MODEL, OUT = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    elif len(sys.argv) != 1:
+        print("usage: gen-greedy-reference.py [MODEL OUT]", file=sys.stderr)
+        return 2
     with open(MODEL, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    if digest != MODEL_SHA256:
+    if len(sys.argv) == 1 and digest != MODEL_SHA256:
         print(f"model SHA-256 mismatch: {digest}", file=sys.stderr)
         return 1
 

@@ -306,17 +306,27 @@ fn sentencepiece_vocabulary_merges_by_score_with_byte_fallback() {
 #[test]
 fn lean_matches_stock_llama_logits() {
     use candle_core::quantized::GgmlDType;
-    for (dtype, rel) in [
-        (GgmlDType::F32, 2e-3f32),
-        (GgmlDType::Q4_0, 2e-2),
-        (GgmlDType::Q4_1, 2e-2),
-        (GgmlDType::Q8_0, 2e-2),
+    // Width 64: candle's Q4_1 kernel wants an even number of blocks per row; 256 for the
+    // K-quants' super-blocks. At width 256 the paths differ more (Q8_0, the same scheme in
+    // both, by 2.7 % of the largest logit at most, the K-quants by 3.3 %: the stock kernels
+    // quantise their activations per 256 as ggml's Q8_K, the lean path per 32); Q5_1 came to
+    // 2.1 % at one step.
+    for (dtype, rel, dim) in [
+        (GgmlDType::F32, 2e-3f32, 64),
+        (GgmlDType::Q4_0, 2e-2, 64),
+        (GgmlDType::Q4_1, 2e-2, 64),
+        (GgmlDType::Q5_0, 2e-2, 64),
+        (GgmlDType::Q5_1, 3e-2, 64),
+        (GgmlDType::Q8_0, 2e-2, 64),
+        (GgmlDType::Q8_0, 4e-2, 256),
+        (GgmlDType::Q4K, 4e-2, 256),
+        (GgmlDType::Q5K, 4e-2, 256),
+        (GgmlDType::Q6K, 4e-2, 256),
     ] {
-        // Width 64: candle's Q4_1 kernel wants an even number of blocks per row.
         let gguf = tiny_gguf(&TinyOpts {
             dtype,
             seed: 11,
-            dim: 64,
+            dim,
             ..TinyOpts::default()
         });
         let mut stock = load_with(&gguf, &Device::Cpu, Backend::Stock).unwrap();
@@ -341,7 +351,15 @@ fn lean_matches_stock_llama_logits() {
                 diff <= rel * scale.max(1.0),
                 "{dtype:?} step {i}: max |diff| {diff} > {rel} x {scale}"
             );
-            assert_eq!(argmax(&a), argmax(&b), "{dtype:?} step {i}: greedy token");
+            // The same greedy token, or one that is a near tie in the stock logits (two
+            // logits each off by the bound can swap).
+            let (ia, ib) = (argmax(&a) as usize, argmax(&b) as usize);
+            assert!(
+                ia == ib || a[ia] - a[ib] <= 2.0 * rel * scale.max(1.0),
+                "{dtype:?} step {i}: greedy token {ib}, stock {ia} ({} against {})",
+                a[ib],
+                a[ia]
+            );
         }
         // Starting again at 0 resets the cache: the first logits repeat exactly.
         let again = lean.model.forward(steps[0], 0).unwrap();

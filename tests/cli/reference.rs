@@ -55,8 +55,74 @@ fn tokenizer_matches_llama_cpp_on_every_fixture_string() {
 
 #[test]
 fn greedy_decoding_agrees_with_llama_cpp_up_to_its_first_near_tie() {
-    let f = fixture("greedy-smollm2.json");
-    let bytes = std::fs::read(model_path()).unwrap();
+    let (rate, backend) = agreement("greedy-smollm2.json", &model_path(), None);
+    assert_eq!(backend, "lean");
+    // 96.4% measured here (770/799); the bound leaves room for another CPU of the same kind.
+    assert!(rate >= 0.94, "teacher-forced agreement {rate:.3} below 94%");
+}
+
+/// Issue 19: the default model requantised by llama.cpp's llama-quantize (build/make-test-models,
+/// which `make test` runs) into the K-quant mixes people download (Q4_K_M: Q4_K, Q6_K, Q5_0 and
+/// Q8_0; Q6_K: Q6_K and Q8_0) and Q8_0 runs on the lean path and agrees with llama.cpp on
+/// the same file as the shipped Q4_1 does: exactly up to the first near tie, and teacher-forced
+/// on at least 95% of the 16 prompts' positions.
+#[test]
+fn requantised_models_run_lean_and_agree_with_llama_cpp() {
+    for t in ["Q4_K_M", "Q6_K", "Q8_0"] {
+        let (rate, backend) = agreement(
+            &format!("greedy-smollm2-{t}.json"),
+            &requantised_path(&format!("smollm2-{t}.gguf")),
+            Some(NEAR_TIE),
+        );
+        assert_eq!(backend, "lean", "{t}");
+        assert!(
+            rate >= 0.95,
+            "{t}: teacher-forced agreement {rate:.3} below 95%"
+        );
+    }
+}
+
+/// The near tie of the requantised files: candle's stock model, another correct
+/// implementation, disagrees with llama.cpp's top token where llama.cpp's top two logits are
+/// up to 0.54 apart (teacher-forced, Q6_K; the fixtures' own threshold, 0.1, was set on the
+/// shipped Q4_1, whose arithmetic llama.cpp and the lean path share to the integer).
+const NEAR_TIE: f64 = 0.6;
+
+/// A model made by build/make-test-models.
+fn requantised_path(name: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("build/cache/models")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run build/make-test-models (make test does)",
+        p.display()
+    );
+    p
+}
+
+/// Runs the fixture's prompts through the model at `model` (whose SHA-256 the fixture names):
+/// free-running greedy decoding must give llama.cpp's tokens up to llama.cpp's first near
+/// tie; returns the teacher-forced top-token agreement over every continuation, and the
+/// backend that ran.
+#[allow(
+    clippy::print_stderr,
+    reason = "a test helper: it reports the agreement it measured"
+)]
+fn agreement(
+    fixture_name: &str,
+    model: &std::path::Path,
+    near_tie: Option<f64>,
+) -> (f64, &'static str) {
+    use sha2::Digest;
+    let f = fixture(fixture_name);
+    let bytes = std::fs::read(model).unwrap();
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&bytes)),
+        f["model_sha256"].as_str().unwrap(),
+        "{}: not the file {fixture_name} was made from",
+        model.display()
+    );
     let mut l = engine::load(&bytes, &candle_core::Device::Cpu).unwrap();
     let prompts = f["prompts"].as_array().unwrap();
     assert!(prompts.len() >= 10);
@@ -78,19 +144,27 @@ fn greedy_decoding_agrees_with_llama_cpp_up_to_its_first_near_tie() {
         assert_eq!(
             l.prompt_tokens(&messages).unwrap(),
             prompt,
-            "{name}: chat template + tokenizer"
+            "{fixture_name} {name}: chat template + tokenizer"
         );
         let reference = ids(&p["continuation_ids"]);
-        let tie = p["first_near_tie"]
-            .as_u64()
-            .map_or(reference.len(), |t| t as usize);
+        let tie = match near_tie {
+            Some(gap) => p["steps"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .position(|s| s["gap"].as_f64().unwrap() < gap)
+                .unwrap_or(reference.len()),
+            None => p["first_near_tie"]
+                .as_u64()
+                .map_or(reference.len(), |t| t as usize),
+        };
         // Free-running greedy decoding must match exactly before the first near tie.
         let mut logits = l.model.forward(&prompt, 0).unwrap();
         for (step, &want) in reference.iter().enumerate().take(tie) {
             let got = engine::argmax(&logits);
             assert_eq!(
                 got, want,
-                "{name}: step {step} of {tie} before llama.cpp's first near tie"
+                "{fixture_name} {name}: step {step} of {tie} before llama.cpp's first near tie"
             );
             exact_steps += 1;
             logits = l.model.forward(&[got], prompt.len() + step).unwrap();
@@ -109,13 +183,14 @@ fn greedy_decoding_agrees_with_llama_cpp_up_to_its_first_near_tie() {
             reference.len()
         ));
     }
+    assert!(total >= 400, "{fixture_name}: {total} positions");
     let rate = agree as f64 / total as f64;
     eprintln!(
-        "teacher-forced top-1 agreement with llama.cpp: {agree}/{total} = {:.1}%\n{}",
+        "{fixture_name} ({}): teacher-forced top-1 agreement with llama.cpp: {agree}/{total} = {:.1}%\n{}",
+        l.model.backend(),
         rate * 100.0,
         report.join("\n")
     );
     eprintln!("exact greedy steps before near ties: {exact_steps}");
-    // 96.4% measured here (770/799); the bound leaves room for another CPU of the same kind.
-    assert!(rate >= 0.94, "teacher-forced agreement {rate:.3} below 94%");
+    (rate, l.model.backend())
 }

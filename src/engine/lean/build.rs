@@ -27,16 +27,6 @@ pub(super) struct Weights {
     pub(super) sin: Vec<f32>,
 }
 
-fn kind_of(t: GgmlDType) -> Option<Kind> {
-    Some(match t {
-        GgmlDType::F32 => Kind::F32,
-        GgmlDType::Q4_0 => Kind::Q4_0,
-        GgmlDType::Q4_1 => Kind::Q4_1,
-        GgmlDType::Q8_0 => Kind::Q8_0,
-        _ => return None,
-    })
-}
-
 /// Whether the lean path can run this GGUF: llama-family, every matrix in a supported block
 /// type, every row a whole number of blocks, every norm f32.
 pub fn supports(ct: &Content) -> bool {
@@ -61,7 +51,7 @@ pub fn supports(ct: &Content) -> bool {
         if name.ends_with("norm.weight") {
             return info.ggml_dtype == GgmlDType::F32;
         }
-        kind_of(info.ggml_dtype).is_some_and(|k| {
+        Kind::from_ggml(info.ggml_dtype).is_some_and(|k| {
             dims.len() == 2
                 && dims
                     .last()
@@ -133,7 +123,7 @@ impl<'a> Builder<'a> {
     /// Matrix `name` (`rows` x `cols`), repacked in place.
     fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Layout, Error> {
         let (info, at) = self.claim(name)?;
-        let kind = kind_of(info.ggml_dtype)
+        let kind = Kind::from_ggml(info.ggml_dtype)
             .ok_or_else(|| Error::Gguf(format!("{name}: block type {:?}", info.ggml_dtype)))?;
         if info.shape.dims() != [rows, cols] {
             return Err(Error::Gguf(format!(

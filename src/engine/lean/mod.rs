@@ -1,7 +1,8 @@
 //! Rempart's own forward pass for the llama family (llama, mistral and the SmolLM, TinyLlama...
 //! models that declare `llama`), over the GGUF weights candle parsed, in candle's quantised block
 //! layouts. It replaces candle-transformers' `quantized_llama` when every matrix is F32, Q4_0,
-//! Q4_1 or Q8_0 (candle's Q4_1 dot product has no SIMD path, and the stock model rebuilds every
+//! Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K, in any mix (candle's Q4_1 dot product has no SIMD
+//! path, its K-quant products are slower than llama.cpp's, and the stock model rebuilds every
 //! intermediate tensor, dequantises the token embedding to f32 and grows its KV cache by
 //! concatenation on every token).
 //!

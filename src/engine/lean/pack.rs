@@ -21,7 +21,7 @@ use std::sync::Arc;
 use half::f16;
 use zeroize::Zeroizing;
 
-use super::blocks::{BLOCK, Kind};
+use super::blocks::{BLOCK, Kind, SUPER, decode_k};
 use crate::secure::LockedBuf;
 
 /// The bytes the packed weights live in.
@@ -100,9 +100,12 @@ pub struct Layout {
     pub cols: usize,
     /// Block scales, `[row][block]` f16.
     pub d: Range<usize>,
-    /// `Q4_1` block minimums, `[row][block]` f16.
+    /// `Q4_1`, `Q5_1` block minimums, `[row][block]` f16.
     pub m: Range<usize>,
-    /// Pair-interleaved nibbles (`Q4_*`, 16 bytes per block) or `i8` (`Q8_0`, 32 per block).
+    /// `Q5_*` fifth bits, `[row][block]` little-endian `u32` (bit j for weight j).
+    pub h: Range<usize>,
+    /// Pair-interleaved nibbles (`Q4_*`, `Q5_*`: 16 bytes per block), `i8` (`Q8_0`, 32 per
+    /// block), or the GGUF's super-blocks as they are (K-quants).
     pub qs: Range<usize>,
     /// F32 weights.
     pub f: Range<usize>,
@@ -127,12 +130,12 @@ pub fn pack_in_place(
             kind.row_multiple()
         ));
     }
-    let nb = cols / BLOCK;
     let bb = kind.block_bytes();
     let n = rows
-        .checked_mul(nb)
+        .checked_mul(cols / BLOCK)
         .ok_or_else(|| format!("{rows} x {cols} weights is too many"))?;
-    if n.checked_mul(bb) != Some(at.len()) {
+    let groups = n / (kind.group() / BLOCK);
+    if groups.checked_mul(bb) != Some(at.len()) {
         return Err(format!(
             "{} bytes for {rows} x {cols} {kind:?} weights",
             at.len()
@@ -152,6 +155,7 @@ pub fn pack_in_place(
         cols,
         d: s..s,
         m: s..s,
+        h: s..s,
         qs: s..s,
         f: s..s,
     };
@@ -167,28 +171,32 @@ pub fn pack_in_place(
             }
             l.f = at;
         }
-        Kind::Q4_0 | Kind::Q4_1 => {
+        Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 => {
             let src = Zeroizing::new(region.to_vec());
-            let q4_1 = kind == Kind::Q4_1;
+            let has_m = matches!(kind, Kind::Q4_1 | Kind::Q5_1);
+            let five = matches!(kind, Kind::Q5_0 | Kind::Q5_1);
             let (ds, rest) = region.split_at_mut(2 * n);
-            let (ms, qs) = rest.split_at_mut(if q4_1 { 2 * n } else { 0 });
-            let q_at = if q4_1 { 4 } else { 2 };
-            for (((pair, d), m), q) in src
+            let (ms, rest) = rest.split_at_mut(if has_m { 2 * n } else { 0 });
+            let (hs, qs) = rest.split_at_mut(if five { 4 * n } else { 0 });
+            let h_at = if has_m { 4 } else { 2 };
+            let q_at = h_at + if five { 4 } else { 0 };
+            let mut ms = ms.chunks_exact_mut(4);
+            let mut hs = hs.chunks_exact_mut(8);
+            for ((pair, d), q) in src
                 .chunks_exact(2 * bb)
                 .zip(ds.chunks_exact_mut(4))
-                .zip(
-                    ms.chunks_exact_mut(4)
-                        .map(Some)
-                        .chain(std::iter::repeat_with(|| None)),
-                )
                 .zip(qs.chunks_exact_mut(2 * BLOCK / 2))
             {
                 let (a, b) = pair.split_at(bb);
                 d[..2].copy_from_slice(&half(a, 0));
                 d[2..].copy_from_slice(&half(b, 0));
-                if let Some(m) = m {
+                if let Some(m) = ms.next() {
                     m[..2].copy_from_slice(&half(a, 2));
                     m[2..].copy_from_slice(&half(b, 2));
+                }
+                if let Some(h) = hs.next() {
+                    h[..4].copy_from_slice(a.get(h_at..h_at + 4).unwrap_or(&[0; 4]));
+                    h[4..].copy_from_slice(b.get(h_at..h_at + 4).unwrap_or(&[0; 4]));
                 }
                 let (qa, qb) = (
                     a.get(q_at..).unwrap_or_default(),
@@ -199,11 +207,18 @@ pub fn pack_in_place(
                 }
             }
             l.d = s..s + 2 * n;
-            if q4_1 {
-                l.m = s + 2 * n..s + 4 * n;
+            let mut end = l.d.end;
+            if has_m {
+                l.m = end..end + 2 * n;
+                end = l.m.end;
             }
-            l.qs = l.m.end.max(l.d.end)..at.end;
+            if five {
+                l.h = end..end + 4 * n;
+                end = l.h.end;
+            }
+            l.qs = end..at.end;
         }
+        Kind::Q4K | Kind::Q5K | Kind::Q6K => l.qs = at,
         Kind::Q8_0 => {
             let src = Zeroizing::new(region.to_vec());
             let (ds, qs) = region.split_at_mut(2 * n);
@@ -267,9 +282,14 @@ impl Packed {
         view(self.store.bytes(), &self.at.d)
     }
 
-    /// `Q4_1` block minimums, `[row][block]` (empty for other kinds).
+    /// `Q4_1`, `Q5_1` block minimums, `[row][block]` (empty for other kinds).
     pub(super) fn m(&self) -> &[f16] {
         view(self.store.bytes(), &self.at.m)
+    }
+
+    /// `Q5_*` fifth bits, 4 bytes per block, `[row][block]` (empty for other kinds).
+    pub(super) fn h(&self) -> &[u8] {
+        view(self.store.bytes(), &self.at.h)
     }
 
     /// Quantised weights (see [`Layout::qs`]).
@@ -300,7 +320,7 @@ impl Packed {
     /// Bytes held (the same as the GGUF's).
     pub fn bytes(&self) -> usize {
         let a = &self.at;
-        a.d.len() + a.m.len() + a.qs.len() + a.f.len()
+        a.d.len() + a.m.len() + a.h.len() + a.qs.len() + a.f.len()
     }
 
     /// Row `r`'s f32 weights (empty for quantised kinds).
@@ -309,62 +329,77 @@ impl Packed {
         self.f().get(r * c..(r + 1) * c).unwrap_or_default()
     }
 
-    /// Row `r`'s scales, minimums (`Q4_1`) and quantised weights.
-    fn q_row(&self, r: usize) -> (&[f16], &[f16], &[u8]) {
-        let nb = self.cols() / BLOCK;
-        let qb = match self.kind() {
-            Kind::Q8_0 => BLOCK,
-            _ => BLOCK / 2,
-        };
-        (
-            self.d().get(r * nb..(r + 1) * nb).unwrap_or_default(),
-            self.m().get(r * nb..(r + 1) * nb).unwrap_or_default(),
-            self.qs()
-                .get(r * nb * qb..(r + 1) * nb * qb)
-                .unwrap_or_default(),
-        )
+    /// Bytes of quantised weights per row (see [`Layout::qs`]).
+    pub(super) fn qs_row_bytes(&self) -> usize {
+        let k = self.kind();
+        match k {
+            Kind::F32 => 0,
+            Kind::Q8_0 => self.cols(),
+            k if k.is_k() => self.cols() / k.group() * k.block_bytes(),
+            _ => self.cols() / 2,
+        }
     }
 
-    /// Dequantises row `r` into `out` (`cols` long).
+    /// Dequantises row `r` into `out` (`cols` long), computing each weight as candle's (and
+    /// ggml's) dequantisation does, so that the two agree bit for bit (tested).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        let (d, m, qs) = self.q_row(r);
-        match self.kind() {
+        let nb = self.cols() / BLOCK;
+        let rb = self.qs_row_bytes();
+        let at = |v: &[f16], i: usize| v.get(r * nb + i).map_or(0.0, |x| x.to_f32());
+        let qs = self.qs().get(r * rb..(r + 1) * rb).unwrap_or_default();
+        let h = self.h();
+        let kind = self.kind();
+        match kind {
             Kind::F32 => {
                 for (o, v) in out.iter_mut().zip(self.f_row(r)) {
                     *o = *v;
                 }
             }
-            Kind::Q4_0 | Kind::Q4_1 => {
-                for (pair, (o, q)) in out
-                    .chunks_exact_mut(2 * BLOCK)
-                    .zip(qs.chunks_exact(BLOCK))
-                    .enumerate()
-                {
-                    let (oa, ob) = o.split_at_mut(BLOCK);
-                    for (half, os) in [(0, oa), (1, ob)] {
-                        let blk = 2 * pair + half;
-                        let dv = d.get(blk).map_or(0.0, |v| v.to_f32());
-                        let mv = if self.kind() == Kind::Q4_1 {
-                            m.get(blk).map_or(0.0, |v| v.to_f32())
-                        } else {
-                            -8.0 * dv
+            Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 => {
+                for (blk, o) in out.chunks_exact_mut(BLOCK).enumerate().take(nb) {
+                    let pair = qs.get(blk / 2 * BLOCK..(blk / 2 + 1) * BLOCK);
+                    let hb = h
+                        .get((r * nb + blk) * 4..(r * nb + blk + 1) * 4)
+                        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                        .map_or(0, u32::from_le_bytes);
+                    let (d, m) = (at(self.d(), blk), at(self.m(), blk));
+                    for (j, ov) in o.iter_mut().enumerate() {
+                        let b = pair.and_then(|p| p.get(j)).copied().unwrap_or(0);
+                        let n = if blk % 2 == 0 { b & 0x0F } else { b >> 4 };
+                        let n = n | (((hb >> j) & 1) << 4) as u8;
+                        *ov = match kind {
+                            Kind::Q4_0 => (i32::from(n) - 8) as f32 * d,
+                            Kind::Q5_0 => (i32::from(n) - 16) as f32 * d,
+                            _ => f32::from(n) * d + m,
                         };
-                        for (ov, b) in os.iter_mut().zip(q) {
-                            let n = if half == 0 { b & 0x0F } else { b >> 4 };
-                            *ov = dv * f32::from(n) + mv;
-                        }
                     }
                 }
             }
             Kind::Q8_0 => {
-                for ((o, q), dv) in out
+                for (blk, (o, q)) in out
                     .chunks_exact_mut(BLOCK)
                     .zip(qs.chunks_exact(BLOCK))
-                    .zip(d)
+                    .enumerate()
                 {
-                    let dv = dv.to_f32();
+                    let d = at(self.d(), blk);
                     for (ov, b) in o.iter_mut().zip(q) {
-                        *ov = dv * f32::from(*b as i8);
+                        *ov = d * f32::from(*b as i8);
+                    }
+                }
+            }
+            Kind::Q4K | Kind::Q5K | Kind::Q6K => {
+                for (o, sb) in out
+                    .chunks_exact_mut(SUPER)
+                    .zip(qs.chunks_exact(kind.block_bytes()))
+                {
+                    let k = decode_k(kind, sb);
+                    for (i, ov) in o.iter_mut().enumerate() {
+                        let w = k.scale[i / 16] * f32::from(k.q[i]);
+                        *ov = if kind == Kind::Q6K {
+                            w
+                        } else {
+                            w - k.min[i / BLOCK]
+                        };
                     }
                 }
             }

@@ -11,13 +11,19 @@
 
 use half::f16;
 
-use super::blocks::BLOCK;
+use super::blocks::{BLOCK, SUPER};
 use super::level::Level;
 
 /// Activations of `tokens` rows of `cols` values, kept as f32 (for F32 weights) and quantised
 /// to 8-bit blocks: per block `x ≈ d * q`, and `s = d * sum(q)` (for the `Q4_0`/`Q4_1`
 /// offsets). Scales are rounded to f16 as ggml's `Q8_0`/`Q8_1` store them, so the products
 /// match llama.cpp's bit for bit in the integers and closely in the floats.
+///
+/// Rows whose width is a multiple of 256 are also quantised as ggml's `Q8_K`, the activations
+/// llama.cpp multiplies K-quants with: per 256 values one f32 scale `kd` (the value of
+/// largest magnitude becomes -127, rounded to nearest, ties to even), and the integers' sum
+/// per 32 (`ks`, for the K-quants' minimums). The K-quant kernels read that form, so their
+/// integer sums are llama.cpp's too.
 #[derive(Debug, Default)]
 pub struct QAct {
     cols: usize,
@@ -25,6 +31,9 @@ pub struct QAct {
     qs: Vec<i8>,
     d: Vec<f32>,
     s: Vec<f32>,
+    kq: Vec<i8>,
+    kd: Vec<f32>,
+    ks: Vec<i32>,
 }
 
 /// A run of whole blocks of a [`QAct`]'s values (see [`QAct::chunks_mut`]).
@@ -37,13 +46,60 @@ pub struct Chunk<'a> {
     qs: &'a mut [i8],
     d: &'a mut [f32],
     s: &'a mut [f32],
+    kq: &'a mut [i8],
+    kd: &'a mut [f32],
+    ks: &'a mut [i32],
 }
 
 impl Chunk<'_> {
     /// Quantises the run's values, as [`QAct::quantize`] does.
     pub fn quantize(&mut self) {
         quantize_blocks(Level::best(), self.f, self.qs, self.d, self.s);
+        quantize_k(self.f, self.kq, self.kd, self.ks);
     }
+}
+
+/// Quantises the whole super-blocks (256 values) of `f` as ggml's `Q8_K` (see [`QAct`]) into
+/// `kq`, `kd` and `ks`, as far as they reach.
+fn quantize_k(f: &[f32], kq: &mut [i8], kd: &mut [f32], ks: &mut [i32]) {
+    for (((xs, q), d), s) in f
+        .chunks_exact(SUPER)
+        .zip(kq.chunks_exact_mut(SUPER))
+        .zip(kd.iter_mut())
+        .zip(ks.chunks_exact_mut(SUPER / BLOCK))
+    {
+        *d = quantize_super(xs, q, s);
+    }
+}
+
+/// One super-block as ggml's `quantize_row_q8_K_ref`: the first value of largest magnitude
+/// `max` sets the inverse scale `-127 / max`; each value times it, rounded to nearest with
+/// ties to even, capped at 127; the scale is `1 / (-127 / max)`. Writes the sums of each 32
+/// integers into `s`; returns the scale.
+fn quantize_super(xs: &[f32], q: &mut [i8], s: &mut [i32]) -> f32 {
+    let (mut amax, mut max) = (0f32, 0f32);
+    for &x in xs {
+        if x.abs() > amax {
+            amax = x.abs();
+            max = x;
+        }
+    }
+    if amax == 0.0 {
+        q.fill(0);
+        s.fill(0);
+        return 0.0;
+    }
+    let iscale = -127.0 / max;
+    for (o, &x) in q.iter_mut().zip(xs) {
+        // ggml's nearest_int: adding 1.5 * 2^23 rounds to an integer in the low mantissa bits
+        // (ties to even); exact for |v| < 2^22, and |v| <= 127 here (NaN gives 0).
+        let v = ((iscale * x + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000;
+        *o = v.clamp(-128, 127) as i8;
+    }
+    for (sum, c) in s.iter_mut().zip(q.chunks_exact(BLOCK)) {
+        *sum = c.iter().map(|v| i32::from(*v)).sum();
+    }
+    1.0 / iscale
 }
 
 /// Quantises the whole blocks of `f` into `qs`, `d` and `s` (see [`QAct`]), with the code of
@@ -111,6 +167,12 @@ pub struct Y<'a> {
     pub s: &'a [f32],
     /// The values in f32.
     pub f: &'a [f32],
+    /// `Q8_K` integers, `256 * supers` (empty when the width is not a multiple of 256).
+    pub kq: &'a [i8],
+    /// `Q8_K` scale per super-block.
+    pub kd: &'a [f32],
+    /// `Q8_K` integers' sum per 32.
+    pub ks: &'a [i32],
 }
 
 impl QAct {
@@ -144,14 +206,25 @@ impl QAct {
     fn quantize_at(&mut self, level: Level) {
         self.fit_blocks();
         quantize_blocks(level, &self.f, &mut self.qs, &mut self.d, &mut self.s);
+        quantize_k(&self.f, &mut self.kq, &mut self.kd, &mut self.ks);
     }
 
-    /// Sizes the quantised values, scales and sums to the whole blocks of the f32 values.
+    /// Sizes the quantised values, scales and sums to the whole blocks of the f32 values (and
+    /// the `Q8_K` form to its super-blocks, when the rows are made of them).
     fn fit_blocks(&mut self) {
         let n = self.f.len() / BLOCK;
         self.qs.resize(n * BLOCK, 0);
         self.d.resize(n, 0.0);
         self.s.resize(n, 0.0);
+        let k = if self.has_k() { n } else { 0 };
+        self.kq.resize(k * BLOCK, 0);
+        self.kd.resize(k / (SUPER / BLOCK), 0.0);
+        self.ks.resize(k, 0);
+    }
+
+    /// Whether the rows are also quantised as `Q8_K` (their width is a multiple of 256).
+    fn has_k(&self) -> bool {
+        self.cols > 0 && self.cols.is_multiple_of(SUPER)
     }
 
     /// The f32 values of `tokens` rows of `cols` (as [`Self::f_mut`]) in runs of `blocks`
@@ -160,20 +233,48 @@ impl QAct {
     pub fn chunks_mut(&mut self, tokens: usize, cols: usize, blocks: usize) -> Vec<Chunk<'_>> {
         self.f_mut(tokens, cols);
         self.fit_blocks();
-        let blocks = blocks.max(1);
+        let subs = SUPER / BLOCK;
+        // Runs of whole super-blocks when the `Q8_K` form is made.
+        let blocks = if self.has_k() {
+            blocks.max(1).next_multiple_of(subs)
+        } else {
+            blocks.max(1)
+        };
         let run = blocks * BLOCK;
+        // Empty when the `Q8_K` form is not made: every chunk then gets empty slices.
+        let kparts = self
+            .kq
+            .chunks_mut(run)
+            .map(Some)
+            .chain(std::iter::repeat_with(|| None))
+            .zip(
+                self.kd
+                    .chunks_mut(blocks / subs)
+                    .map(Some)
+                    .chain(std::iter::repeat_with(|| None)),
+            )
+            .zip(
+                self.ks
+                    .chunks_mut(blocks)
+                    .map(Some)
+                    .chain(std::iter::repeat_with(|| None)),
+            );
         self.f
             .chunks_mut(run)
             .zip(self.qs.chunks_mut(run))
             .zip(self.d.chunks_mut(blocks))
             .zip(self.s.chunks_mut(blocks))
+            .zip(kparts)
             .enumerate()
-            .map(|(i, (((f, qs), d), s))| Chunk {
+            .map(|(i, ((((f, qs), d), s), ((kq, kd), ks)))| Chunk {
                 start: i * run,
                 f,
                 qs,
                 d,
                 s,
+                kq: kq.unwrap_or_default(),
+                kd: kd.unwrap_or_default(),
+                ks: ks.unwrap_or_default(),
             })
             .collect()
     }
@@ -197,6 +298,15 @@ impl QAct {
                 .f
                 .get(t * self.cols..(t + 1) * self.cols)
                 .unwrap_or_default(),
+            kq: self
+                .kq
+                .get(t * self.cols..(t + 1) * self.cols)
+                .unwrap_or_default(),
+            kd: self
+                .kd
+                .get(t * self.cols / SUPER..(t + 1) * self.cols / SUPER)
+                .unwrap_or_default(),
+            ks: self.ks.get(t * nb..(t + 1) * nb).unwrap_or_default(),
         }
     }
 }
@@ -326,5 +436,70 @@ pub(super) mod tests {
         // The ties rounded away from zero: 0.5 -> 1, -0.5 -> -1, 1.5 -> 2.
         let tie = &want.qs[64..96];
         assert_eq!((tie[16], tie[15], tie[17]), (1, -1, 2));
+    }
+
+    /// The `Q8_K` form is ggml's `quantize_row_q8_K_ref`, written here again the plain way
+    /// (its first value of largest magnitude becomes -127, ties to even), on random values,
+    /// exact ties and a zero super-block; it is made for widths of 256s only, and chunks
+    /// quantised apart make the same bytes.
+    #[test]
+    fn the_q8_k_form_is_ggml_s() {
+        let mut seed = 17;
+        let mut f = rand_f32(3 * SUPER, &mut seed);
+        // Ties: a maximum of -127 makes the inverse scale 1, so k + 0.5 rounds to even.
+        for (i, v) in f[SUPER..2 * SUPER].iter_mut().enumerate() {
+            *v = (i % 64) as f32 - 32.5;
+        }
+        f[SUPER + 7] = -127.0;
+        f.extend([0.0; SUPER]);
+        let cols = 2 * SUPER;
+        let x = QAct::new(f.clone(), cols);
+        for t in 0..2 {
+            let y = x.token(t);
+            assert_eq!((y.kq.len(), y.kd.len(), y.ks.len()), (cols, 2, 16));
+            for (g, xs) in f[t * cols..(t + 1) * cols].chunks_exact(SUPER).enumerate() {
+                let max = xs
+                    .iter()
+                    .fold(0f32, |m, v| if v.abs() > m.abs() { *v } else { m });
+                let q = &y.kq[g * SUPER..(g + 1) * SUPER];
+                if max == 0.0 {
+                    assert!(q.iter().all(|v| *v == 0) && y.kd[g] == 0.0);
+                    continue;
+                }
+                let iscale = -127.0 / max;
+                let want: Vec<i8> = xs
+                    .iter()
+                    .map(|v| (iscale * v).round_ties_even().min(127.0) as i8)
+                    .collect();
+                assert_eq!(q, want.as_slice(), "token {t} super-block {g}");
+                assert_eq!(y.kd[g].to_bits(), (1.0 / iscale).to_bits());
+                for (s, c) in want.chunks_exact(BLOCK).enumerate() {
+                    let sum: i32 = c.iter().map(|v| i32::from(*v)).sum();
+                    assert_eq!(y.ks[g * 8 + s], sum);
+                }
+            }
+        }
+        // The tie super-block: -0.5 and 0.5 -> 0, -1.5 -> -2, 1.5 -> 2 (to even).
+        let ties = &x.token(0).kq[SUPER..2 * SUPER];
+        assert_eq!((ties[32], ties[33], ties[31], ties[34]), (0, 0, -2, 2));
+        // Not a width of 256s: no Q8_K form.
+        assert!(
+            QAct::new(rand_f32(64, &mut seed), 64)
+                .token(0)
+                .kq
+                .is_empty()
+        );
+        // Chunks quantised apart: the same bytes.
+        let mut c = QAct::default();
+        for mut ch in c.chunks_mut(2, cols, 3) {
+            let n = ch.f.len();
+            ch.f.copy_from_slice(&f[ch.start..ch.start + n]);
+            ch.quantize();
+        }
+        for t in 0..2 {
+            let (a, b) = (c.token(t), x.token(t));
+            assert_eq!((a.kq, a.ks), (b.kq, b.ks));
+            assert_eq!(a.kd, b.kd);
+        }
     }
 }

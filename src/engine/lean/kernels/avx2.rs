@@ -19,22 +19,28 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::rows::{Lens, Out, Rows, each_row, fits};
+use super::rows::{Lens, Out, Rows, each_row, fits, fits_k};
+use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, f16_at, k4_scales, scale_min_k4};
 use crate::engine::lean::quant::Y;
 
 /// Every row of `rs`, AVX2.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn rows_avx2<const N: usize>(q8: bool, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
+pub(super) fn rows_avx2<const N: usize>(kind: Kind, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
     // The kernels' loads rely on this (checked again here, next to them).
-    if !fits(rs.nb, ys) {
+    if !(if kind.is_k() {
+        fits_k(rs.nb, ys)
+    } else {
+        fits(rs.nb, ys)
+    }) {
         out.out.fill(0.0);
         return;
     }
-    each_row(
-        rs,
-        out,
-        |l| if q8 { q8_avx2(l, ys) } else { q4_avx2(l, ys) },
-    );
+    match kind {
+        Kind::Q8_0 => each_row(rs, out, |l| q8_avx2(l, ys)),
+        Kind::Q4K | Kind::Q5K => each_row(rs, out, |l| k45_avx2(kind == Kind::Q5K, l, ys)),
+        Kind::Q6K => each_row(rs, out, |l| q6k_avx2(l, ys)),
+        _ => each_row(rs, out, |l| q4_avx2(l, ys)),
+    }
 }
 
 /// `kernels::key_scores` in AVX2 (`q.len()` a multiple of 8; `out.len()` scores): per key, eight
@@ -130,7 +136,82 @@ pub(super) unsafe fn load256<T>(p: *const T, at: usize) -> __m256i {
     unsafe { _mm256_loadu_si256(p.add(at).cast()) }
 }
 
-/// `Q4_*` rows, AVX2: per block, `maddubs` of the 32 nibbles with the 32 activations.
+/// The fifth bits of a `Q5_*` block as bytes: 0x10 for weight j where bit j of `h` is set.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fifth_bits(h: u32) -> __m256i {
+    // Byte j takes the byte of `h` holding bit j, then keeps that bit alone: OR-ing every
+    // other bit of the byte in, it is 0xFF exactly when the bit was set.
+    let spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(h as i32),
+        _mm256_setr_epi64x(
+            0,
+            0x0101_0101_0101_0101,
+            0x0202_0202_0202_0202,
+            0x0303_0303_0303_0303,
+        ),
+    );
+    let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+    let set = _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi8(-1));
+    _mm256_and_si256(set, _mm256_set1_epi8(0x10))
+}
+
+/// One pair of 32-weight blocks (`blk`, `blk + 1`) into every token's sums: `xa`, `xb` their
+/// unsigned integers, `(da, db)` their scales, `(ma, mb)` their offsets (weight = d * q + m).
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one pair's inputs, inlined into each kernel"
+)]
+fn pair<const N: usize>(
+    (xa, xb): (__m256i, __m256i),
+    (da, db): (f32, f32),
+    (ma, mb): (f32, f32),
+    blk: usize,
+    ys: &[Y<'_>; N],
+    acc: &mut [[__m256; 2]; N],
+    offs: &mut [f32; N],
+) {
+    for t in 0..N {
+        let y = ys[t];
+        if y.qs.len() < (blk + 2) * BLOCK {
+            continue;
+        }
+        // SAFETY: `(blk + 2) * 32 <= y.qs.len()` (checked above).
+        let (ya, yb) = unsafe {
+            (
+                load256(y.qs.as_ptr(), blk * 32),
+                load256(y.qs.as_ptr(), blk * 32 + 32),
+            )
+        };
+        let (yda, ydb) = (
+            y.d.get(blk).copied().unwrap_or(0.0),
+            y.d.get(blk + 1).copied().unwrap_or(0.0),
+        );
+        let (ysa, ysb) = (
+            y.s.get(blk).copied().unwrap_or(0.0),
+            y.s.get(blk + 1).copied().unwrap_or(0.0),
+        );
+        acc[t][0] = _mm256_fmadd_ps(_mm256_set1_ps(da * yda), mul_sum_us8(xa, ya), acc[t][0]);
+        acc[t][1] = _mm256_fmadd_ps(_mm256_set1_ps(db * ydb), mul_sum_us8(xb, yb), acc[t][1]);
+        offs[t] += ma * ysa + mb * ysb;
+    }
+}
+
+/// The sums of [`pair`] per token.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn finish<const N: usize>(acc: &[[__m256; 2]; N], offs: &[f32; N]) -> [f32; N] {
+    let mut out = [0f32; N];
+    for t in 0..N {
+        out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + offs[t];
+    }
+    out
+}
+
+/// `Q4_*` and `Q5_*` rows, AVX2: per block, `maddubs` of the 32 integers with the 32
+/// activations.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn q4_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
@@ -138,50 +219,205 @@ fn q4_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     let mut acc = [[_mm256_setzero_ps(); 2]; N];
     let mut offs = [0f32; N];
     let mut blk = 0;
+    let bits = |b: usize| {
+        l.h.and_then(|h| h.get(4 * b..4 * b + 4))
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, u32::from_le_bytes)
+    };
     while blk + 2 <= l.nb {
         // SAFETY: qs holds 16 * nb bytes (Lens) and blk + 2 <= nb: 32 bytes from 16 * blk.
         let v = unsafe { load256(l.qs.as_ptr(), blk * 16) };
-        let xa = _mm256_and_si256(v, low);
-        let xb = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+        let mut xa = _mm256_and_si256(v, low);
+        let mut xb = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
         let (da, db) = (
             l.d.get(blk).map_or(0.0, |v| v.to_f32()),
             l.d.get(blk + 1).map_or(0.0, |v| v.to_f32()),
         );
-        let (ma, mb) = match l.m {
-            Some(m) => (
+        let (ma, mb) = match (l.m, l.h) {
+            (Some(m), _) => (
                 m.get(blk).map_or(0.0, |v| v.to_f32()),
                 m.get(blk + 1).map_or(0.0, |v| v.to_f32()),
             ),
-            None => (-8.0 * da, -8.0 * db),
+            (None, Some(_)) => (-16.0 * da, -16.0 * db),
+            (None, None) => (-8.0 * da, -8.0 * db),
         };
-        for t in 0..N {
-            let y = ys[t];
-            // SAFETY: every token's qs holds 32 * nb bytes (Lens): 64 bytes from 32 * blk.
-            let (ya, yb) = unsafe {
-                (
-                    load256(y.qs.as_ptr(), blk * 32),
-                    load256(y.qs.as_ptr(), blk * 32 + 32),
-                )
-            };
-            let (yda, ydb) = (
-                y.d.get(blk).copied().unwrap_or(0.0),
-                y.d.get(blk + 1).copied().unwrap_or(0.0),
-            );
-            let (ysa, ysb) = (
-                y.s.get(blk).copied().unwrap_or(0.0),
-                y.s.get(blk + 1).copied().unwrap_or(0.0),
-            );
-            acc[t][0] = _mm256_fmadd_ps(_mm256_set1_ps(da * yda), mul_sum_us8(xa, ya), acc[t][0]);
-            acc[t][1] = _mm256_fmadd_ps(_mm256_set1_ps(db * ydb), mul_sum_us8(xb, yb), acc[t][1]);
-            offs[t] += ma * ysa + mb * ysb;
+        if l.h.is_some() {
+            xa = _mm256_or_si256(xa, fifth_bits(bits(blk)));
+            xb = _mm256_or_si256(xb, fifth_bits(bits(blk + 1)));
         }
+        pair((xa, xb), (da, db), (ma, mb), blk, ys, &mut acc, &mut offs);
         blk += 2;
     }
-    let mut out = [0f32; N];
-    for t in 0..N {
-        out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + offs[t];
+    finish(&acc, &offs)
+}
+
+/// The integer sums of a 32-weight sub-block's products, 8 lanes: unsigned `x` (each
+/// product pair under 2^15), signed `y`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn isums(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+/// `Q4_K` and (`five`) `Q5_K` rows, AVX2, against the activations' `Q8_K` form: per
+/// super-block, each sub-block's integer sums times its integer scale, added up as integers
+/// (as ggml does), then one float product per super-block and token; the minimums times the
+/// activations' sums per 32, likewise.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn k45_avx2<const N: usize>(five: bool, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
+    const SUBS: usize = SUPER / BLOCK;
+    let bb = if five { 176 } else { 144 };
+    let q_at = if five { 48 } else { 16 };
+    let low = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let mut offs = [0f32; N];
+    let supers = l.nb / SUBS;
+    if l.qs.len() < supers * bb || !fits_k(l.nb, ys) {
+        return [0.0; N];
     }
-    out
+    for g in 0..supers {
+        let sb = &l.qs[g * bb..(g + 1) * bb];
+        let (d, dmin, sc) = (f16_at(sb, 0), f16_at(sb, 2), k4_scales(sb));
+        let mut scales = [0i32; SUBS];
+        let mut mins = [0i32; SUBS];
+        for (s, (a, m)) in scales.iter_mut().zip(mins.iter_mut()).enumerate() {
+            let (x, y) = scale_min_k4(s, &sc);
+            (*a, *m) = (i32::from(x), i32::from(y));
+        }
+        let mut qh = if five {
+            // SAFETY: a Q5_K super-block holds 176 bytes, its `qh` at 16..48.
+            unsafe { load256(sb.as_ptr(), 16) }
+        } else {
+            _mm256_setzero_si256()
+        };
+        let mut ints = [_mm256_setzero_si256(); N];
+        for j in 0..4 {
+            // SAFETY: q_at + 32 * j + 32 <= bb = sb.len().
+            let v = unsafe { load256(sb.as_ptr(), q_at + 32 * j) };
+            let mut xa = _mm256_and_si256(v, low);
+            let mut xb = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            if five {
+                let ha = _mm256_and_si256(qh, one);
+                let hb = _mm256_and_si256(_mm256_srli_epi16(qh, 1), one);
+                xa = _mm256_or_si256(xa, _mm256_slli_epi16(ha, 4));
+                xb = _mm256_or_si256(xb, _mm256_slli_epi16(hb, 4));
+                qh = _mm256_srli_epi16(qh, 2);
+            }
+            let (sa, sbb) = (
+                _mm256_set1_epi32(scales[2 * j]),
+                _mm256_set1_epi32(scales[2 * j + 1]),
+            );
+            let at = g * SUPER + 64 * j;
+            for t in 0..N {
+                // SAFETY: every token's kq holds 32 * nb = 256 * supers bytes (fits_k), and
+                // at + 64 <= 256 * (g + 1).
+                let (ya, yb) = unsafe {
+                    (
+                        load256(ys[t].kq.as_ptr(), at),
+                        load256(ys[t].kq.as_ptr(), at + 32),
+                    )
+                };
+                let s = _mm256_add_epi32(
+                    _mm256_mullo_epi32(isums(xa, ya), sa),
+                    _mm256_mullo_epi32(isums(xb, yb), sbb),
+                );
+                ints[t] = _mm256_add_epi32(ints[t], s);
+            }
+        }
+        for t in 0..N {
+            let y = ys[t];
+            let kd = y.kd.get(g).copied().unwrap_or(0.0);
+            let m: i32 = mins
+                .iter()
+                .zip(y.ks.get(g * SUBS..(g + 1) * SUBS).unwrap_or_default())
+                .map(|(m, s)| m * s)
+                .sum();
+            acc[t][g % 2] = _mm256_fmadd_ps(
+                _mm256_set1_ps(d * kd),
+                _mm256_cvtepi32_ps(ints[t]),
+                acc[t][g % 2],
+            );
+            offs[t] -= dmin * kd * m as f32;
+        }
+    }
+    finish(&acc, &offs)
+}
+
+/// `Q6_K` rows, AVX2, against the activations' `Q8_K` form: the 6-bit integers rebuilt from
+/// their low nibbles and high pairs, less 32, multiplied as `Q8_0`'s (`maddubs` of their
+/// magnitudes with the activations carrying their signs); the eight lanes of a sub-block's
+/// sums are its two halves, each times its own integer scale, added up as integers per
+/// super-block, then one float product per super-block and token.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q6k_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
+    let low = _mm256_set1_epi8(0x0F);
+    let three = _mm256_set1_epi8(3);
+    let m32 = _mm256_set1_epi8(32);
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let supers = l.nb / (SUPER / BLOCK);
+    if l.qs.len() < supers * 210 || !fits_k(l.nb, ys) {
+        return [0.0; N];
+    }
+    for g in 0..supers {
+        let sb = &l.qs[g * 210..(g + 1) * 210];
+        let d = f16_at(sb, 208);
+        let scale = |i: usize| i32::from(sb.get(192 + i).copied().unwrap_or(0) as i8);
+        let mut ints = [_mm256_setzero_si256(); N];
+        for h in 0..2 {
+            // SAFETY: 64 * h + 64 <= 128 and 128 + 32 * h + 32 <= 192 <= 210 = sb.len().
+            let (qla, qlb, qh) = unsafe {
+                (
+                    load256(sb.as_ptr(), 64 * h),
+                    load256(sb.as_ptr(), 64 * h + 32),
+                    load256(sb.as_ptr(), 128 + 32 * h),
+                )
+            };
+            let lows = [
+                _mm256_and_si256(qla, low),
+                _mm256_and_si256(qlb, low),
+                _mm256_and_si256(_mm256_srli_epi16(qla, 4), low),
+                _mm256_and_si256(_mm256_srli_epi16(qlb, 4), low),
+            ];
+            let highs = [
+                _mm256_and_si256(qh, three),
+                _mm256_and_si256(_mm256_srli_epi16(qh, 2), three),
+                _mm256_and_si256(_mm256_srli_epi16(qh, 4), three),
+                _mm256_and_si256(_mm256_srli_epi16(qh, 6), three),
+            ];
+            for k in 0..4 {
+                let q = _mm256_sub_epi8(
+                    _mm256_or_si256(lows[k], _mm256_slli_epi16(highs[k], 4)),
+                    m32,
+                );
+                let aq = _mm256_sign_epi8(q, q);
+                let s = 4 * h + k;
+                let halves = _mm256_setr_m128i(
+                    _mm_set1_epi32(scale(2 * s)),
+                    _mm_set1_epi32(scale(2 * s + 1)),
+                );
+                let at = g * SUPER + 32 * s;
+                for t in 0..N {
+                    // SAFETY: every token's kq holds 256 * supers bytes (fits_k), and
+                    // at + 32 <= 256 * (g + 1).
+                    let yv = unsafe { load256(ys[t].kq.as_ptr(), at) };
+                    let sums = isums(aq, _mm256_sign_epi8(yv, q));
+                    ints[t] = _mm256_add_epi32(ints[t], _mm256_mullo_epi32(sums, halves));
+                }
+            }
+        }
+        for t in 0..N {
+            let kd = ys[t].kd.get(g).copied().unwrap_or(0.0);
+            acc[t][g % 2] = _mm256_fmadd_ps(
+                _mm256_set1_ps(d * kd),
+                _mm256_cvtepi32_ps(ints[t]),
+                acc[t][g % 2],
+            );
+        }
+    }
+    finish(&acc, &[0.0; N])
 }
 
 /// `Q8_0` rows, AVX2.

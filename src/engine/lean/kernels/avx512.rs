@@ -18,18 +18,27 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use super::avx2::load256;
-use super::rows::{Lens, Out, Rows, each_row, fits};
+use super::rows::{Lens, Out, Rows, each_row, fits, fits_k};
+use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, f16_at, k4_scales, scale_min_k4};
 use crate::engine::lean::quant::Y;
 
 /// Every row of `rs`, AVX-512 VNNI.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-pub(super) fn rows_512<const N: usize>(q8: bool, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
+pub(super) fn rows_512<const N: usize>(kind: Kind, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
     // The kernels' loads rely on this (checked again here, next to them).
-    if !fits(rs.nb, ys) {
+    if !(if kind.is_k() {
+        fits_k(rs.nb, ys)
+    } else {
+        fits(rs.nb, ys)
+    }) {
         out.out.fill(0.0);
         return;
     }
-    each_row(rs, out, |l| if q8 { q8_512(l, ys) } else { q4_512(l, ys) });
+    match kind {
+        Kind::Q8_0 => each_row(rs, out, |l| q8_512(l, ys)),
+        k if k.is_k() => each_row(rs, out, |l| k_512(k, l, ys)),
+        _ => each_row(rs, out, |l| q4_512(l, ys)),
+    }
 }
 
 /// The scales of up to 16 blocks from `c`, as f32 lanes (zero past `n`).
@@ -87,7 +96,7 @@ fn pair_scales(sc: __m512, p: usize) -> __m512 {
 fn blocks_512<const N: usize>(
     l: Lens<'_>,
     ys: &[Y<'_>; N],
-    offsets: bool,
+    offsets: Option<f32>,
     expand: impl Fn(usize) -> (__m512i, __mmask64),
 ) -> ([__m512; N], [__m512; N]) {
     let (mut acc0, mut acc1) = ([_mm512_setzero_ps(); N], [_mm512_setzero_ps(); N]);
@@ -105,13 +114,13 @@ fn blocks_512<const N: usize>(
             let (yd, ysum) =
                 unsafe { (f32x16(y.d.as_ptr(), c, mask), f32x16(y.s.as_ptr(), c, mask)) };
             sc[t] = _mm512_mul_ps(dw, yd);
-            if !offsets {
+            let Some(zero) = offsets else {
                 continue;
-            }
+            };
             let mw = match l.m {
                 // SAFETY: as above.
                 Some(m) => unsafe { scales16(m.as_ptr(), c, mask) },
-                None => _mm512_mul_ps(dw, _mm512_set1_ps(-8.0)),
+                None => _mm512_mul_ps(dw, _mm512_set1_ps(-zero)),
             };
             macc[t] = _mm512_fmadd_ps(mw, ysum, macc[t]);
         }
@@ -146,18 +155,31 @@ fn blocks_512<const N: usize>(
     (sums, macc)
 }
 
-/// `Q4_*` rows, AVX-512 VNNI.
+/// `Q4_*` and `Q5_*` rows, AVX-512 VNNI (the fifth bits of a pair of `Q5_*` blocks are one
+/// 64-bit mask, OR-ed in as 0x10 bytes).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 #[inline]
 fn q4_512<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     let low = _mm256_set1_epi8(0x0F);
     let qs = l.qs;
-    let (sums, macc) = blocks_512(l, ys, true, |blk| {
+    let zero = if l.h.is_some() { 16.0 } else { 8.0 };
+    let (sums, macc) = blocks_512(l, ys, Some(zero), |blk| {
         // SAFETY: qs holds 16 * nb bytes (Lens), blk + 2 <= nb: 32 bytes from 16 * blk.
         let v = unsafe { load256(qs.as_ptr(), blk * 16) };
         let lo = _mm256_and_si256(v, low);
         let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        (_mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1), 0)
+        let x = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+        let fifth =
+            l.h.and_then(|h| h.get(4 * blk..4 * blk + 8))
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_le_bytes);
+        match fifth {
+            Some(bits) => (
+                _mm512_or_si512(x, _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10))),
+                0,
+            ),
+            None => (x, 0),
+        }
     });
     let mut out = [0f32; N];
     for t in 0..N {
@@ -172,7 +194,7 @@ fn q4_512<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
 #[inline]
 fn q8_512<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     let qs = l.qs;
-    let (sums, _) = blocks_512(l, ys, false, |blk| {
+    let (sums, _) = blocks_512(l, ys, None, |blk| {
         // SAFETY: qs holds 32 * nb bytes (Lens), blk + 2 <= nb: 64 bytes from 32 * blk.
         let x = unsafe { load512(qs.as_ptr(), blk * 32) };
         (_mm512_abs_epi8(x), _mm512_movepi8_mask(x))
@@ -182,4 +204,145 @@ fn q8_512<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
         out[t] = _mm512_reduce_add_ps(sums[t]);
     }
     out
+}
+
+/// K-quant rows, AVX-512 VNNI, against the activations' `Q8_K` form: per pair of
+/// sub-blocks, one `vpdpbusd` per token whose 16 lanes are the pair's four halves (16 weights,
+/// four lanes each), times their integer scales (`Q6_K`'s own per 16; `Q4_K` and `Q5_K` give
+/// both halves of a sub-block its scale), added up as integers per super-block (as ggml
+/// does); then one float product per super-block and token. `Q6_K`'s integers are signed:
+/// they go in as magnitudes, and the activations take their signs. The `Q4_K` and `Q5_K`
+/// minimums times the activations' sums per 32 are one integer product of eight lanes per
+/// super-block and token.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+#[inline]
+fn k_512<const N: usize>(kind: Kind, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
+    const SUBS: usize = SUPER / BLOCK;
+    let bb = kind.block_bytes();
+    let supers = l.nb / SUBS;
+    if l.qs.len() < supers * bb || !fits_k(l.nb, ys) {
+        return [0.0; N];
+    }
+    let low = _mm256_set1_epi8(0x0F);
+    let one = _mm256_set1_epi8(1);
+    let three = _mm256_set1_epi8(3);
+    let quarters = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    let mut acc = [_mm512_setzero_ps(); N];
+    let mut macc = [_mm256_setzero_ps(); N];
+    for g in 0..supers {
+        let sb = &l.qs[g * bb..(g + 1) * bb];
+        let mut sc = [0i32; 16];
+        let mut mins = [0i32; SUBS];
+        let (d, dmin) = if kind == Kind::Q6K {
+            for (i, s) in sc.iter_mut().enumerate() {
+                *s = i32::from(sb.get(192 + i).copied().unwrap_or(0) as i8);
+            }
+            (f16_at(sb, 208), 0.0)
+        } else {
+            let k4 = k4_scales(sb);
+            for (s, m) in mins.iter_mut().enumerate() {
+                let (a, b) = scale_min_k4(s, &k4);
+                (sc[2 * s], sc[2 * s + 1], *m) = (i32::from(a), i32::from(a), i32::from(b));
+            }
+            (f16_at(sb, 0), f16_at(sb, 2))
+        };
+        // SAFETY: 16 and 8 i32 from arrays of that length.
+        let (sc, mins) = unsafe {
+            (
+                _mm512_loadu_si512(sc.as_ptr().cast()),
+                _mm256_loadu_si256(mins.as_ptr().cast()),
+            )
+        };
+        let qh5 = if kind == Kind::Q5K {
+            // SAFETY: a Q5_K super-block holds 176 bytes, its `qh` at 16..48.
+            unsafe { load256(sb.as_ptr(), 16) }
+        } else {
+            _mm256_setzero_si256()
+        };
+        let mut ints = [_mm512_setzero_si512(); N];
+        for p in 0..4 {
+            let (x, neg) = match kind {
+                Kind::Q6K => {
+                    let h = p / 2;
+                    let shift = _mm_cvtsi32_si128(4 * (p % 2) as i32);
+                    // SAFETY: 64 * h + 64 <= 128 and 128 + 32 * h + 32 <= 192 <= 210.
+                    let (qla, qlb, qh) = unsafe {
+                        (
+                            load256(sb.as_ptr(), 64 * h),
+                            load256(sb.as_ptr(), 64 * h + 32),
+                            load256(sb.as_ptr(), 128 + 32 * h),
+                        )
+                    };
+                    // Sub-blocks 4h + 2(p % 2) and the next: the low or high nibbles of
+                    // `qla` and `qlb`, and the pairs 2(p % 2) and 2(p % 2) + 1 of `qh`.
+                    let qh = _mm256_srl_epi16(qh, shift);
+                    let xa = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srl_epi16(qla, shift), low),
+                        _mm256_slli_epi16(_mm256_and_si256(qh, three), 4),
+                    );
+                    let xb = _mm256_or_si256(
+                        _mm256_and_si256(_mm256_srl_epi16(qlb, shift), low),
+                        _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), three), 4),
+                    );
+                    let x = _mm512_sub_epi8(
+                        _mm512_inserti64x4(_mm512_castsi256_si512(xa), xb, 1),
+                        _mm512_set1_epi8(32),
+                    );
+                    (_mm512_abs_epi8(x), _mm512_movepi8_mask(x))
+                }
+                _ => {
+                    let q_at = if kind == Kind::Q5K { 48 } else { 16 };
+                    // SAFETY: q_at + 32 * p + 32 <= bb (p < 4).
+                    let v = unsafe { load256(sb.as_ptr(), q_at + 32 * p) };
+                    let mut xa = _mm256_and_si256(v, low);
+                    let mut xb = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                    if kind == Kind::Q5K {
+                        let qh = _mm256_srl_epi16(qh5, _mm_cvtsi32_si128(2 * p as i32));
+                        xa = _mm256_or_si256(xa, _mm256_slli_epi16(_mm256_and_si256(qh, one), 4));
+                        let qb = _mm256_and_si256(_mm256_srli_epi16(qh, 1), one);
+                        xb = _mm256_or_si256(xb, _mm256_slli_epi16(qb, 4));
+                    }
+                    (_mm512_inserti64x4(_mm512_castsi256_si512(xa), xb, 1), 0)
+                }
+            };
+            let lanes = _mm512_permutexvar_epi32(
+                _mm512_add_epi32(quarters, _mm512_set1_epi32(4 * p as i32)),
+                sc,
+            );
+            let at = g * SUPER + 64 * p;
+            for t in 0..N {
+                // SAFETY: every token's kq holds 256 * supers bytes (fits_k), and
+                // at + 64 <= 256 * (g + 1).
+                let mut yv = unsafe { load512(ys[t].kq.as_ptr(), at) };
+                yv = _mm512_mask_sub_epi8(yv, neg, _mm512_setzero_si512(), yv);
+                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x, yv);
+                ints[t] = _mm512_add_epi32(ints[t], _mm512_mullo_epi32(dot, lanes));
+            }
+        }
+        for t in 0..N {
+            let y = ys[t];
+            let kd = y.kd.get(g).copied().unwrap_or(0.0);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ints[t]), _mm512_set1_ps(d * kd), acc[t]);
+            if kind != Kind::Q6K {
+                // SAFETY: every token's ks holds nb = 8 * supers sums (fits_k).
+                let ks = unsafe { _mm256_loadu_si256(y.ks.as_ptr().add(g * SUBS).cast()) };
+                let m = _mm256_cvtepi32_ps(_mm256_mullo_epi32(mins, ks));
+                macc[t] = _mm256_fmadd_ps(m, _mm256_set1_ps(dmin * kd), macc[t]);
+            }
+        }
+    }
+    let mut out = [0f32; N];
+    for t in 0..N {
+        out[t] = _mm512_reduce_add_ps(acc[t]) - hsum8(macc[t]);
+    }
+    out
+}
+
+/// Sum of 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+fn hsum8(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
 }

@@ -29,7 +29,7 @@ use std::ops::Range;
 use half::f16;
 
 pub use self::portable::{axpy_f16, dot_f16, dot_f32};
-use self::portable::{q4_portable, q8_portable};
+use self::portable::{k_portable, q4_portable, q8_portable};
 use self::rows::{Out, Rows, each_row};
 // The kernels' inputs, also reachable here (their paths before the modules were split).
 pub use super::blocks::{BLOCK, Kind};
@@ -81,22 +81,20 @@ impl Packed {
             out.out.fill(0.0);
             return;
         };
-        let q8 = self.kind() == Kind::Q8_0;
+        let kind = self.kind();
         match level {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `best()` detected AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C on this CPU;
             // `rs` checked the lengths the kernel reads.
-            Level::Avx512 => unsafe { avx512::rows_512(q8, rs, ys, out) },
+            Level::Avx512 => unsafe { avx512::rows_512(kind, rs, ys, out) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `best()` detected AVX2, FMA and F16C; lengths checked in `rs`.
-            Level::Avx2 => unsafe { avx2::rows_avx2(q8, rs, ys, out) },
-            _ => each_row(rs, out, |l| {
-                if q8 {
-                    q8_portable(l, ys)
-                } else {
-                    q4_portable(l, ys)
-                }
-            }),
+            Level::Avx2 => unsafe { avx2::rows_avx2(kind, rs, ys, out) },
+            _ => match kind {
+                Kind::Q8_0 => each_row(rs, out, |l| q8_portable(l, ys)),
+                k if k.is_k() => each_row(rs, out, |l| k_portable(k, l, ys)),
+                _ => each_row(rs, out, |l| q4_portable(l, ys)),
+            },
         }
     }
 
@@ -161,6 +159,7 @@ pub fn weighted_values(level: Level, w: &[f32], vals: &[f16], o: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::lean::blocks::SUPER;
     use crate::engine::lean::quant::tests::rand_f32;
 
     /// A random `rows` x `cols` matrix quantised by candle.
@@ -175,15 +174,10 @@ mod tests {
         candle_core::quantized::QTensor::quantize(&t, dtype).unwrap()
     }
 
-    const KINDS: [(candle_core::quantized::GgmlDType, Kind); 4] = {
-        use candle_core::quantized::GgmlDType;
-        [
-            (GgmlDType::Q4_0, Kind::Q4_0),
-            (GgmlDType::Q4_1, Kind::Q4_1),
-            (GgmlDType::Q8_0, Kind::Q8_0),
-            (GgmlDType::F32, Kind::F32),
-        ]
-    };
+    /// Every kind with candle's GGUF type for it.
+    fn kinds() -> impl Iterator<Item = (candle_core::quantized::GgmlDType, Kind)> {
+        Kind::ALL.into_iter().map(|k| (k.ggml(), k))
+    }
 
     /// Repacked rows dequantise exactly to candle's weights, and every level's dot product
     /// (one token and four at once) is within the 8-bit rounding of the activations of the
@@ -192,9 +186,10 @@ mod tests {
     fn packed_dots_match_candle_blocks_at_every_level() {
         use candle_core::Device;
         let mut seed = 7;
-        // 18 blocks per row, as the default model's width 576: a 16-block chunk and a pair.
-        let (rows, cols) = (6, 576);
-        for (dtype, kind) in KINDS {
+        for (dtype, kind) in kinds() {
+            // 18 blocks per row, as the default model's width 576: a 16-block chunk and a
+            // pair; three super-blocks for the K-quants.
+            let (rows, cols) = (6, if kind.is_k() { 768 } else { 576 });
             let q = candle_quantized(dtype, rows, cols, &mut seed);
             let bytes = q.data().unwrap().into_owned();
             let wd = q
@@ -214,11 +209,19 @@ mod tests {
                     .iter()
                     .map(|y| {
                         let exact: f32 = wr.iter().zip(y.f).map(|(a, b)| a * b).sum();
-                        // Each activation is off by at most d/2 (plus the f16 rounding of d).
+                        // Each activation is off by at most half a step (plus the f16
+                        // rounding of a Q8_0 scale): the K-quants read the Q8_K form.
+                        let step = |i: usize| {
+                            if kind.is_k() {
+                                y.kd[i / SUPER].abs()
+                            } else {
+                                y.d[i / BLOCK]
+                            }
+                        };
                         let bound: f32 = wr
                             .iter()
                             .enumerate()
-                            .map(|(i, a)| a.abs() * y.d[i / BLOCK] * 0.51)
+                            .map(|(i, a)| a.abs() * step(i) * 0.51)
                             .sum::<f32>()
                             + 1e-4;
                         (exact, bound)
@@ -249,7 +252,7 @@ mod tests {
         let mut seed = 5;
         let cols = 1536;
         let x = QAct::new(rand_f32(cols, &mut seed), cols);
-        for (dtype, kind) in KINDS {
+        for (dtype, kind) in kinds() {
             let bytes = candle_quantized(dtype, 3, cols, &mut seed)
                 .data()
                 .unwrap()

@@ -6,7 +6,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::rows::Lens;
-use crate::engine::lean::blocks::BLOCK;
+use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, decode_k};
 use crate::engine::lean::quant::Y;
 
 /// Dot product with eight partial sums (vectorised by the compiler).
@@ -67,7 +67,7 @@ pub fn axpy_f16(o: &mut [f32], w: f32, b: &[f16]) {
     }
 }
 
-/// The `Q4_*` kernel in plain Rust.
+/// The `Q4_*` and `Q5_*` kernel in plain Rust.
 pub(super) fn q4_portable<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     let mut out = [0f32; N];
     for (o, y) in out.iter_mut().zip(ys) {
@@ -75,18 +75,25 @@ pub(super) fn q4_portable<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32;
             for half in 0..2 {
                 let blk = 2 * pair + half;
                 let yq = y.qs.get(blk * BLOCK..(blk + 1) * BLOCK).unwrap_or_default();
+                let hb =
+                    l.h.and_then(|h| h.get(4 * blk..4 * blk + 4))
+                        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                        .map_or(0, u32::from_le_bytes);
                 let isum: i32 = q
                     .iter()
                     .zip(yq)
-                    .map(|(b, v)| {
+                    .enumerate()
+                    .map(|(j, (b, v))| {
                         let n = if half == 0 { b & 0x0F } else { b >> 4 };
-                        i32::from(n) * i32::from(*v)
+                        let n = i32::from(n) | (((hb >> j) & 1) << 4) as i32;
+                        n * i32::from(*v)
                     })
                     .sum();
                 let dv = l.d.get(blk).map_or(0.0, |v| v.to_f32());
-                let mv = match l.m {
-                    Some(m) => m.get(blk).map_or(0.0, |v| v.to_f32()),
-                    None => -8.0 * dv,
+                let mv = match (l.m, l.h) {
+                    (Some(m), _) => m.get(blk).map_or(0.0, |v| v.to_f32()),
+                    (None, Some(_)) => -16.0 * dv,
+                    (None, None) => -8.0 * dv,
                 };
                 let (yd, ysum) = (
                     y.d.get(blk).copied().unwrap_or(0.0),
@@ -115,6 +122,38 @@ pub(super) fn q8_portable<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32;
                 .map(|(a, b)| i32::from(*a as i8) * i32::from(*b))
                 .sum();
             *o += dv.to_f32() * yd * isum as f32;
+        }
+    }
+    out
+}
+
+/// The K-quant kernel in plain Rust, with the activations' `Q8_K` form, as ggml computes it:
+/// per super-block the integer sum of each 16 weights' products times its integer scale, and
+/// of each 32 activations' sum times its integer minimum; then `d * kd` times the first less
+/// `dmin * kd` times the second.
+pub(super) fn k_portable<const N: usize>(kind: Kind, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
+    let mut out = [0f32; N];
+    let subs = SUPER / BLOCK;
+    for (g, sb) in l.qs.chunks_exact(kind.block_bytes()).enumerate() {
+        let k = decode_k(kind, sb);
+        for (o, y) in out.iter_mut().zip(ys) {
+            let yq = y.kq.get(g * SUPER..(g + 1) * SUPER).unwrap_or_default();
+            let ks = y.ks.get(g * subs..(g + 1) * subs).unwrap_or_default();
+            let kd = y.kd.get(g).copied().unwrap_or(0.0);
+            let ints: i32 =
+                k.q.chunks_exact(16)
+                    .zip(yq.chunks_exact(16))
+                    .zip(k.sc)
+                    .map(|((q, yq), sc)| {
+                        sc * q
+                            .iter()
+                            .zip(yq)
+                            .map(|(a, b)| i32::from(*a) * i32::from(*b))
+                            .sum::<i32>()
+                    })
+                    .sum();
+            let mins: i32 = k.m.iter().zip(ks).map(|(m, s)| m * s).sum();
+            *o += k.d * kd * ints as f32 - k.dmin * kd * mins as f32;
         }
     }
     out

@@ -10,7 +10,7 @@ use std::ops::Range;
 
 use half::f16;
 
-use crate::engine::lean::blocks::{BLOCK, Kind};
+use crate::engine::lean::blocks::{BLOCK, Kind, SUPER};
 use crate::engine::lean::pack::Packed;
 use crate::engine::lean::quant::Y;
 
@@ -48,6 +48,7 @@ fn prefetch(l: Lens<'_>) {
     let scales = [
         l.d.as_ptr().cast::<u8>(),
         l.m.unwrap_or(l.d).as_ptr().cast(),
+        l.h.unwrap_or_default().as_ptr(),
     ];
     for p in l.qs.chunks(64).map(<[u8]>::as_ptr).chain(scales) {
         // SAFETY: SSE is part of every x86-64 CPU; a prefetch is a hint that never faults
@@ -74,18 +75,21 @@ impl Out<'_> {
 }
 
 /// Consecutive rows of a quantised matrix whose lengths were checked against the
-/// activations: `nb` blocks per row (an even number), `d` and (for `Q4_1`) `m` with
-/// `nb` scales per row, `qs` with `nb * per_block` bytes per row, and every token's `qs`
-/// (`32 * nb`), `d` and `s` (`nb`). The slices also hold up to [`PREFETCH_ROWS`] rows past
-/// the range, when the matrix has them, to be prefetched (a task's first rows then come in
-/// while the rows before them, the previous task's, are computed).
+/// activations: `nb` blocks of 32 per row (an even number), `d` and (`Q4_1`, `Q5_1`) `m`
+/// with `nb` scales per row, (`Q5_*`) `h` with `4 * nb` bytes per row, `qs` with `row_qs`
+/// bytes per row ([`Packed::qs_row_bytes`]: whole super-blocks for the K-quants), and every
+/// token's `qs` (`32 * nb`), `d` and `s` (`nb`). The slices also hold up to
+/// [`PREFETCH_ROWS`] rows past the range, when the matrix has them, to be prefetched (a
+/// task's first rows then come in while the rows before them, the previous task's, are
+/// computed).
 #[derive(Clone, Copy)]
 pub(super) struct Rows<'a> {
     pub(super) rows: usize,
     pub(super) nb: usize,
-    pub(super) per_block: usize,
+    row_qs: usize,
     pub(super) d: &'a [f16],
     pub(super) m: Option<&'a [f16]>,
+    pub(super) h: Option<&'a [u8]>,
     pub(super) qs: &'a [u8],
 }
 
@@ -95,30 +99,42 @@ impl<'a> Rows<'a> {
         rows: Range<usize>,
         ys: &[Y<'_>; N],
     ) -> Option<Self> {
+        let kind = p.kind();
         let nb = p.cols() / BLOCK;
-        let per_block = if p.kind() == Kind::Q8_0 {
-            BLOCK
-        } else {
-            BLOCK / 2
-        };
+        let row_qs = p.qs_row_bytes();
         let span = rows.start..(rows.end + PREFETCH_ROWS).min(p.rows()).max(rows.end);
         let scales = span.start * nb..span.end * nb;
-        if !nb.is_multiple_of(2) || !fits(nb, ys) {
+        if kind == Kind::F32
+            || !nb.is_multiple_of(2)
+            || !p.cols().is_multiple_of(kind.row_multiple())
+            || !(if kind.is_k() {
+                fits_k(nb, ys)
+            } else {
+                fits(nb, ys)
+            })
+        {
             return None;
         }
         Some(Self {
             rows: rows.len(),
             nb,
-            per_block,
-            d: p.d().get(scales.clone())?,
-            m: if p.kind() == Kind::Q4_1 {
-                Some(p.m().get(scales)?)
+            row_qs,
+            d: if kind.is_k() {
+                &[]
+            } else {
+                p.d().get(scales.clone())?
+            },
+            m: if matches!(kind, Kind::Q4_1 | Kind::Q5_1) {
+                Some(p.m().get(scales.clone())?)
             } else {
                 None
             },
-            qs: p
-                .qs()
-                .get(span.start * nb * per_block..span.end * nb * per_block)?,
+            h: if matches!(kind, Kind::Q5_0 | Kind::Q5_1) {
+                Some(p.h().get(scales.start * 4..scales.end * 4)?)
+            } else {
+                None
+            },
+            qs: p.qs().get(span.start * row_qs..span.end * row_qs)?,
         })
     }
 
@@ -137,14 +153,20 @@ impl<'a> Rows<'a> {
         let nb = self.nb;
         Some(Lens {
             nb,
-            d: self.d.get(i * nb..(i + 1) * nb)?,
+            d: if self.d.is_empty() {
+                self.d
+            } else {
+                self.d.get(i * nb..(i + 1) * nb)?
+            },
             m: match self.m {
                 Some(m) => Some(m.get(i * nb..(i + 1) * nb)?),
                 None => None,
             },
-            qs: self
-                .qs
-                .get(i * nb * self.per_block..(i + 1) * nb * self.per_block)?,
+            h: match self.h {
+                Some(h) => Some(h.get(i * nb * 4..(i + 1) * nb * 4)?),
+                None => None,
+            },
+            qs: self.qs.get(i * self.row_qs..(i + 1) * self.row_qs)?,
         })
     }
 }
@@ -155,14 +177,27 @@ pub(super) fn fits<const N: usize>(nb: usize, ys: &[Y<'_>; N]) -> bool {
         .all(|y| y.qs.len() == nb * BLOCK && y.d.len() == nb && y.s.len() == nb)
 }
 
+/// Whether every token's activations have the `Q8_K` form of `nb` blocks (what the K-quant
+/// kernels read of them).
+pub(super) fn fits_k<const N: usize>(nb: usize, ys: &[Y<'_>; N]) -> bool {
+    nb.is_multiple_of(SUPER / BLOCK)
+        && ys.iter().all(|y| {
+            y.kq.len() == nb * BLOCK && y.kd.len() == nb / (SUPER / BLOCK) && y.ks.len() == nb
+        })
+}
+
 /// One weight row's slices, from [`Rows::row`]: `nb` blocks (even), `d` and `m` with `nb`
-/// scales, `qs` with `nb` blocks of bytes; the tokens' slices were checked by [`Rows::new`].
-/// The SIMD kernels read only within these lengths.
+/// scales (`d` empty for the K-quants), `h` with `4 * nb` bytes, `qs` with the row's bytes
+/// (`16 * nb` for `Q4_*` and `Q5_*`, `32 * nb` for `Q8_0`, `nb / 8` super-blocks for the
+/// K-quants); the tokens' slices were checked by [`Rows::new`]. The SIMD kernels read only
+/// within these lengths.
 #[derive(Clone, Copy)]
 pub(super) struct Lens<'a> {
     pub(super) nb: usize,
     pub(super) d: &'a [f16],
-    /// `Q4_1` minimums; `None` for `Q4_0` (minimum `-8 d`) and `Q8_0`.
+    /// `Q4_1`, `Q5_1` minimums; `None` for the other kinds.
     pub(super) m: Option<&'a [f16]>,
+    /// `Q5_*` fifth bits; `None` for the other kinds.
+    pub(super) h: Option<&'a [u8]>,
     pub(super) qs: &'a [u8],
 }
