@@ -160,6 +160,28 @@ pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
     }
 }
 
+/// The eight scales and the eight minimums of a `Q4_K` or `Q5_K` super-block `sb`, one byte
+/// each (sub-block j in byte j), as [`scale_min_k4`] reads them, in a few word operations.
+#[inline]
+pub fn k4_scales_mins(sb: &[u8]) -> (u64, u64) {
+    let w = |i: usize| {
+        sb.get(4 + 4 * i..8 + 4 * i)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map_or(0, u32::from_le_bytes)
+    };
+    let (a, m, c) = (w(0), w(1), w(2));
+    // Sub-blocks 0..4: the low six bits of bytes 0..4 (scales) and 4..8 (minimums); 4..8: the
+    // nibbles of bytes 8..12, with the top two bits of bytes 0..8 above them.
+    let s_lo = a & 0x3f3f_3f3f;
+    let s_hi = (c & 0x0f0f_0f0f) | ((a >> 2) & 0x3030_3030);
+    let m_lo = m & 0x3f3f_3f3f;
+    let m_hi = ((c >> 4) & 0x0f0f_0f0f) | ((m >> 2) & 0x3030_3030);
+    (
+        u64::from(s_lo) | (u64::from(s_hi) << 32),
+        u64::from(m_lo) | (u64::from(m_hi) << 32),
+    )
+}
+
 /// The 12 scale bytes of a `Q4_K` or `Q5_K` super-block `sb`.
 #[inline]
 pub fn k4_scales(sb: &[u8]) -> [u8; 12] {
@@ -251,4 +273,33 @@ pub fn decode_k(kind: Kind, sb: &[u8]) -> Decoded {
         _ => {}
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-wise decoding of the K-quant scales gives ggml's, byte by byte, for every
+    /// value of each scale byte's bits.
+    #[test]
+    fn k4_scales_and_minimums_decode_as_ggml_s() {
+        let mut seed = 1u64;
+        for _ in 0..2000 {
+            let mut sb = [0u8; 16];
+            for b in &mut sb {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+                *b = (seed >> 56) as u8;
+            }
+            let (s, m) = k4_scales_mins(&sb);
+            let sc = k4_scales(&sb);
+            for j in 0..8 {
+                let (a, b) = scale_min_k4(j, &sc);
+                assert_eq!(
+                    ((s >> (8 * j)) as u8, (m >> (8 * j)) as u8),
+                    (a, b),
+                    "{sb:?} {j}"
+                );
+            }
+        }
+    }
 }

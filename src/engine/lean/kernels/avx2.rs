@@ -20,7 +20,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use super::rows::{Lens, Out, Rows, each_row, fits, fits_k};
-use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, f16_at, k4_scales, scale_min_k4};
+use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, f16_at, k4_scales_mins};
 use crate::engine::lean::quant::Y;
 
 /// Every row of `rs`, AVX2.
@@ -251,12 +251,13 @@ fn q4_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     finish(&acc, &offs)
 }
 
-/// The integer sums of a 32-weight sub-block's products, 8 lanes: unsigned `x` (each
-/// product pair under 2^15), signed `y`.
+/// The integer sums of a 32-weight sub-block's products times their scales, 8 lanes:
+/// unsigned `x` below 64 (so each pair of products is under 2^13 in magnitude), signed `y`,
+/// and the scale of each pair of products in `scales` (16-bit lanes).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn isums(x: __m256i, y: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+fn scaled_sums(x: __m256i, y: __m256i, scales: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), scales)
 }
 
 /// `Q4_K` and (`five`) `Q5_K` rows, AVX2, against the activations' `Q8_K` form: per
@@ -279,13 +280,9 @@ fn k45_avx2<const N: usize>(five: bool, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N
     }
     for g in 0..supers {
         let sb = &l.qs[g * bb..(g + 1) * bb];
-        let (d, dmin, sc) = (f16_at(sb, 0), f16_at(sb, 2), k4_scales(sb));
-        let mut scales = [0i32; SUBS];
-        let mut mins = [0i32; SUBS];
-        for (s, (a, m)) in scales.iter_mut().zip(mins.iter_mut()).enumerate() {
-            let (x, y) = scale_min_k4(s, &sc);
-            (*a, *m) = (i32::from(x), i32::from(y));
-        }
+        let (d, dmin) = (f16_at(sb, 0), f16_at(sb, 2));
+        let (scales, mins) = k4_scales_mins(sb);
+        let scale = |s: usize| i16::from((scales >> (8 * s)) as u8);
         let mut qh = if five {
             // SAFETY: a Q5_K super-block holds 176 bytes, its `qh` at 16..48.
             unsafe { load256(sb.as_ptr(), 16) }
@@ -306,8 +303,8 @@ fn k45_avx2<const N: usize>(five: bool, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N
                 qh = _mm256_srli_epi16(qh, 2);
             }
             let (sa, sbb) = (
-                _mm256_set1_epi32(scales[2 * j]),
-                _mm256_set1_epi32(scales[2 * j + 1]),
+                _mm256_set1_epi16(scale(2 * j)),
+                _mm256_set1_epi16(scale(2 * j + 1)),
             );
             let at = g * SUPER + 64 * j;
             for t in 0..N {
@@ -319,20 +316,16 @@ fn k45_avx2<const N: usize>(five: bool, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N
                         load256(ys[t].kq.as_ptr(), at + 32),
                     )
                 };
-                let s = _mm256_add_epi32(
-                    _mm256_mullo_epi32(isums(xa, ya), sa),
-                    _mm256_mullo_epi32(isums(xb, yb), sbb),
-                );
+                let s = _mm256_add_epi32(scaled_sums(xa, ya, sa), scaled_sums(xb, yb, sbb));
                 ints[t] = _mm256_add_epi32(ints[t], s);
             }
         }
         for t in 0..N {
             let y = ys[t];
             let kd = y.kd.get(g).copied().unwrap_or(0.0);
-            let m: i32 = mins
-                .iter()
+            let m: i32 = (0..SUBS)
                 .zip(y.ks.get(g * SUBS..(g + 1) * SUBS).unwrap_or_default())
-                .map(|(m, s)| m * s)
+                .map(|(j, s)| i32::from((mins >> (8 * j)) as u8) * s)
                 .sum();
             acc[t][g % 2] = _mm256_fmadd_ps(
                 _mm256_set1_ps(d * kd),
@@ -364,7 +357,7 @@ fn q6k_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     for g in 0..supers {
         let sb = &l.qs[g * 210..(g + 1) * 210];
         let d = f16_at(sb, 208);
-        let scale = |i: usize| i32::from(sb.get(192 + i).copied().unwrap_or(0) as i8);
+        let scale = |i: usize| i16::from(sb.get(192 + i).copied().unwrap_or(0) as i8);
         let mut ints = [_mm256_setzero_si256(); N];
         for h in 0..2 {
             // SAFETY: 64 * h + 64 <= 128 and 128 + 32 * h + 32 <= 192 <= 210 = sb.len().
@@ -395,16 +388,16 @@ fn q6k_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
                 let aq = _mm256_sign_epi8(q, q);
                 let s = 4 * h + k;
                 let halves = _mm256_setr_m128i(
-                    _mm_set1_epi32(scale(2 * s)),
-                    _mm_set1_epi32(scale(2 * s + 1)),
+                    _mm_set1_epi16(scale(2 * s)),
+                    _mm_set1_epi16(scale(2 * s + 1)),
                 );
                 let at = g * SUPER + 32 * s;
                 for t in 0..N {
                     // SAFETY: every token's kq holds 256 * supers bytes (fits_k), and
                     // at + 32 <= 256 * (g + 1).
                     let yv = unsafe { load256(ys[t].kq.as_ptr(), at) };
-                    let sums = isums(aq, _mm256_sign_epi8(yv, q));
-                    ints[t] = _mm256_add_epi32(ints[t], _mm256_mullo_epi32(sums, halves));
+                    let sums = scaled_sums(aq, _mm256_sign_epi8(yv, q), halves);
+                    ints[t] = _mm256_add_epi32(ints[t], sums);
                 }
             }
         }

@@ -19,7 +19,7 @@ use half::f16;
 
 use super::avx2::load256;
 use super::rows::{Lens, Out, Rows, each_row, fits, fits_k};
-use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, f16_at, k4_scales, scale_min_k4};
+use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, f16_at, k4_scales_mins};
 use crate::engine::lean::quant::Y;
 
 /// Every row of `rs`, AVX-512 VNNI.
@@ -226,33 +226,37 @@ fn k_512<const N: usize>(kind: Kind, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     let low = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi8(1);
     let three = _mm256_set1_epi8(3);
-    let quarters = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    // The 16-bit lanes of a pair's `maddubs` (pairs of products) belong to its four halves,
+    // eight each: this picks their scales.
+    let eighths = _mm512_set_epi16(
+        3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0,
+        0, 0,
+    );
     let mut acc = [_mm512_setzero_ps(); N];
     let mut macc = [_mm256_setzero_ps(); N];
     for g in 0..supers {
         let sb = &l.qs[g * bb..(g + 1) * bb];
-        let mut sc = [0i32; 16];
-        let mut mins = [0i32; SUBS];
-        let (d, dmin) = if kind == Kind::Q6K {
-            for (i, s) in sc.iter_mut().enumerate() {
-                *s = i32::from(sb.get(192 + i).copied().unwrap_or(0) as i8);
-            }
-            (f16_at(sb, 208), 0.0)
-        } else {
-            let k4 = k4_scales(sb);
-            for (s, m) in mins.iter_mut().enumerate() {
-                let (a, b) = scale_min_k4(s, &k4);
-                (sc[2 * s], sc[2 * s + 1], *m) = (i32::from(a), i32::from(a), i32::from(b));
-            }
-            (f16_at(sb, 0), f16_at(sb, 2))
-        };
-        // SAFETY: 16 and 8 i32 from arrays of that length.
-        let (sc, mins) = unsafe {
+        // The sixteen halves' integer scales as 16-bit lanes, the eight minimums as 32-bit.
+        let (halves, mins, d, dmin) = if kind == Kind::Q6K {
+            // SAFETY: a Q6_K super-block holds 210 bytes, its scales at 192..208.
+            let sc = unsafe { _mm_loadu_si128(sb.as_ptr().add(192).cast()) };
             (
-                _mm512_loadu_si512(sc.as_ptr().cast()),
-                _mm256_loadu_si256(mins.as_ptr().cast()),
+                _mm256_cvtepi8_epi16(sc),
+                _mm256_setzero_si256(),
+                f16_at(sb, 208),
+                0.0,
+            )
+        } else {
+            let (s, m) = k4_scales_mins(sb);
+            let s = _mm_cvtsi64_si128(s as i64);
+            (
+                _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(s, s)),
+                _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(m as i64)),
+                f16_at(sb, 0),
+                f16_at(sb, 2),
             )
         };
+        let halves = _mm512_castsi256_si512(halves);
         let qh5 = if kind == Kind::Q5K {
             // SAFETY: a Q5_K super-block holds 176 bytes, its `qh` at 16..48.
             unsafe { load256(sb.as_ptr(), 16) }
@@ -305,9 +309,9 @@ fn k_512<const N: usize>(kind: Kind, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
                     (_mm512_inserti64x4(_mm512_castsi256_si512(xa), xb, 1), 0)
                 }
             };
-            let lanes = _mm512_permutexvar_epi32(
-                _mm512_add_epi32(quarters, _mm512_set1_epi32(4 * p as i32)),
-                sc,
+            let scales = _mm512_permutexvar_epi16(
+                _mm512_add_epi16(eighths, _mm512_set1_epi16(4 * p as i16)),
+                halves,
             );
             let at = g * SUPER + 64 * p;
             for t in 0..N {
@@ -315,8 +319,10 @@ fn k_512<const N: usize>(kind: Kind, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
                 // at + 64 <= 256 * (g + 1).
                 let mut yv = unsafe { load512(ys[t].kq.as_ptr(), at) };
                 yv = _mm512_mask_sub_epi8(yv, neg, _mm512_setzero_si512(), yv);
-                let dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), x, yv);
-                ints[t] = _mm512_add_epi32(ints[t], _mm512_mullo_epi32(dot, lanes));
+                // Pairs of products (each under 2^13 in magnitude: x < 64, |y| <= 127), then
+                // pairs of those times their half's scale, into the 32-bit sums.
+                let pairs = _mm512_maddubs_epi16(x, yv);
+                ints[t] = _mm512_dpwssd_epi32(ints[t], pairs, scales);
             }
         }
         for t in 0..N {
