@@ -45,12 +45,18 @@ pub(super) fn each_row<const N: usize>(
 #[allow(unsafe_code, reason = "a prefetch hint, which never faults")]
 fn prefetch(l: Lens<'_>) {
     use std::arch::x86_64::{_MM_HINT_NTA, _mm_prefetch};
+    // The scales' lines, where the kind has them (an empty slice's pointer is no address to
+    // prefetch: a prefetch of an unmapped page can cost a page walk).
     let scales = [
-        l.d.as_ptr().cast::<u8>(),
-        l.m.unwrap_or(l.d).as_ptr().cast(),
-        l.h.unwrap_or_default().as_ptr(),
+        (!l.d.is_empty()).then(|| l.d.as_ptr().cast::<u8>()),
+        l.m.map(|m| m.as_ptr().cast()),
+        l.h.map(<[u8]>::as_ptr),
     ];
-    for p in l.qs.chunks(64).map(<[u8]>::as_ptr).chain(scales) {
+    for p in
+        l.qs.chunks(64)
+            .map(<[u8]>::as_ptr)
+            .chain(scales.into_iter().flatten())
+    {
         // SAFETY: SSE is part of every x86-64 CPU; a prefetch is a hint that never faults
         // and changes no memory.
         unsafe { _mm_prefetch::<_MM_HINT_NTA>(p.cast()) };
