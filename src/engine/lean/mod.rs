@@ -131,6 +131,23 @@ struct Buffers {
     rt: Vec<f32>,
 }
 
+impl Buffers {
+    /// Empty buffers whose activations are also quantised as `Q8_K` where a K-quant matrix
+    /// of `layers` (or the output projection `output`) reads them.
+    fn for_model(layers: &[Layer], output: &QMat) -> Self {
+        let k = |m: &QMat| m.kind().is_k();
+        let any = |f: &dyn Fn(&Layer) -> bool| layers.iter().any(f);
+        Self {
+            xa: QAct::with_k_form(
+                k(output) || any(&|l| k(&l.q) || k(&l.k) || k(&l.v) || k(&l.gate) || k(&l.up)),
+            ),
+            aa: QAct::with_k_form(any(&|l| k(&l.o))),
+            ha: QAct::with_k_form(any(&|l| k(&l.down))),
+            ..Self::default()
+        }
+    }
+}
+
 impl LeanLlama {
     /// Builds the model from the parsed GGUF `ct` and the file's bytes in `store`, with a
     /// context window of at most `max_context` tokens. The matrices are repacked in place and
@@ -145,6 +162,7 @@ impl LeanLlama {
             cos,
             sin,
         } = build::weights(ct, store, max_context)?;
+        let bufs = Buffers::for_model(&layers, output.as_ref().unwrap_or(&embed));
         Ok(Self {
             d,
             embed,
@@ -158,7 +176,7 @@ impl LeanLlama {
             parallel: true,
             governor: Governor::default(),
             team: None,
-            bufs: Buffers::default(),
+            bufs,
             prompt_chunk: PROMPT_CHUNK,
         })
     }
@@ -177,7 +195,8 @@ impl LeanLlama {
             self.cached = 0;
             // A new conversation: the last one's activations are freed (and wiped by the
             // allocator) rather than kept until they are overwritten.
-            self.bufs = Buffers::default();
+            self.bufs =
+                Buffers::for_model(&self.layers, self.output.as_ref().unwrap_or(&self.embed));
         }
         if pos != self.cached {
             return Err(Error::Candle(format!(

@@ -19,8 +19,9 @@ use super::level::Level;
 /// offsets). Scales are rounded to f16 as ggml's `Q8_0`/`Q8_1` store them, so the products
 /// match llama.cpp's bit for bit in the integers and closely in the floats.
 ///
-/// Rows whose width is a multiple of 256 are also quantised as ggml's `Q8_K`, the activations
-/// llama.cpp multiplies K-quants with: per 256 values one f32 scale `kd` (the value of
+/// Activations that a K-quant matrix multiplies ([`QAct::with_k_form`], and every [`QAct::new`]),
+/// in rows whose width is a multiple of 256, are also quantised as ggml's `Q8_K`, the
+/// activations llama.cpp multiplies K-quants with: per 256 values one f32 scale `kd` (the value of
 /// largest magnitude becomes -127, rounded to nearest, ties to even), and the integers' sum
 /// per 32 (`ks`, for the K-quants' minimums). The K-quant kernels read that form, so their
 /// integer sums are llama.cpp's too.
@@ -34,6 +35,8 @@ pub struct QAct {
     kq: Vec<i8>,
     kd: Vec<f32>,
     ks: Vec<i32>,
+    /// Whether the `Q8_K` form is made (rows of 256s feeding a K-quant matrix).
+    k_form: bool,
 }
 
 /// A run of whole blocks of a [`QAct`]'s values (see [`QAct::chunks_mut`]).
@@ -176,15 +179,28 @@ pub struct Y<'a> {
 }
 
 impl QAct {
-    /// Quantises `f` (a whole number of rows of `cols`, a multiple of [`BLOCK`]).
+    /// Quantises `f` (a whole number of rows of `cols`, a multiple of [`BLOCK`]), in every
+    /// form (the `Q8_K` one too, where the width allows).
     pub fn new(f: Vec<f32>, cols: usize) -> Self {
         let mut a = Self {
             cols,
             f,
+            k_form: true,
             ..Self::default()
         };
         a.quantize();
         a
+    }
+
+    /// Empty activations, to be written with [`Self::f_mut`] or [`Self::chunks_mut`], whose
+    /// quantisation makes the `Q8_K` form too when `k_form` (for K-quant matrices; it costs
+    /// a second pass over the values, so the forward pass asks for it only where a K-quant
+    /// matrix reads the activations).
+    pub fn with_k_form(k_form: bool) -> Self {
+        Self {
+            k_form,
+            ..Self::default()
+        }
     }
 
     /// The f32 values of `tokens` rows of `cols`, to be written and then quantised with
@@ -224,7 +240,7 @@ impl QAct {
 
     /// Whether the rows are also quantised as `Q8_K` (their width is a multiple of 256).
     fn has_k(&self) -> bool {
-        self.cols > 0 && self.cols.is_multiple_of(SUPER)
+        self.k_form && self.cols > 0 && self.cols.is_multiple_of(SUPER)
     }
 
     /// The f32 values of `tokens` rows of `cols` (as [`Self::f_mut`]) in runs of `blocks`
@@ -482,15 +498,19 @@ pub(super) mod tests {
         // The tie super-block: -0.5 and 0.5 -> 0, -1.5 -> -2, 1.5 -> 2 (to even).
         let ties = &x.token(0).kq[SUPER..2 * SUPER];
         assert_eq!((ties[32], ties[33], ties[31], ties[34]), (0, 0, -2, 2));
-        // Not a width of 256s: no Q8_K form.
+        // Not a width of 256s, or not asked for: no Q8_K form.
         assert!(
             QAct::new(rand_f32(64, &mut seed), 64)
                 .token(0)
                 .kq
                 .is_empty()
         );
+        let mut off = QAct::with_k_form(false);
+        off.f_mut(1, SUPER).copy_from_slice(&f[..SUPER]);
+        off.quantize();
+        assert!(off.token(0).kq.is_empty() && !off.token(0).qs.is_empty());
         // Chunks quantised apart: the same bytes.
-        let mut c = QAct::default();
+        let mut c = QAct::with_k_form(true);
         for mut ch in c.chunks_mut(2, cols, 3) {
             let n = ch.f.len();
             ch.f.copy_from_slice(&f[ch.start..ch.start + n]);

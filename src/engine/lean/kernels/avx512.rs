@@ -162,25 +162,25 @@ fn blocks_512<const N: usize>(
 fn q4_512<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     let low = _mm256_set1_epi8(0x0F);
     let qs = l.qs;
-    let zero = if l.h.is_some() { 16.0 } else { 8.0 };
-    let (sums, macc) = blocks_512(l, ys, Some(zero), |blk| {
+    let nibbles = |blk: usize| {
         // SAFETY: qs holds 16 * nb bytes (Lens), blk + 2 <= nb: 32 bytes from 16 * blk.
         let v = unsafe { load256(qs.as_ptr(), blk * 16) };
         let lo = _mm256_and_si256(v, low);
         let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        let x = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-        let fifth =
-            l.h.and_then(|h| h.get(4 * blk..4 * blk + 8))
+        _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1)
+    };
+    // Two loops, so that the `Q4_*` one has no test of fifth bits per pair.
+    let (sums, macc) = match l.h {
+        None => blocks_512(l, ys, Some(8.0), |blk| (nibbles(blk), 0)),
+        Some(h) => blocks_512(l, ys, Some(16.0), |blk| {
+            let bits = h
+                .get(4 * blk..4 * blk + 8)
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map(u64::from_le_bytes);
-        match fifth {
-            Some(bits) => (
-                _mm512_or_si512(x, _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10))),
-                0,
-            ),
-            None => (x, 0),
-        }
-    });
+                .map_or(0, u64::from_le_bytes);
+            let fifth = _mm512_maskz_mov_epi8(bits, _mm512_set1_epi8(0x10));
+            (_mm512_or_si512(nibbles(blk), fifth), 0)
+        }),
+    };
     let mut out = [0f32; N];
     for t in 0..N {
         out[t] = _mm512_reduce_add_ps(sums[t]) + _mm512_reduce_add_ps(macc[t]);
