@@ -91,8 +91,8 @@ impl Forward for Model {
 /// Which forward pass runs a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Backend {
-    /// Rempart's lean llama path where it applies (CPU, llama family, F32, Q4_0, Q4_1, Q5_0,
-    /// Q5_1, Q8_0, Q4_K, Q5_K or Q6_K matrices), else candle-transformers' model.
+    /// Rempart's lean llama path where it applies (CPU, llama family, F32, F16, BF16, Q4_0, Q4_1,
+    /// Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K matrices), else candle-transformers' model.
     #[default]
     Auto,
     /// Always candle-transformers' model (for comparisons).

@@ -313,6 +313,8 @@ fn lean_matches_stock_llama_logits() {
     // 2.1 % at one step.
     for (dtype, rel, dim) in [
         (GgmlDType::F32, 2e-3f32, 64),
+        (GgmlDType::F16, 2e-3, 64),
+        (GgmlDType::BF16, 2e-3, 64),
         (GgmlDType::Q4_0, 2e-2, 64),
         (GgmlDType::Q4_1, 2e-2, 64),
         (GgmlDType::Q5_0, 2e-2, 64),

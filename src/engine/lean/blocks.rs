@@ -37,6 +37,10 @@ pub const SUPER: usize = 256;
 pub enum Kind {
     /// Plain little-endian f32 (tiny test models, norms).
     F32,
+    /// Plain little-endian IEEE half precision.
+    F16,
+    /// Plain little-endian bfloat16.
+    BF16,
     /// ggml Q4_0.
     Q4_0,
     /// ggml Q4_1.
@@ -57,7 +61,7 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, F32 last.
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 11] = [
         Self::Q4_0,
         Self::Q4_1,
         Self::Q5_0,
@@ -66,6 +70,8 @@ impl Kind {
         Self::Q4K,
         Self::Q5K,
         Self::Q6K,
+        Self::F16,
+        Self::BF16,
         Self::F32,
     ];
 
@@ -73,6 +79,8 @@ impl Kind {
     pub fn from_ggml(t: GgmlDType) -> Option<Self> {
         Some(match t {
             GgmlDType::F32 => Self::F32,
+            GgmlDType::F16 => Self::F16,
+            GgmlDType::BF16 => Self::BF16,
             GgmlDType::Q4_0 => Self::Q4_0,
             GgmlDType::Q4_1 => Self::Q4_1,
             GgmlDType::Q5_0 => Self::Q5_0,
@@ -89,6 +97,8 @@ impl Kind {
     pub fn ggml(self) -> GgmlDType {
         match self {
             Self::F32 => GgmlDType::F32,
+            Self::F16 => GgmlDType::F16,
+            Self::BF16 => GgmlDType::BF16,
             Self::Q4_0 => GgmlDType::Q4_0,
             Self::Q4_1 => GgmlDType::Q4_1,
             Self::Q5_0 => GgmlDType::Q5_0,
@@ -109,6 +119,7 @@ impl Kind {
     pub fn block_bytes(self) -> usize {
         match self {
             Self::F32 => 4 * BLOCK,
+            Self::F16 | Self::BF16 => 2 * BLOCK,
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
             Self::Q5_0 => 22,
@@ -120,6 +131,12 @@ impl Kind {
         }
     }
 
+    /// Whether the weights are plain floats (F32, F16, BF16), multiplied with the activations
+    /// in f32 rather than quantised blocks.
+    pub fn is_float(self) -> bool {
+        matches!(self, Self::F32 | Self::F16 | Self::BF16)
+    }
+
     /// Whether this is a K-quant (256-weight super-blocks, read as stored).
     pub fn is_k(self) -> bool {
         matches!(self, Self::Q4K | Self::Q5K | Self::Q6K)
@@ -129,7 +146,7 @@ impl Kind {
     /// K-quants in whole super-blocks.
     pub fn row_multiple(self) -> usize {
         match self {
-            Self::F32 => BLOCK,
+            Self::F32 | Self::F16 | Self::BF16 => BLOCK,
             k if k.is_k() => SUPER,
             _ => 2 * BLOCK,
         }

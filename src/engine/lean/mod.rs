@@ -1,10 +1,11 @@
 //! Rempart's own forward pass for the llama family (llama, mistral and the SmolLM, TinyLlama...
 //! models that declare `llama`), over the GGUF weights candle parsed, in candle's quantised block
-//! layouts. It replaces candle-transformers' `quantized_llama` when every matrix is F32, Q4_0,
-//! Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K, in any mix (candle's Q4_1 dot product has no SIMD
-//! path, its K-quant products are slower than llama.cpp's, and the stock model rebuilds every
-//! intermediate tensor, dequantises the token embedding to f32 and grows its KV cache by
-//! concatenation on every token).
+//! layouts. It replaces candle-transformers' `quantized_llama` when every matrix is F32, F16,
+//! BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K or Q6_K, in any mix (candle's Q4_1 dot
+//! product has no SIMD path, its K-quant products are slower than llama.cpp's, and the stock
+//! model rebuilds every intermediate tensor, dequantises the token embedding to f32 and grows
+//! its KV cache by concatenation on every token). F16 and BF16 rows are multiplied with the
+//! activations in f32 (converted 32 at a time), as F32 rows are.
 //!
 //! What it does instead:
 //! - the weights are repacked once at load into [`pack::Packed`] (the same bytes, laid out

@@ -219,6 +219,13 @@ pub fn pack_in_place(
             l.qs = end..at.end;
         }
         Kind::Q4K | Kind::Q5K | Kind::Q6K => l.qs = at,
+        Kind::F16 | Kind::BF16 => {
+            for c in region.chunks_exact_mut(2) {
+                let v = u16::from_le_bytes([c[0], c[1]]);
+                c.copy_from_slice(&v.to_ne_bytes());
+            }
+            l.qs = at;
+        }
         Kind::Q8_0 => {
             let src = Zeroizing::new(region.to_vec());
             let (ds, qs) = region.split_at_mut(2 * n);
@@ -323,6 +330,28 @@ impl Packed {
         a.d.len() + a.m.len() + a.h.len() + a.qs.len() + a.f.len()
     }
 
+    /// Row `r`'s F16 weights (empty for other kinds).
+    pub(super) fn h16_row(&self, r: usize) -> &[f16] {
+        if self.kind() != Kind::F16 {
+            return &[];
+        }
+        let c = self.cols();
+        view::<f16>(self.store.bytes(), &self.at.qs)
+            .get(r * c..(r + 1) * c)
+            .unwrap_or_default()
+    }
+
+    /// Row `r`'s BF16 weights (empty for other kinds).
+    pub(super) fn b16_row(&self, r: usize) -> &[half::bf16] {
+        if self.kind() != Kind::BF16 {
+            return &[];
+        }
+        let c = self.cols();
+        view::<half::bf16>(self.store.bytes(), &self.at.qs)
+            .get(r * c..(r + 1) * c)
+            .unwrap_or_default()
+    }
+
     /// Row `r`'s f32 weights (empty for quantised kinds).
     pub(super) fn f_row(&self, r: usize) -> &[f32] {
         let c = self.cols();
@@ -334,6 +363,7 @@ impl Packed {
         let k = self.kind();
         match k {
             Kind::F32 => 0,
+            Kind::F16 | Kind::BF16 => 2 * self.cols(),
             Kind::Q8_0 => self.cols(),
             k if k.is_k() => self.cols() / k.group() * k.block_bytes(),
             _ => self.cols() / 2,
@@ -353,6 +383,16 @@ impl Packed {
             Kind::F32 => {
                 for (o, v) in out.iter_mut().zip(self.f_row(r)) {
                     *o = *v;
+                }
+            }
+            Kind::F16 => {
+                for (o, v) in out.iter_mut().zip(self.h16_row(r)) {
+                    *o = v.to_f32();
+                }
+            }
+            Kind::BF16 => {
+                for (o, v) in out.iter_mut().zip(self.b16_row(r)) {
+                    *o = v.to_f32();
                 }
             }
             Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 => {

@@ -28,7 +28,7 @@ use std::ops::Range;
 
 use half::f16;
 
-pub use self::portable::{axpy_f16, dot_f16, dot_f32};
+pub use self::portable::{axpy_f16, dot_bf16, dot_f16, dot_f32};
 use self::portable::{k_portable, q4_portable, q8_portable};
 use self::rows::{Out, Rows, each_row};
 // The kernels' inputs, also reachable here (their paths before the modules were split).
@@ -64,14 +64,19 @@ impl Packed {
             return;
         }
         let mut out = Out { out, stride, at };
-        if self.kind() == Kind::F32 {
+        if self.kind().is_float() {
+            let cols = self.cols();
             for (i, r) in rows.enumerate() {
-                let f = self.f_row(r);
                 let mut v = [0f32; N];
                 for (o, y) in v.iter_mut().zip(ys) {
-                    if y.f.len() == f.len() {
-                        *o = dot_f32(f, y.f);
+                    if y.f.len() != cols {
+                        continue;
                     }
+                    *o = match self.kind() {
+                        Kind::F16 => dot_f16(y.f, self.h16_row(r)),
+                        Kind::BF16 => dot_bf16(y.f, self.b16_row(r)),
+                        _ => dot_f32(self.f_row(r), y.f),
+                    };
                 }
                 out.put(i, v);
             }

@@ -55,6 +55,32 @@ pub fn dot_f16(a: &[f32], b: &[f16]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// [`dot_f32`] of `a` with `b` stored as bfloat16 (converted exactly, 32 at a time), over the
+/// shorter length.
+pub fn dot_bf16(a: &[f32], b: &[half::bf16]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [0f32; 8];
+    let mut buf = [0f32; 32];
+    let mut tail = 0f32;
+    for (ac, bc) in a[..n].chunks(32).zip(b[..n].chunks(32)) {
+        let bf = buf.get_mut(..bc.len()).unwrap_or_default();
+        bc.convert_to_f32_slice(bf);
+        for (a8, b8) in ac.chunks_exact(8).zip(bf.chunks_exact(8)) {
+            for ((s, x), y) in acc.iter_mut().zip(a8).zip(b8) {
+                *s += x * y;
+            }
+        }
+        tail += ac
+            .chunks_exact(8)
+            .remainder()
+            .iter()
+            .zip(bf.chunks_exact(8).remainder())
+            .map(|(x, y)| x * y)
+            .sum::<f32>();
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 /// `o += w * b` for `b` stored as f16 (converted exactly), over the shorter length.
 pub fn axpy_f16(o: &mut [f32], w: f32, b: &[f16]) {
     let mut buf = [0f32; 32];

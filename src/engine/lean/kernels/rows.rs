@@ -110,7 +110,7 @@ impl<'a> Rows<'a> {
         let row_qs = p.qs_row_bytes();
         let span = rows.start..(rows.end + PREFETCH_ROWS).min(p.rows()).max(rows.end);
         let scales = span.start * nb..span.end * nb;
-        if kind == Kind::F32
+        if kind.is_float()
             || !nb.is_multiple_of(2)
             || !p.cols().is_multiple_of(kind.row_multiple())
             || !(if kind.is_k() {
