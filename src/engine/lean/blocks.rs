@@ -153,6 +153,15 @@ impl Kind {
     }
 }
 
+/// The fifth bits of `Q5_*` block `blk` in `h` (4 little-endian bytes per block; bit j for
+/// weight j), 0 past the end.
+#[inline]
+pub fn fifth_bits(h: &[u8], blk: usize) -> u32 {
+    h.get(4 * blk..4 * blk + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
 /// The f16 stored little-endian at byte `at` of `b`, in f32 (0 past the end).
 #[inline]
 pub fn f16_at(b: &[u8], at: usize) -> f32 {

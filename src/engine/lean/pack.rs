@@ -21,7 +21,7 @@ use std::sync::Arc;
 use half::f16;
 use zeroize::Zeroizing;
 
-use super::blocks::{BLOCK, Kind, SUPER, decode_k};
+use super::blocks::{BLOCK, Kind, SUPER, decode_k, fifth_bits};
 use crate::secure::LockedBuf;
 
 /// The bytes the packed weights live in.
@@ -398,10 +398,7 @@ impl Packed {
             Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 => {
                 for (blk, o) in out.chunks_exact_mut(BLOCK).enumerate().take(nb) {
                     let pair = qs.get(blk / 2 * BLOCK..(blk / 2 + 1) * BLOCK);
-                    let hb = h
-                        .get((r * nb + blk) * 4..(r * nb + blk + 1) * 4)
-                        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                        .map_or(0, u32::from_le_bytes);
+                    let hb = fifth_bits(h, r * nb + blk);
                     let (d, m) = (at(self.d(), blk), at(self.m(), blk));
                     for (j, ov) in o.iter_mut().enumerate() {
                         let b = pair.and_then(|p| p.get(j)).copied().unwrap_or(0);

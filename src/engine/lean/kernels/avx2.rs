@@ -19,19 +19,15 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::rows::{Lens, Out, Rows, each_row, fits, fits_k};
-use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, f16_at, k4_scales_mins};
+use super::rows::{Lens, Out, Rows, each_row, fits_for, fits_k};
+use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, f16_at, fifth_bits, k4_scales_mins};
 use crate::engine::lean::quant::Y;
 
 /// Every row of `rs`, AVX2.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn rows_avx2<const N: usize>(kind: Kind, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
     // The kernels' loads rely on this (checked again here, next to them).
-    if !(if kind.is_k() {
-        fits_k(rs.nb, ys)
-    } else {
-        fits(rs.nb, ys)
-    }) {
+    if !fits_for(kind, rs.nb, ys) {
         out.out.fill(0.0);
         return;
     }
@@ -139,7 +135,7 @@ pub(super) unsafe fn load256<T>(p: *const T, at: usize) -> __m256i {
 /// The fifth bits of a `Q5_*` block as bytes: 0x10 for weight j where bit j of `h` is set.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn fifth_bits(h: u32) -> __m256i {
+fn fifth_bytes(h: u32) -> __m256i {
     // Byte j takes the byte of `h` holding bit j, then keeps that bit alone: OR-ing every
     // other bit of the byte in, it is 0xFF exactly when the bit was set.
     let spread = _mm256_shuffle_epi8(
@@ -219,11 +215,7 @@ fn q4_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     let mut acc = [[_mm256_setzero_ps(); 2]; N];
     let mut offs = [0f32; N];
     let mut blk = 0;
-    let bits = |b: usize| {
-        l.h.and_then(|h| h.get(4 * b..4 * b + 4))
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map_or(0, u32::from_le_bytes)
-    };
+    let bits = |b: usize| l.h.map_or(0, |h| fifth_bits(h, b));
     while blk + 2 <= l.nb {
         // SAFETY: qs holds 16 * nb bytes (Lens) and blk + 2 <= nb: 32 bytes from 16 * blk.
         let v = unsafe { load256(l.qs.as_ptr(), blk * 16) };
@@ -242,8 +234,8 @@ fn q4_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
             (None, None) => (-8.0 * da, -8.0 * db),
         };
         if l.h.is_some() {
-            xa = _mm256_or_si256(xa, fifth_bits(bits(blk)));
-            xb = _mm256_or_si256(xb, fifth_bits(bits(blk + 1)));
+            xa = _mm256_or_si256(xa, fifth_bytes(bits(blk)));
+            xb = _mm256_or_si256(xb, fifth_bytes(bits(blk + 1)));
         }
         pair((xa, xb), (da, db), (ma, mb), blk, ys, &mut acc, &mut offs);
         blk += 2;

@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use super::avx2::load256;
-use super::rows::{Lens, Out, Rows, each_row, fits, fits_k};
+use super::rows::{Lens, Out, Rows, each_row, fits_for, fits_k};
 use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, f16_at, k4_scales_mins};
 use crate::engine::lean::quant::Y;
 
@@ -26,11 +26,7 @@ use crate::engine::lean::quant::Y;
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub(super) fn rows_512<const N: usize>(kind: Kind, rs: Rows<'_>, ys: &[Y<'_>; N], out: Out<'_>) {
     // The kernels' loads rely on this (checked again here, next to them).
-    if !(if kind.is_k() {
-        fits_k(rs.nb, ys)
-    } else {
-        fits(rs.nb, ys)
-    }) {
+    if !fits_for(kind, rs.nb, ys) {
         out.out.fill(0.0);
         return;
     }

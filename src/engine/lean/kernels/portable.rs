@@ -6,7 +6,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::rows::Lens;
-use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, decode_k};
+use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, decode_k, fifth_bits};
 use crate::engine::lean::quant::Y;
 
 /// Dot product with eight partial sums (vectorised by the compiler).
@@ -101,10 +101,7 @@ pub(super) fn q4_portable<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32;
             for half in 0..2 {
                 let blk = 2 * pair + half;
                 let yq = y.qs.get(blk * BLOCK..(blk + 1) * BLOCK).unwrap_or_default();
-                let hb =
-                    l.h.and_then(|h| h.get(4 * blk..4 * blk + 4))
-                        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-                        .map_or(0, u32::from_le_bytes);
+                let hb = l.h.map_or(0, |h| fifth_bits(h, blk));
                 let isum: i32 = q
                     .iter()
                     .zip(yq)

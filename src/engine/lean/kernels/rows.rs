@@ -113,11 +113,7 @@ impl<'a> Rows<'a> {
         if kind.is_float()
             || !nb.is_multiple_of(2)
             || !p.cols().is_multiple_of(kind.row_multiple())
-            || !(if kind.is_k() {
-                fits_k(nb, ys)
-            } else {
-                fits(nb, ys)
-            })
+            || !fits_for(kind, nb, ys)
         {
             return None;
         }
@@ -181,6 +177,16 @@ impl<'a> Rows<'a> {
 pub(super) fn fits<const N: usize>(nb: usize, ys: &[Y<'_>; N]) -> bool {
     ys.iter()
         .all(|y| y.qs.len() == nb * BLOCK && y.d.len() == nb && y.s.len() == nb)
+}
+
+/// Whether every token's activations have what the kernels of `kind` read of them: the
+/// `Q8_K` form for the K-quants ([`fits_k`]), the 8-bit blocks else ([`fits`]).
+pub(super) fn fits_for<const N: usize>(kind: Kind, nb: usize, ys: &[Y<'_>; N]) -> bool {
+    if kind.is_k() {
+        fits_k(nb, ys)
+    } else {
+        fits(nb, ys)
+    }
 }
 
 /// Whether every token's activations have the `Q8_K` form of `nb` blocks (what the K-quant
