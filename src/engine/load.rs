@@ -36,7 +36,7 @@ pub struct ModelInfo {
 }
 
 enum Arch {
-    Lean(Box<super::lean::LeanLlama>),
+    Lean(Box<super::lean::LeanModel>),
     Llama(quantized_llama::ModelWeights),
     Qwen2(quantized_qwen2::ModelWeights),
     Qwen3(quantized_qwen3::ModelWeights),
@@ -324,7 +324,7 @@ fn load_store(store: Store, device: &Device, backend: Backend) -> Result<Loaded,
         backend == Backend::Auto && matches!(device, Device::Cpu) && super::lean::supports(&ct);
     let mut cursor = Cursor::new(bytes);
     let arch_model = match arch.as_str() {
-        "llama" | "mistral" if lean => Arch::Lean(Box::new(super::lean::LeanLlama::from_gguf(
+        _ if lean => Arch::Lean(Box::new(super::lean::LeanModel::from_gguf(
             &ct,
             store,
             CANDLE_MAX_CONTEXT,

@@ -127,6 +127,8 @@ struct Dims<'a> {
     layers: usize,
     ffn: usize,
     heads: (usize, usize),
+    /// Width of a head.
+    head_dim: usize,
     rope_base: f32,
 }
 
@@ -149,7 +151,7 @@ fn metadata(d: &Dims<'_>, merges: &[String], types: &[i32]) -> Vec<(String, Valu
             format!("{a}.attention.layer_norm_rms_epsilon"),
             Value::F32(1e-5),
         ),
-        (format!("{a}.rope.dimension_count"), u(d.dim / d.heads.0)),
+        (format!("{a}.rope.dimension_count"), u(d.head_dim)),
         (format!("{a}.rope.freq_base"), Value::F32(d.rope_base)),
         ("tokenizer.ggml.model".into(), s("gpt2")),
         ("tokenizer.ggml.pre".into(), s("smollm")),
@@ -199,6 +201,11 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
     }
     let (dim, (heads, kv_heads), layers, ffn) = (o.dim, o.heads, 2u32, 2 * o.dim);
     let vocab = tokens.len();
+    let arch = o.arch;
+    // Qwen 3's and Gemma 3's heads are wider than the model's width per head here, as in
+    // the real Qwen3-0.6B and Gemma 3 270M.
+    let wide = matches!(arch, "qwen3" | "gemma3");
+    let hd = dim / heads as usize * if wide { 2 } else { 1 };
     let s = |v: &str| Value::String(v.to_owned());
     let mut md = metadata(
         &Dims {
@@ -209,12 +216,27 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
             layers: layers as usize,
             ffn,
             heads: (heads as usize, kv_heads as usize),
+            head_dim: hd,
             rope_base: o.rope_base,
         },
         &merges,
         &types,
     );
     md.push(("general.file_type".into(), Value::U32(0)));
+    if wide {
+        for k in ["key_length", "value_length"] {
+            md.push((format!("{arch}.attention.{k}"), Value::U32(hd as u32)));
+        }
+    }
+    if arch == "gemma3" {
+        // A window of 3 positions; every second layer sees the whole context.
+        md.push((format!("{arch}.attention.sliding_window"), Value::U32(3)));
+        md.push((
+            format!("{arch}.attention.sliding_window_type"),
+            Value::U32(2),
+        ));
+        md.push((format!("{arch}.rope.local_freq_base"), Value::F32(10000.0)));
+    }
     if o.with_tokens {
         md.push((
             "tokenizer.ggml.tokens".into(),
@@ -225,7 +247,7 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
         md.push(("tokenizer.chat_template".into(), s(t)));
     }
     let mut seed = o.seed;
-    let kv = dim / heads as usize * kv_heads as usize;
+    let (qd, kv) = (heads as usize * hd, kv_heads as usize * hd);
     let mut tensors: Vec<(String, Tensor)> = vec![
         (
             "token_embd.weight".into(),
@@ -251,22 +273,51 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
         }
         tensors[2].1 = Tensor::from_vec(rows, &[vocab, dim], &Device::Cpu).expect("shape matches");
     }
+    if arch == "gemma3" {
+        // Tied: the output projection is the token embedding.
+        tensors.retain(|(n, _)| n != "output.weight");
+    }
+    // Norms: ones for llama (the other tests' fixtures), around 1 for the other families,
+    // so that their extra norms are seen.
+    let norm = |n: usize, seed: &mut u64| {
+        let ones = Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).expect("ones");
+        if arch == "llama" {
+            ones
+        } else {
+            (ones + rand_tensor(&[n], seed)).expect("same shape")
+        }
+    };
     for l in 0..layers {
         let p = |n: &str| format!("blk.{l}.{n}.weight");
-        tensors.push((
-            p("attn_norm"),
-            Tensor::ones(dim, candle_core::DType::F32, &Device::Cpu).expect("ones"),
-        ));
-        tensors.push((
-            p("ffn_norm"),
-            Tensor::ones(dim, candle_core::DType::F32, &Device::Cpu).expect("ones"),
-        ));
-        tensors.push((p("attn_q"), rand_tensor(&[dim, dim], &mut seed)));
-        tensors.push((p("attn_k"), rand_tensor(&[kv, dim], &mut seed)));
-        tensors.push((p("attn_v"), rand_tensor(&[kv, dim], &mut seed)));
-        tensors.push((p("attn_output"), rand_tensor(&[dim, dim], &mut seed)));
-        tensors.push((p("ffn_gate"), rand_tensor(&[ffn, dim], &mut seed)));
-        tensors.push((p("ffn_up"), rand_tensor(&[ffn, dim], &mut seed)));
+        tensors.push((p("attn_norm"), norm(dim, &mut seed)));
+        tensors.push((p("ffn_norm"), norm(dim, &mut seed)));
+        if arch == "phi3" {
+            tensors.push((p("attn_qkv"), rand_tensor(&[qd + 2 * kv, dim], &mut seed)));
+        } else {
+            tensors.push((p("attn_q"), rand_tensor(&[qd, dim], &mut seed)));
+            tensors.push((p("attn_k"), rand_tensor(&[kv, dim], &mut seed)));
+            tensors.push((p("attn_v"), rand_tensor(&[kv, dim], &mut seed)));
+        }
+        if arch == "qwen2" {
+            for (n, len) in [("attn_q", qd), ("attn_k", kv), ("attn_v", kv)] {
+                tensors.push((format!("blk.{l}.{n}.bias"), rand_tensor(&[len], &mut seed)));
+            }
+        }
+        if wide {
+            tensors.push((p("attn_q_norm"), norm(hd, &mut seed)));
+            tensors.push((p("attn_k_norm"), norm(hd, &mut seed)));
+        }
+        if arch == "gemma3" {
+            tensors.push((p("post_attention_norm"), norm(dim, &mut seed)));
+            tensors.push((p("post_ffw_norm"), norm(dim, &mut seed)));
+        }
+        tensors.push((p("attn_output"), rand_tensor(&[dim, qd], &mut seed)));
+        if arch == "phi3" {
+            tensors.push((p("ffn_up"), rand_tensor(&[2 * ffn, dim], &mut seed)));
+        } else {
+            tensors.push((p("ffn_gate"), rand_tensor(&[ffn, dim], &mut seed)));
+            tensors.push((p("ffn_up"), rand_tensor(&[ffn, dim], &mut seed)));
+        }
         tensors.push((p("ffn_down"), rand_tensor(&[dim, ffn], &mut seed)));
     }
     let qt: Vec<(String, QTensor)> = tensors
@@ -383,6 +434,7 @@ pub fn random_gguf(s: &Shape, dtype: GgmlDType, seed: u64) -> Vec<u8> {
             layers: s.layers,
             ffn: s.ffn,
             heads: s.heads,
+            head_dim: s.dim / s.heads.0,
             rope_base: s.rope_base,
         },
         &merges,

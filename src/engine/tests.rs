@@ -376,13 +376,209 @@ fn lean_matches_stock_llama_logits() {
     }
 }
 
+/// The largest difference between logits `a` (the reference) and `b`, against `rel` times the
+/// largest reference logit; and the same greedy token, or one within twice the bound of the
+/// reference's best (two logits each off by the bound can swap).
+fn assert_agree(a: &[f32], b: &[f32], rel: f32, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}");
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1.0);
+    let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(
+        diff <= rel * scale,
+        "{what}: max |diff| {diff} > {rel} x {scale}"
+    );
+    let (ia, ib) = (argmax(a) as usize, argmax(b) as usize);
+    assert!(
+        ia == ib || a[ia] - a[ib] <= 2.0 * rel * scale,
+        "{what}: greedy token {ib}, reference {ia} ({} against {})",
+        a[ib],
+        a[ia]
+    );
+}
+
+/// A prompt, then single tokens: every step's logits checked by [`assert_agree`].
+const FAMILY_STEPS: [&[u32]; 6] = [&[260, 104, 101], &[108], &[111], &[32], &[259], &[33]];
+
+/// Qwen 2 (biases), Qwen 3 (QK-norm, heads twice the width per head) and Phi 3 (fused
+/// query-key-value and gate-up matrices) run on the lean pass, by the model's metadata, with
+/// the logits of candle-transformers' models of these families within the bounds of the
+/// llama test above (F32: 0.2 % of the largest logit, 0.5 % for Qwen 3, whose candle
+/// model computes its rotary tables in f16; 8-bit activations: 2 %; K-quants at width 256:
+/// 4 %), and the same greedy tokens.
+#[test]
+fn lean_runs_qwen_and_phi_as_candle_does() {
+    use candle_core::quantized::GgmlDType;
+    for arch in ["qwen2", "qwen3", "phi3"] {
+        for (dtype, rel, dim) in [
+            (
+                GgmlDType::F32,
+                if arch == "qwen3" { 5e-3 } else { 2e-3 },
+                64,
+            ),
+            (GgmlDType::Q8_0, 2e-2, 64),
+            (GgmlDType::Q4K, 4e-2, 256),
+        ] {
+            let gguf = tiny_gguf(&TinyOpts {
+                arch,
+                dtype,
+                seed: 13,
+                dim,
+                ..TinyOpts::default()
+            });
+            let mut stock = load_with(&gguf, &Device::Cpu, Backend::Stock).unwrap();
+            let mut lean = load(&gguf, &Device::Cpu).unwrap();
+            assert_eq!(
+                (stock.model.backend(), lean.model.backend()),
+                ("candle", "lean"),
+                "{arch}"
+            );
+            let mut pos = 0;
+            for (i, toks) in FAMILY_STEPS.iter().enumerate() {
+                let a = stock.model.forward(toks, pos).unwrap();
+                let b = lean.model.forward(toks, pos).unwrap();
+                pos += toks.len();
+                assert_agree(&a, &b, rel, &format!("{arch} {dtype:?} step {i}"));
+            }
+        }
+    }
+}
+
+/// candle-transformers' unquantised Gemma 3 over the tiny GGUF's weights (dequantised), as
+/// the reference of the lean pass's Gemma 3: candle's quantised Gemma 3 is not one (its
+/// feed-forward gate is SiLU where Gemma's is GELU). The GGUF's norms hold `1 + w` (llama.cpp's
+/// conversion), the reference's `w`.
+fn reference_gemma3(gguf: &[u8]) -> candle_transformers::models::gemma3::Model {
+    use candle_core::quantized::gguf_file::Content;
+    let ct = Content::read(&mut std::io::Cursor::new(gguf)).unwrap();
+    let md = |k: &str| ct.metadata[&format!("gemma3.{k}")].to_u32().unwrap() as usize;
+    let mut tensors = std::collections::HashMap::new();
+    for name in ct.tensor_infos.keys() {
+        let mut w = ct
+            .tensor(&mut std::io::Cursor::new(gguf), name, &Device::Cpu)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap();
+        let hf = if name == "token_embd.weight" {
+            "model.embed_tokens.weight".to_owned()
+        } else if name == "output_norm.weight" {
+            "model.norm.weight".to_owned()
+        } else {
+            let rest = name.strip_prefix("blk.").unwrap();
+            let (l, part) = rest.split_once('.').unwrap();
+            let part = part.strip_suffix(".weight").unwrap();
+            let hf = match part {
+                "attn_norm" => "input_layernorm",
+                "ffn_norm" => "pre_feedforward_layernorm",
+                "post_attention_norm" => "post_attention_layernorm",
+                "post_ffw_norm" => "post_feedforward_layernorm",
+                "attn_q_norm" => "self_attn.q_norm",
+                "attn_k_norm" => "self_attn.k_norm",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_output" => "self_attn.o_proj",
+                "ffn_gate" => "mlp.gate_proj",
+                "ffn_up" => "mlp.up_proj",
+                "ffn_down" => "mlp.down_proj",
+                other => panic!("unexpected tensor {other}"),
+            };
+            format!("model.layers.{l}.{hf}.weight")
+        };
+        if name.ends_with("norm.weight") {
+            w = (w - 1.0).unwrap();
+        }
+        tensors.insert(hf, w);
+    }
+    let cfg: candle_transformers::models::gemma3::Config =
+        serde_json::from_value(serde_json::json!({
+            "attention_bias": false,
+            "head_dim": md("attention.key_length"),
+            "hidden_activation": "gelu_pytorch_tanh",
+            "hidden_size": md("embedding_length"),
+            "intermediate_size": md("feed_forward_length"),
+            "num_attention_heads": md("attention.head_count"),
+            "num_hidden_layers": md("block_count"),
+            "num_key_value_heads": md("attention.head_count_kv"),
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0,
+            "rope_local_base_freq": 10000.0,
+            "vocab_size": ct.tensor_infos["token_embd.weight"].shape.dims()[0],
+            "final_logit_softcapping": null,
+            "attn_logit_softcapping": null,
+            "query_pre_attn_scalar": md("attention.key_length"),
+            "sliding_window": md("attention.sliding_window"),
+            "sliding_window_pattern": md("attention.sliding_window_type"),
+            "max_position_embeddings": md("context_length"),
+        }))
+        .unwrap();
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, candle_core::DType::F32, &Device::Cpu);
+    candle_transformers::models::gemma3::Model::new(false, &cfg, vb).unwrap()
+}
+
+/// Gemma 3 (QK-norm, norms after the attention and the feed-forward, GELU, scaled
+/// embeddings, tied output, sliding-window layers with their own rotary base: here a window
+/// of 3 positions in every second layer) runs on the lean pass with the logits of candle's
+/// unquantised Gemma 3 within the bounds of the other families, and the same greedy tokens.
+/// The reference is fed one token at a time: its generation steps see `window` positions,
+/// as llama.cpp's and the lean pass's do (its prompts' mask lets them see one more). Each step
+/// after the third drops a position from the sliding-window layers.
+#[test]
+fn lean_runs_gemma3_as_candle_s_unquantised_model_does() {
+    use candle_core::quantized::GgmlDType;
+    for (dtype, rel, dim) in [
+        (GgmlDType::F32, 2e-3f32, 64),
+        (GgmlDType::Q8_0, 2e-2, 64),
+        (GgmlDType::Q4K, 4e-2, 256),
+    ] {
+        let gguf = tiny_gguf(&TinyOpts {
+            arch: "gemma3",
+            dtype,
+            seed: 17,
+            dim,
+            ..TinyOpts::default()
+        });
+        let mut reference = reference_gemma3(&gguf);
+        let mut lean = load(&gguf, &Device::Cpu).unwrap();
+        assert_eq!(lean.model.backend(), "lean");
+        let mut pos = 0;
+        for (i, toks) in FAMILY_STEPS.iter().enumerate() {
+            // The reference takes one token at a time (its cache refuses a prompt's
+            // non-contiguous values); the lean pass takes the prompt as one batch.
+            let mut a = Vec::new();
+            for (j, tok) in toks.iter().enumerate() {
+                let x = candle_core::Tensor::new(&[*tok], &Device::Cpu)
+                    .unwrap()
+                    .unsqueeze(0)
+                    .unwrap();
+                let logits = reference.forward(&x, pos + j).unwrap();
+                a = logits.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            }
+            let b = lean.model.forward(toks, pos).unwrap();
+            pos += toks.len();
+            assert_agree(&a, &b, rel, &format!("gemma3 {dtype:?} step {i}"));
+        }
+    }
+}
+
 /// A prompt processed as one batch (four-token kernels, attention in runs of 16 tokens across
-/// the pool) gives the logits of the same tokens fed one at a time.
+/// the pool) gives the logits of the same tokens fed one at a time, in every family (Gemma
+/// 3's sliding-window layers: the prompt's window is the generation steps').
 #[test]
 fn lean_batch_equals_token_by_token() {
     use candle_core::quantized::GgmlDType;
-    for dtype in [GgmlDType::F32, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+    let cases = [
+        ("llama", GgmlDType::F32),
+        ("llama", GgmlDType::Q4_1),
+        ("llama", GgmlDType::Q8_0),
+        ("qwen2", GgmlDType::Q8_0),
+        ("qwen3", GgmlDType::Q8_0),
+        ("gemma3", GgmlDType::F32),
+        ("gemma3", GgmlDType::Q8_0),
+        ("phi3", GgmlDType::Q4_1),
+    ];
+    for (arch, dtype) in cases {
         let gguf = tiny_gguf(&TinyOpts {
+            arch,
             dtype,
             seed: 5,
             dim: 64,
@@ -404,14 +600,14 @@ fn lean_batch_equals_token_by_token() {
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
         assert!(
             diff <= 1e-5 * scale,
-            "{dtype:?}: max |diff| {diff} (scale {scale})"
+            "{arch} {dtype:?}: max |diff| {diff} (scale {scale})"
         );
         // And the next step agrees too.
         let (a, b) = (
             batch.model.forward(&[7], prompt.len()).unwrap(),
             single.model.forward(&[7], prompt.len()).unwrap(),
         );
-        assert_eq!(argmax(&a), argmax(&b), "{dtype:?}: next step");
+        assert_eq!(argmax(&a), argmax(&b), "{arch} {dtype:?}: next step");
     }
 }
 

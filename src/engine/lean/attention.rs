@@ -37,17 +37,73 @@ pub(super) struct PromptScratch {
 /// keys stays small next to its products.
 const ATTN_TOKENS: usize = 16;
 
-/// Interleaved (GGML "normal") rotary embedding of each head of `x` at position `pos`.
-pub(super) fn rope(x: &mut [f32], head_dim: usize, cos: &[f32], sin: &[f32], pos: usize) {
-    let half = head_dim / 2;
-    let cos = cos.get(pos * half..(pos + 1) * half).unwrap_or_default();
-    let sin = sin.get(pos * half..(pos + 1) * half).unwrap_or_default();
-    for head in x.chunks_exact_mut(head_dim) {
-        for ((pair, c), s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
-            if let [a, b] = pair {
-                let (x0, x1) = (*a, *b);
-                *a = x0 * c - x1 * s;
-                *b = x0 * s + x1 * c;
+/// The rotary embedding's cos/sin tables, `[pos][head_dim / 2]`.
+#[derive(Debug, Default)]
+pub(super) struct Rope {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Rope {
+    /// The tables of heads of `head_dim` over `context` positions: pair i turns by
+    /// `pos * scale / (base^(2i / head_dim) * factors[i])` (`factors`: Llama 3's frequency
+    /// factors, or empty; `scale`: a linear scaling's `1 / factor`, else 1).
+    pub(super) fn new(
+        head_dim: usize,
+        (base, scale): (f32, f32),
+        factors: &[f32],
+        context: usize,
+    ) -> Self {
+        let half = head_dim / 2;
+        let theta: Vec<f32> = (0..half)
+            .map(|i| {
+                let f = factors.get(i).copied().unwrap_or(1.0);
+                1f32 / base.powf((2 * i) as f32 / head_dim as f32) / f
+            })
+            .collect();
+        let mut r = Self {
+            cos: Vec::with_capacity(context * half),
+            sin: Vec::with_capacity(context * half),
+        };
+        for p in 0..context {
+            for t in &theta {
+                let a = p as f32 * scale * t;
+                r.cos.push(a.cos());
+                r.sin.push(a.sin());
+            }
+        }
+        r
+    }
+
+    /// Rotates each head of `x` for position `pos`: its consecutive pairs (GGML's "normal"
+    /// mode, llama), or with `neox` its two halves (element i with element i + head_dim / 2).
+    pub(super) fn apply(&self, x: &mut [f32], head_dim: usize, pos: usize, neox: bool) {
+        let half = head_dim / 2;
+        let cos = self
+            .cos
+            .get(pos * half..(pos + 1) * half)
+            .unwrap_or_default();
+        let sin = self
+            .sin
+            .get(pos * half..(pos + 1) * half)
+            .unwrap_or_default();
+        let turn = |a: &mut f32, b: &mut f32, c: f32, s: f32| {
+            let (x0, x1) = (*a, *b);
+            *a = x0 * c - x1 * s;
+            *b = x0 * s + x1 * c;
+        };
+        for head in x.chunks_exact_mut(head_dim) {
+            if neox {
+                let (lo, hi) = head.split_at_mut(half);
+                for (((a, b), c), s) in lo.iter_mut().zip(hi).zip(cos).zip(sin) {
+                    turn(a, b, *c, *s);
+                }
+            } else {
+                for ((pair, c), s) in head.chunks_exact_mut(2).zip(cos).zip(sin) {
+                    if let [a, b] = pair {
+                        turn(a, b, *c, *s);
+                    }
+                }
             }
         }
     }
@@ -71,14 +127,30 @@ fn softmax(scores: &mut [f32]) -> f32 {
     (1.0 / total) as f32
 }
 
+/// The first position a query at `end - 1` sees: `end - window` in a sliding-window layer
+/// (llama.cpp's: the window holds the query's own position), else 0.
+fn first_seen(window: usize, end: usize) -> usize {
+    if window == 0 {
+        0
+    } else {
+        end.saturating_sub(window)
+    }
+}
+
+/// `cache` from value `at` on (empty past its end).
+fn seen(cache: &[f16], at: usize) -> &[f16] {
+    cache.get(at..).unwrap_or_default()
+}
+
 /// Key/value head `kvh`'s part of a layer's key or value cache (empty if none).
 fn head_cache(cache: &[Vec<f16>], kvh: usize) -> &[f16] {
     cache.get(kvh).map_or(&[], Vec::as_slice)
 }
 
-/// One query head's attention for a generation step at `end - 1`, as the prompt's tasks
-/// compute it (the same roundings, the same order of sums): `q` against the f16 keys and
-/// values `kv` of its key/value head, read in place by the kernels of `level`.
+/// One query head's attention for a generation step, as the prompt's tasks compute it (the
+/// same roundings, the same order of sums): `q` against the first `end` f16 keys and values
+/// of `kv` (its key/value head's, from the first position it sees), read in place by the
+/// kernels of `level`.
 fn head_attention(
     level: Level,
     q: &[f32],
@@ -151,8 +223,10 @@ pub(super) fn step_attention(
     out: &mut [f32],
 ) -> Result<(), Error> {
     let hd = d.head_dim;
-    let (group, scale) = (d.group(), d.attn_scale());
+    let (group, scale) = (d.group(), d.attn_scale);
     let (kc, vc) = (&layer.k_cache, &layer.v_cache);
+    // A sliding-window layer's query sees its last `window` positions.
+    let first = first_seen(layer.window, end);
     heads.resize_with(d.heads, Scratch::default);
     let mut items: Vec<(usize, &mut [f32], &mut Scratch)> = out
         .chunks_exact_mut(hd)
@@ -164,8 +238,11 @@ pub(super) fn step_attention(
         let at = *h * hd;
         let q = q.get(at..at + hd).unwrap_or_default();
         let kvh = *h / group;
-        let kv = (head_cache(kc, kvh), head_cache(vc, kvh));
-        head_attention(run.level, q, kv, end, scale, o, sc);
+        let kv = (
+            seen(head_cache(kc, kvh), first * hd),
+            seen(head_cache(vc, kvh), first * hd),
+        );
+        head_attention(run.level, q, kv, end - first, scale, o, sc);
     };
     run.each(&mut items, task)
 }
@@ -185,8 +262,8 @@ pub(super) fn prompt_attention(
     (attn_h, scratch): (&mut Vec<f32>, &mut PromptScratch),
     out: &mut [f32],
 ) {
-    let (hd, dim) = (d.head_dim, d.dim);
-    let (group, scale) = (d.group(), d.attn_scale());
+    let (hd, dim) = (d.head_dim, d.q_dim());
+    let (group, scale) = (d.group(), d.attn_scale);
     let t = q.len() / dim;
     let (kc, vc) = (&layer.k_cache, &layer.v_cache);
     // `out` is `[token][query head of the group][head_dim]` for tokens from `tok0`.
@@ -206,12 +283,13 @@ pub(super) fn prompt_attention(
             let at = tok * dim + h * hd;
             round_to_f16(q.get(at..at + hd).unwrap_or_default(), q16);
             let upto = pos + tok + 1;
+            let first = first_seen(layer.window, upto);
             scores.clear();
-            let dots = keys.chunks_exact(hd).take(upto);
+            let dots = keys.chunks_exact(hd).take(upto).skip(first);
             scores.extend(dots.map(|k| dot_f32(q16, k) * scale));
             let inv = softmax(scores);
             o.fill(0.0);
-            for (s, vr) in scores.iter().zip(vals.chunks_exact(hd)) {
+            for (s, vr) in scores.iter().zip(vals.chunks_exact(hd).skip(first)) {
                 let w = f16::from_f32(s * inv).to_f32();
                 for (ov, vv) in o.iter_mut().zip(vr) {
                     *ov += w * vv;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 use candle_core::quantized::GgmlDType;
 use candle_core::quantized::gguf_file::{Content, TensorInfo};
 
+use super::attention::Rope;
 use super::blocks::Kind;
-use super::layer::{Dims, Layer, QMat};
+use super::layer::{Bias, Dims, Layer, QMat};
 use super::pack::{self, Layout, Store};
 use crate::engine::Error;
 
@@ -22,34 +23,84 @@ pub(super) struct Weights {
     /// The output projection; `None` when tied to the embedding.
     pub(super) output: Option<QMat>,
     pub(super) layers: Vec<Layer>,
-    /// RoPE cos/sin per position and pair, `[pos][head_dim / 2]`.
-    pub(super) cos: Vec<f32>,
-    pub(super) sin: Vec<f32>,
+    /// The rotary embedding's tables.
+    pub(super) rope: Rope,
+    /// Those of the sliding-window layers when they have their own (Gemma 3), else empty.
+    pub(super) local_rope: Rope,
 }
 
-/// Whether the lean path can run this GGUF: llama-family, every matrix in a supported block
-/// type, every row a whole number of blocks, every norm f32.
-pub fn supports(ct: &Content) -> bool {
-    let arch = ct
-        .metadata
-        .get("general.architecture")
-        .and_then(|v| v.to_string().ok());
-    if !matches!(arch.map(String::as_str), Some("llama" | "mistral")) {
-        return false;
+/// The model families the lean path runs, from `general.architecture`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Family {
+    /// Llama, Mistral and the models that declare `llama` (SmolLM, TinyLlama...).
+    Llama,
+    /// Qwen 2 and 2.5: biases on the query, key and value products.
+    Qwen2,
+    /// Qwen 3: each query and key head RMS-normed; heads may be wider than `dim / heads`.
+    Qwen3,
+    /// Gemma 3: QK-norm, norms after the attention and the feed-forward, GELU, scaled
+    /// embeddings, sliding-window layers with their own rotary base.
+    Gemma3,
+    /// Phi 3 and 4: fused query-key-value and gate-up matrices.
+    Phi3,
+}
+
+impl Family {
+    /// The family of `ct`'s `general.architecture`, if the lean path runs it.
+    pub(super) fn of(ct: &Content) -> Option<Self> {
+        let arch = ct
+            .metadata
+            .get("general.architecture")
+            .and_then(|v| v.to_string().ok())?;
+        Some(match arch.as_str() {
+            "llama" | "mistral" => Self::Llama,
+            "qwen2" => Self::Qwen2,
+            "qwen3" => Self::Qwen3,
+            "gemma3" => Self::Gemma3,
+            "phi3" => Self::Phi3,
+            _ => return None,
+        })
     }
-    // Mixture-of-experts llama variants keep the stock path.
+
+    /// The prefix of its metadata keys.
+    fn prefix(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+            Self::Gemma3 => "gemma3",
+            Self::Phi3 => "phi3",
+        }
+    }
+}
+
+/// Whether the lean path can run this GGUF: a family it knows ([`Family`]), not a mixture of
+/// experts, every matrix in a supported block type with every row a whole number of blocks,
+/// every norm, bias and rotary frequency factor f32.
+pub fn supports(ct: &Content) -> bool {
+    let Some(family) = Family::of(ct) else {
+        return false;
+    };
     if ct
         .metadata
-        .get("llama.expert_count")
+        .get(&format!("{}.expert_count", family.prefix()))
         .and_then(|v| v.to_u32().ok())
         .is_some_and(|n| n > 1)
     {
         return false;
     }
+    // Rotary scalings other than linear (YaRN, LongRoPE) keep the stock path.
+    let scaling = ct
+        .metadata
+        .get(&format!("{}.rope.scaling.type", family.prefix()))
+        .and_then(|v| v.to_string().ok());
+    if scaling.is_some_and(|t| t != "none" && t != "linear") {
+        return false;
+    }
     ct.tensor_infos.iter().all(|(name, info)| {
         let dims = info.shape.dims();
-        if name.ends_with("norm.weight") {
-            return info.ggml_dtype == GgmlDType::F32;
+        if name.ends_with("norm.weight") || name.ends_with(".bias") || name == ROPE_FREQS {
+            return info.ggml_dtype == GgmlDType::F32 && dims.len() == 1;
         }
         Kind::from_ggml(info.ggml_dtype).is_some_and(|k| {
             dims.len() == 2
@@ -59,6 +110,25 @@ pub fn supports(ct: &Content) -> bool {
         })
     })
 }
+
+/// The factor of the positions of a linear rotary scaling (`rope.scaling.type` "linear":
+/// `1 / rope.scaling.factor`), else 1. Gemma 3 scales its global layers only.
+fn linear_scale(ct: &Content, prefix: &str) -> f32 {
+    let md = |k: &str| ct.metadata.get(&format!("{prefix}.rope.scaling.{k}"));
+    let linear = md("type")
+        .and_then(|v| v.to_string().ok())
+        .is_some_and(|t| t == "linear");
+    let factor = md("factor").and_then(|v| v.to_f32().ok()).unwrap_or(1.0);
+    if linear && factor > 0.0 {
+        1.0 / factor
+    } else {
+        1.0
+    }
+}
+
+/// The tensor of Llama 3's rotary frequency factors (each pair's angle is divided by its
+/// factor).
+const ROPE_FREQS: &str = "rope_freqs.weight";
 
 fn md_u32(ct: &Content, k: &str) -> Result<usize, Error> {
     ct.metadata
@@ -137,6 +207,31 @@ impl<'a> Builder<'a> {
         Ok(l)
     }
 
+    /// A fused matrix `name` of the rows of each part of `parts` in turn, each `cols` wide,
+    /// repacked in place and read as one matrix per part.
+    fn fused(&mut self, name: &str, parts: &[usize], cols: usize) -> Result<Vec<Layout>, Error> {
+        let rows = parts.iter().sum();
+        let whole = self.matrix(name, rows, cols)?;
+        let mut at = 0;
+        parts
+            .iter()
+            .map(|n| {
+                let part = whole.row_range(at..at + n);
+                at += n;
+                part.ok_or_else(|| Error::Gguf(format!("{name}: an empty part")))
+            })
+            .collect()
+    }
+
+    /// Vector `name` of `len` f32 if the file has it, else an empty one.
+    fn optional(&mut self, name: &str, len: usize) -> Result<Vec<f32>, Error> {
+        if self.ct.tensor_infos.contains_key(name) {
+            self.vector(name, len)
+        } else {
+            Ok(Vec::new())
+        }
+    }
+
     /// Vector `name` of `len` f32, copied.
     fn vector(&mut self, name: &str, len: usize) -> Result<Vec<f32>, Error> {
         let (info, at) = self.claim(name)?;
@@ -178,43 +273,68 @@ pub(super) fn weights(
     mut store: Store,
     max_context: usize,
 ) -> Result<Weights, Error> {
-    let dim = md_u32(ct, "llama.embedding_length")?;
-    let heads = md_u32(ct, "llama.attention.head_count")?;
-    let kv_heads = md_u32(ct, "llama.attention.head_count_kv").unwrap_or(heads);
-    let ffn = md_u32(ct, "llama.feed_forward_length")?;
-    let layers_n = md_u32(ct, "llama.block_count")?;
-    let context = md_u32(ct, "llama.context_length")
+    let family = Family::of(ct)
+        .ok_or_else(|| Error::Metadata("the lean path does not run this architecture".into()))?;
+    let p = family.prefix();
+    let key = |k: &str| format!("{p}.{k}");
+    let f32_or = |k: &str, default: f32| {
+        ct.metadata
+            .get(&key(k))
+            .and_then(|v| v.to_f32().ok())
+            .unwrap_or(default)
+    };
+    let dim = md_u32(ct, &key("embedding_length"))?;
+    let heads = md_u32(ct, &key("attention.head_count"))?;
+    let kv_heads = md_u32(ct, &key("attention.head_count_kv")).unwrap_or(heads);
+    let ffn = md_u32(ct, &key("feed_forward_length"))?;
+    let layers_n = md_u32(ct, &key("block_count"))?;
+    let context = md_u32(ct, &key("context_length"))
         .unwrap_or(2048)
         .min(max_context);
-    if heads == 0 || kv_heads == 0 || !dim.is_multiple_of(heads) || !heads.is_multiple_of(kv_heads)
+    if heads == 0 || kv_heads == 0 || !heads.is_multiple_of(kv_heads) {
+        return Err(Error::Metadata(format!(
+            "{heads} heads over {kv_heads} key/value heads"
+        )));
+    }
+    // Qwen 3 and Gemma 3 give their heads' width; the others' is the model's width per head.
+    let head_dim = match md_u32(ct, &key("attention.key_length")) {
+        Ok(n) => n,
+        Err(_) if dim.is_multiple_of(heads) => dim / heads,
+        Err(_) => {
+            return Err(Error::Metadata(format!("{heads} heads for width {dim}")));
+        }
+    };
+    let value_dim = md_u32(ct, &key("attention.value_length")).unwrap_or(head_dim);
+    let rope_dim = md_u32(ct, &key("rope.dimension_count")).unwrap_or(head_dim);
+    if value_dim != head_dim || rope_dim != head_dim || head_dim == 0 || !head_dim.is_multiple_of(2)
     {
         return Err(Error::Metadata(format!(
-            "{heads} heads, {kv_heads} KV heads for width {dim}"
+            "heads of {head_dim} (keys), {value_dim} (values), RoPE over {rope_dim}: the lean \
+             path needs one even width"
         )));
     }
-    let head_dim = dim / heads;
-    let rope_dim = md_u32(ct, "llama.rope.dimension_count").unwrap_or(head_dim);
-    if rope_dim != head_dim || !head_dim.is_multiple_of(2) {
-        return Err(Error::Metadata(format!(
-            "RoPE over {rope_dim} of {head_dim} dimensions is not supported by the lean path"
-        )));
-    }
-    let eps = ct
-        .metadata
-        .get("llama.attention.layer_norm_rms_epsilon")
-        .and_then(|v| v.to_f32().ok())
-        .unwrap_or(1e-5);
-    let base = ct
-        .metadata
-        .get("llama.rope.freq_base")
-        .and_then(|v| v.to_f32().ok())
-        .unwrap_or(10000.0);
+    let gemma = family == Family::Gemma3;
+    let eps = f32_or(
+        "attention.layer_norm_rms_epsilon",
+        if gemma { 1e-6 } else { 1e-5 },
+    );
+    let base = f32_or("rope.freq_base", if gemma { 1e6 } else { 1e4 });
     let vocab = ct
         .tensor_infos
         .get("token_embd.weight")
         .and_then(|i| i.shape.dims().first().copied())
         .ok_or_else(|| Error::Metadata("missing token_embd.weight".into()))?;
-    let kv_dim = kv_heads * head_dim;
+    // Gemma 3: five sliding-window layers of six (the sixth sees the whole context), with
+    // their own rotary base.
+    let (window, pattern) = if gemma {
+        let w = md_u32(ct, &key("attention.sliding_window"))?;
+        let n = md_u32(ct, &key("attention.sliding_window_type")).unwrap_or(6);
+        (w, n.max(1))
+    } else {
+        (0, 1)
+    };
+    let local_base = f32_or("rope.local_freq_base", 1e4);
+    let (kv_dim, q_dim) = (kv_heads * head_dim, heads * head_dim);
     let mut b = Builder {
         ct,
         bytes: store.bytes_mut(),
@@ -228,19 +348,72 @@ pub(super) fn weights(
     } else {
         None
     };
+    let factors = b.optional(ROPE_FREQS, head_dim / 2)?;
+    let needs_qk_norm = matches!(family, Family::Qwen3 | Family::Gemma3);
     // Capped by the tensor count: `block_count` comes from the file.
     let mut plan = Vec::with_capacity(layers_n.min(ct.tensor_infos.len()));
     for l in 0..layers_n {
         let n = |s: &str| format!("blk.{l}.{s}.weight");
+        let bias = |s: &str| format!("blk.{l}.{s}.bias");
+        let (q, k, v) = if family == Family::Phi3 {
+            let mut parts = b
+                .fused(&n("attn_qkv"), &[q_dim, kv_dim, kv_dim], dim)?
+                .into_iter();
+            let mut next = || parts.next().ok_or_else(|| Error::Gguf("attn_qkv".into()));
+            (next()?, next()?, next()?)
+        } else {
+            (
+                b.matrix(&n("attn_q"), q_dim, dim)?,
+                b.matrix(&n("attn_k"), kv_dim, dim)?,
+                b.matrix(&n("attn_v"), kv_dim, dim)?,
+            )
+        };
+        let (gate, up) = if family == Family::Phi3 {
+            let mut parts = b.fused(&n("ffn_up"), &[ffn, ffn], dim)?.into_iter();
+            let mut next = || parts.next().ok_or_else(|| Error::Gguf("ffn_up".into()));
+            (next()?, next()?)
+        } else {
+            (
+                b.matrix(&n("ffn_gate"), ffn, dim)?,
+                b.matrix(&n("ffn_up"), ffn, dim)?,
+            )
+        };
+        let mut norm = |s: &str, len: usize, required: bool| {
+            if required {
+                b.vector(&n(s), len)
+            } else {
+                b.optional(&n(s), len)
+            }
+        };
+        let (q_norm, k_norm) = (
+            norm("attn_q_norm", head_dim, needs_qk_norm)?,
+            norm("attn_k_norm", head_dim, needs_qk_norm)?,
+        );
+        let (post_attn_norm, post_ffn_norm) = (
+            norm("post_attention_norm", dim, gemma)?,
+            norm("post_ffw_norm", dim, gemma)?,
+        );
+        let local = gemma && (l + 1) % pattern != 0;
         plan.push(Layer {
             attn_norm: b.vector(&n("attn_norm"), dim)?,
             ffn_norm: b.vector(&n("ffn_norm"), dim)?,
-            q: b.matrix(&n("attn_q"), dim, dim)?,
-            k: b.matrix(&n("attn_k"), kv_dim, dim)?,
-            v: b.matrix(&n("attn_v"), kv_dim, dim)?,
-            o: b.matrix(&n("attn_output"), dim, dim)?,
-            gate: b.matrix(&n("ffn_gate"), ffn, dim)?,
-            up: b.matrix(&n("ffn_up"), ffn, dim)?,
+            bias: Bias {
+                q: b.optional(&bias("attn_q"), q_dim)?,
+                k: b.optional(&bias("attn_k"), kv_dim)?,
+                v: b.optional(&bias("attn_v"), kv_dim)?,
+            },
+            q_norm,
+            k_norm,
+            post_attn_norm,
+            post_ffn_norm,
+            window: if local { window } else { 0 },
+            local_rope: local,
+            q,
+            k,
+            v,
+            o: b.matrix(&n("attn_output"), dim, q_dim)?,
+            gate,
+            up,
             down: b.matrix(&n("ffn_down"), dim, ffn)?,
             k_cache: Vec::new(),
             v_cache: Vec::new(),
@@ -252,23 +425,22 @@ pub(super) fn weights(
     let pack = |l: Layout| QMat::new(Arc::clone(&store), l);
     let layers = plan.into_iter().map(|l| l.map(pack)).collect();
     let (embed, output) = (pack(embed), output.map(pack));
-    let half = head_dim / 2;
-    let mut cos = Vec::with_capacity(context * half);
-    let mut sin = Vec::with_capacity(context * half);
-    for p in 0..context {
-        for i in 0..half {
-            let theta = 1f32 / base.powf((2 * i) as f32 / head_dim as f32);
-            let a = p as f32 * theta;
-            cos.push(a.cos());
-            sin.push(a.sin());
-        }
-    }
+    // Gemma 3 27B (62 blocks) scales by its model width per head, as llama.cpp does.
+    let scale_dim = if gemma && layers_n == 62 {
+        dim / heads
+    } else {
+        head_dim
+    };
     Ok(Weights {
         d: Dims {
             dim,
             heads,
             kv_heads,
             head_dim,
+            attn_scale: 1.0 / (scale_dim as f32).sqrt(),
+            neox: family != Family::Llama,
+            embed_scale: if gemma { (dim as f32).sqrt() } else { 1.0 },
+            gelu: gemma,
             ffn,
             vocab,
             eps,
@@ -278,8 +450,12 @@ pub(super) fn weights(
         out_norm,
         output,
         layers,
-        cos,
-        sin,
+        rope: Rope::new(head_dim, (base, linear_scale(ct, p)), &factors, context),
+        local_rope: if gemma {
+            Rope::new(head_dim, (local_base, 1.0), &[], context)
+        } else {
+            Rope::default()
+        },
     })
 }
 

@@ -1,8 +1,8 @@
 //! The feed-forward block of a layer ([`ffn`]): RMSNorm, the gate and up products in one
-//! region, SiLU(gate) · up quantised in runs of blocks shared among the threads, and the down
-//! product added to the residual stream.
+//! region, SiLU(gate) · up (GELU for Gemma) quantised in runs of blocks shared among the
+//! threads, and the down product (RMS-normed for Gemma) added to the residual stream.
 
-use super::layer::{Dims, Layer, rms_norm};
+use super::layer::{Dims, Layer, rms_norm, rms_norm_in_place};
 use super::quant::{Chunk, QAct};
 use super::run::{Run, matmul};
 use crate::engine::Error;
@@ -10,8 +10,20 @@ use crate::engine::Error;
 /// Blocks of 32 activations per task of the SiLU (about 1.5 µs each).
 const SILU_BLOCKS: usize = 8;
 
-/// The feed-forward block of one layer: `x += down(silu(gate(xn)) * up(xn))`, `xn` the
-/// RMS-normed `x`.
+/// GELU, tanh approximation (as ggml's and Gemma's).
+fn gelu(x: f32) -> f32 {
+    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+    0.5 * x * (1.0 + (SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh())
+}
+
+/// SiLU, `x · sigmoid(x)`.
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// The feed-forward block of one layer: `x += down(act(gate(xn)) * up(xn))`, `xn` the
+/// RMS-normed `x`, `act` SiLU or GELU; the down product normed first where the layer has a
+/// norm after its feed-forward.
 #[allow(
     clippy::too_many_arguments,
     reason = "the buffers of the caller, split"
@@ -41,18 +53,24 @@ pub(super) fn ffn(
     // SiLU(gate) · up, quantised run by run of blocks, shared among the threads: on the
     // calling thread alone it was 5 % of a two-thread generation step.
     let (g, u) = (&*g, &*u);
-    let silu = |c: &mut Chunk<'_>| {
+    let act = if d.gelu { gelu } else { silu };
+    let gated = |c: &mut Chunk<'_>| {
         let gs = g.get(c.start..).unwrap_or_default();
         let us = u.get(c.start..).unwrap_or_default();
         for ((h, gv), uv) in c.f.iter_mut().zip(gs).zip(us) {
-            *h = *gv / (1.0 + (-*gv).exp()) * uv;
+            *h = act(*gv) * uv;
         }
         c.quantize();
     };
     let mut chunks = ha.chunks_mut(t, d.ffn, SILU_BLOCKS);
-    run.each(&mut chunks, silu)?;
+    run.each(&mut chunks, gated)?;
     drop(chunks);
     matmul(run, &mut [(&layer.down, &mut *down)], ha, rt)?;
+    if !layer.post_ffn_norm.is_empty() {
+        for r in down.chunks_exact_mut(d.dim) {
+            rms_norm_in_place(r, &layer.post_ffn_norm, d.eps);
+        }
+    }
     for (xv, dv) in x.iter_mut().zip(down.iter()) {
         *xv += dv;
     }

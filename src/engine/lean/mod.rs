@@ -55,12 +55,12 @@ pub mod team;
 use candle_core::quantized::gguf_file::Content;
 
 pub use self::attention::KV_STEP;
-use self::attention::{PromptScratch, Scratch, prompt_attention, rope, step_attention, store_kv};
+use self::attention::{PromptScratch, Rope, Scratch, prompt_attention, step_attention, store_kv};
 use self::build::Weights;
 pub use self::build::supports;
 use self::ffn::ffn;
 use self::governor::Governor;
-use self::layer::{Dims, Layer, QMat, rms_norm};
+use self::layer::{Dims, Layer, QMat, rms_norm, rms_norm_in_place};
 use self::level::Level;
 use self::pack::Store;
 use self::quant::QAct;
@@ -71,16 +71,17 @@ use super::generate::Forward;
 
 /// The lean llama model.
 #[derive(Debug)]
-pub struct LeanLlama {
+pub struct LeanModel {
     d: Dims,
     embed: QMat,
     out_norm: Vec<f32>,
     /// The output projection; `None` when tied to the embedding (one copy of the weights).
     output: Option<QMat>,
     layers: Vec<Layer>,
-    /// RoPE cos/sin per position and pair, `[pos][head_dim / 2]`.
-    cos: Vec<f32>,
-    sin: Vec<f32>,
+    /// The rotary embedding's tables.
+    rope: Rope,
+    /// Those of the sliding-window layers when they have their own (Gemma 3).
+    local_rope: Rope,
     /// Positions in the KV cache.
     cached: usize,
     /// Kernel instruction-set level, detected once.
@@ -149,7 +150,7 @@ impl Buffers {
     }
 }
 
-impl LeanLlama {
+impl LeanModel {
     /// Builds the model from the parsed GGUF `ct` and the file's bytes in `store`, with a
     /// context window of at most `max_context` tokens. The matrices are repacked in place and
     /// the model keeps `store`; every other byte of it is wiped (see [`pack`]).
@@ -160,8 +161,8 @@ impl LeanLlama {
             out_norm,
             output,
             layers,
-            cos,
-            sin,
+            rope,
+            local_rope,
         } = build::weights(ct, store, max_context)?;
         let bufs = Buffers::for_model(&layers, output.as_ref().unwrap_or(&embed));
         Ok(Self {
@@ -170,8 +171,8 @@ impl LeanLlama {
             out_norm,
             output,
             layers,
-            cos,
-            sin,
+            rope,
+            local_rope,
             cached: 0,
             level: Level::best(),
             parallel: true,
@@ -183,7 +184,7 @@ impl LeanLlama {
     }
 }
 
-impl LeanLlama {
+impl LeanModel {
     fn forward_tokens(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
         let d = self.d;
         let t = tokens.len();
@@ -238,9 +239,12 @@ impl LeanLlama {
                 return Err(Error::Candle(format!("token {id} outside the vocabulary")));
             }
             self.embed.dequantize_row(id, row);
+            if d.embed_scale != 1.0 {
+                row.iter_mut().for_each(|v| *v *= d.embed_scale);
+            }
         }
         let end = pos + t;
-        let (cos, sin) = (&self.cos, &self.sin);
+        let q_dim = d.q_dim();
         for layer in &mut self.layers {
             let xn = xa.f_mut(t, d.dim);
             for (xr, nr) in x.chunks_exact(d.dim).zip(xn.chunks_exact_mut(d.dim)) {
@@ -257,23 +261,48 @@ impl LeanLlama {
                 xa,
                 rt,
             )?;
+            let rope = if layer.local_rope {
+                &self.local_rope
+            } else {
+                &self.rope
+            };
+            let hd = d.head_dim;
             for (i, (qt, kt)) in q
-                .chunks_exact_mut(d.dim)
+                .chunks_exact_mut(q_dim)
                 .zip(k.chunks_exact_mut(kv_dim))
                 .enumerate()
             {
-                rope(qt, d.head_dim, cos, sin, pos + i);
-                rope(kt, d.head_dim, cos, sin, pos + i);
+                let vt = v.get_mut(i * kv_dim..(i + 1) * kv_dim).unwrap_or_default();
+                for (row, b) in [
+                    (&mut *qt, &layer.bias.q),
+                    (&mut *kt, &layer.bias.k),
+                    (vt, &layer.bias.v),
+                ] {
+                    row.iter_mut().zip(b).for_each(|(r, b)| *r += b);
+                }
+                if !layer.q_norm.is_empty() {
+                    qt.chunks_exact_mut(hd)
+                        .for_each(|h| rms_norm_in_place(h, &layer.q_norm, d.eps));
+                    kt.chunks_exact_mut(hd)
+                        .for_each(|h| rms_norm_in_place(h, &layer.k_norm, d.eps));
+                }
+                rope.apply(qt, hd, pos + i, d.neox);
+                rope.apply(kt, hd, pos + i, d.neox);
             }
             store_kv(d, layer, (k, v), pos, end);
             if t == 1 {
-                step_attention(run, d, layer, q, end, heads, aa.f_mut(1, d.dim))?;
+                step_attention(run, d, layer, q, end, heads, aa.f_mut(1, q_dim))?;
             } else {
-                let out = aa.f_mut(t, d.dim);
+                let out = aa.f_mut(t, q_dim);
                 prompt_attention(run, d, layer, (q, pos), (attn_h, scratch), out);
             }
             aa.quantize();
             matmul(run, &mut [(&layer.o, &mut *o)], aa, rt)?;
+            if !layer.post_attn_norm.is_empty() {
+                for r in o.chunks_exact_mut(d.dim) {
+                    rms_norm_in_place(r, &layer.post_attn_norm, d.eps);
+                }
+            }
             for (xv, ov) in x.iter_mut().zip(o.iter()) {
                 *xv += ov;
             }
@@ -291,7 +320,7 @@ impl LeanLlama {
     }
 }
 
-impl Forward for LeanLlama {
+impl Forward for LeanModel {
     fn forward(&mut self, tokens: &[u32], pos: usize) -> Result<Vec<f32>, Error> {
         let threads = rayon::current_num_threads();
         if tokens.len() != 1 || threads < 2 {
@@ -332,19 +361,19 @@ mod tests {
     use candle_core::quantized::gguf_file::Content;
     use std::io::Cursor;
 
-    use super::LeanLlama;
+    use super::LeanModel;
     use super::pack::Store;
     use crate::engine::testing::{TinyOpts, tiny_gguf};
 
     /// Two copies of one tiny Q4_1 llama (width 64, context 64).
-    fn two_tiny_q4_1() -> (LeanLlama, LeanLlama) {
+    fn two_tiny_q4_1() -> (LeanModel, LeanModel) {
         let gguf = tiny_gguf(&TinyOpts {
             dtype: GgmlDType::Q4_1,
             dim: 64,
             ..TinyOpts::default()
         });
         let ct = Content::read(&mut Cursor::new(&gguf)).unwrap();
-        let one = || LeanLlama::from_gguf(&ct, Store::heap(&gguf), 64).unwrap();
+        let one = || LeanModel::from_gguf(&ct, Store::heap(&gguf), 64).unwrap();
         (one(), one())
     }
 

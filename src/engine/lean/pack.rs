@@ -111,6 +111,31 @@ pub struct Layout {
     pub f: Range<usize>,
 }
 
+impl Layout {
+    /// Rows `rows` of this matrix, as a matrix of their own in the same bytes (the parts of
+    /// a row are contiguous in each part: a fused matrix, as Phi 3's query-key-value one,
+    /// is read as its parts). `None` if the range is empty or past the last row.
+    pub fn row_range(&self, rows: Range<usize>) -> Option<Self> {
+        if rows.start >= rows.end || rows.end > self.rows {
+            return None;
+        }
+        let part = |p: &Range<usize>| {
+            let per = p.len() / self.rows;
+            p.start + rows.start * per..p.start + rows.end * per
+        };
+        Some(Self {
+            kind: self.kind,
+            rows: rows.len(),
+            cols: self.cols,
+            d: part(&self.d),
+            m: part(&self.m),
+            h: part(&self.h),
+            qs: part(&self.qs),
+            f: part(&self.f),
+        })
+    }
+}
+
 /// Repacks the `rows` x `cols` weights of `kind`, held in GGUF block order at `at` in
 /// `bytes`, into the kernels' layout in the same bytes: the scales of every block first
 /// (native-endian f16), then for `Q4_1` the minimums, then the quantised weights, with the
