@@ -343,25 +343,7 @@ fn lean_matches_stock_llama_logits() {
             let a = stock.model.forward(toks, pos).unwrap();
             let b = lean.model.forward(toks, pos).unwrap();
             pos += toks.len();
-            assert_eq!(a.len(), b.len());
-            let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let diff = a
-                .iter()
-                .zip(&b)
-                .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-            assert!(
-                diff <= rel * scale.max(1.0),
-                "{dtype:?} step {i}: max |diff| {diff} > {rel} x {scale}"
-            );
-            // The same greedy token, or one that is a near tie in the stock logits (two
-            // logits each off by the bound can swap).
-            let (ia, ib) = (argmax(&a) as usize, argmax(&b) as usize);
-            assert!(
-                ia == ib || a[ia] - a[ib] <= 2.0 * rel * scale.max(1.0),
-                "{dtype:?} step {i}: greedy token {ib}, stock {ia} ({} against {})",
-                a[ib],
-                a[ia]
-            );
+            assert_agree(&a, &b, rel, &format!("{dtype:?} step {i}"));
         }
         // Starting again at 0 resets the cache: the first logits repeat exactly.
         let again = lean.model.forward(steps[0], 0).unwrap();
