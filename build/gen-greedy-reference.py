@@ -200,18 +200,25 @@ def main() -> int:
         seed=0,
         verbose=False,
     )
-    template = llm.metadata["tokenizer.chat_template"]
+    # A GGUF without a template gets its family's, as Rempart does (src/engine/chat.rs):
+    # Gemma's turn format for gemma*, else ChatML.
+    template = llm.metadata.get("tokenizer.chat_template")
+    if template is None:
+        arch = llm.metadata.get("general.architecture", "")
+        assert arch.startswith("gemma"), f"{arch}: no chat template"
+        with open(os.path.join(ROOT, "src", "engine", "templates", "gemma.jinja")) as f:
+            template = f.read()
     bos_id = llm.token_bos()
     eos_id = llm.token_eos()
     bos = token_text(llm, bos_id)
     eos = token_text(llm, eos_id)
     im_end = llm.tokenize(b"<|im_end|>", add_bos=False, special=True)
-    assert len(im_end) == 1, im_end
+    im_end = im_end if len(im_end) == 1 else []
     # llama.cpp's own end-of-generation set (for this vocab: <|endoftext|>, <|im_end|>
     # and <reponame>), plus EOS and <|im_end|> to be explicit.
     vocab = llm._model.vocab
     eog = [i for i in range(llm.n_vocab()) if llama_cpp.llama_vocab_is_eog(vocab, i)]
-    stop_ids = sorted(set(eog) | {eos_id, im_end[0]})
+    stop_ids = sorted(set(eog) | {eos_id} | set(im_end))
 
     results = []
     for p in PROMPTS:

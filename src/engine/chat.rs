@@ -181,6 +181,21 @@ impl ChatTemplate {
 /// A plain fallback when the model has no template: ChatML.
 pub(super) const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}";
 
+/// Gemma's turn format (`<start_of_turn>user ... <end_of_turn>`), for Gemma GGUFs without a
+/// template (the Gemma 3 270M file of issue 19 has none); build/gen-greedy-reference.py renders
+/// the same file for llama.cpp.
+pub(super) const GEMMA: &str = include_str!("templates/gemma.jinja");
+
+/// The template of a model whose GGUF has none: its family's (`general.architecture`), else
+/// ChatML.
+pub(super) fn default_template(architecture: &str) -> &'static str {
+    if architecture.starts_with("gemma") {
+        GEMMA
+    } else {
+        CHATML
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +215,30 @@ mod tests {
             "28 May 2026, Thursday"
         );
         assert_eq!(strftime("%b %e %j %%", 1_709_251_200), "Mar  1 061 %");
+    }
+
+    /// Gemma's turn format: the system message at the head of the first user turn, the
+    /// assistant's turns as the model's, texts trimmed, the model's turn opened.
+    #[test]
+    fn gemma_s_default_template_renders_its_turns() {
+        let t = ChatTemplate::new(default_template("gemma3")).unwrap();
+        let chat = [
+            Message::new("system", "Be brief."),
+            Message::new("user", " Hi \n"),
+            Message::new("assistant", "Hello."),
+            Message::new("user", "Bye"),
+        ];
+        assert_eq!(
+            t.render(&chat, true, "<bos>", "<eos>").unwrap(),
+            "<bos><start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n\
+             <start_of_turn>model\nHello.<end_of_turn>\n\
+             <start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+        );
+        assert_eq!(
+            t.render(&chat[1..2], false, "<bos>", "").unwrap(),
+            "<bos><start_of_turn>user\nHi<end_of_turn>\n"
+        );
+        assert_eq!(default_template("llama"), CHATML);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use candle_transformers::models::{
     quantized_gemma3, quantized_llama, quantized_phi3, quantized_qwen2, quantized_qwen3,
 };
 
-use super::chat::{CHATML, ChatTemplate};
+use super::chat::{ChatTemplate, default_template};
 use super::generate::Forward;
 use super::lean::pack::Store;
 use super::{Error, Tok};
@@ -253,8 +253,10 @@ pub fn facts(bytes: &[u8]) -> Option<GgufFacts> {
 pub fn load_tokenizer(bytes: &[u8]) -> Result<(Tok, ChatTemplate), Error> {
     let ct = read_content(bytes)?;
     let tok = Tok::from_gguf(&ct.metadata)?;
+    let arch = get_str(&ct.metadata, "general.architecture").unwrap_or_default();
     let template = ChatTemplate::new(
-        &get_str(&ct.metadata, "tokenizer.chat_template").unwrap_or_else(|| CHATML.to_owned()),
+        &get_str(&ct.metadata, "tokenizer.chat_template")
+            .unwrap_or_else(|| default_template(&arch).to_owned()),
     )?;
     Ok((tok, template))
 }
@@ -285,7 +287,7 @@ fn load_store(store: Store, device: &Device, backend: Backend) -> Result<Loaded,
         .ok_or_else(|| Error::Metadata("missing general.architecture".into()))?;
     let tok = Tok::from_gguf(md)?;
     let template_src = get_str(md, "tokenizer.chat_template");
-    let template = ChatTemplate::new(template_src.as_deref().unwrap_or(CHATML))?;
+    let template = ChatTemplate::new(template_src.as_deref().unwrap_or(default_template(&arch)))?;
     let ctx_meta = md
         .get(&format!("{arch}.context_length"))
         .and_then(|v| v.to_u32().ok())

