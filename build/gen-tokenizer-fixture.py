@@ -14,6 +14,14 @@ Usage (from the repository root, after build/fetch-model):
     /work/venv-lcp/bin/python build/gen-tokenizer-fixture.py
 
 The case list below is hand-written (no randomness): the output is deterministic.
+
+Issue 19, the other tokenizer types, with the same cases:
+    gen-tokenizer-fixture.py MODEL OUT [PRE]
+MODEL's vocabulary (e.g. Gemma 3 270M's SentencePiece one, build/make-test-models); with PRE,
+MODEL is a copy of the default model whose `tokenizer.ggml.pre` was set to PRE (llama.cpp's
+gguf_new_metadata.py --pre-tokenizer PRE: "qwen2" and "llama-bpe" select Qwen 2's and Llama 3's
+pre-tokenizer regexes), and the fixture records PRE and the default model's SHA-256, from which
+the test makes the same vocabulary.
 """
 
 import hashlib
@@ -407,9 +415,17 @@ def dump(doc: dict) -> str:
 
 
 def main() -> int:
+    global MODEL, OUT
+    pre = None
+    if len(sys.argv) in (3, 4):
+        MODEL, OUT = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+        pre = sys.argv[3] if len(sys.argv) == 4 else None
+    elif len(sys.argv) != 1:
+        print("usage: gen-tokenizer-fixture.py [MODEL OUT [PRE]]", file=sys.stderr)
+        return 2
     with open(MODEL, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
-    if digest != MODEL_SHA256:
+    if (len(sys.argv) == 1 and digest != MODEL_SHA256) or (pre and digest == MODEL_SHA256):
         print(f"model SHA-256 mismatch: {digest}", file=sys.stderr)
         return 1
 
@@ -425,13 +441,19 @@ def main() -> int:
         ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         cases.append({"text": text, "ids": [int(t) for t in ids]})
 
-    doc = {
-        "model_sha256": digest,
+    doc = {"model_sha256": digest}
+    if pre:
+        # The test rebuilds the vocabulary from the default model with this pre-tokenizer.
+        doc = {"model_sha256": MODEL_SHA256, "pre": pre}
+    doc |= {
         "llama_cpp_python": llama_cpp.__version__,
         "add_bos": False,
         "parse_special": True,
         "cases": cases,
     }
+    meta = llm.metadata
+    doc["tokenizer"] = meta.get("tokenizer.ggml.model")
+    doc["pre_in_file"] = meta.get("tokenizer.ggml.pre")
     os.makedirs(os.path.dirname(OUT), exist_ok=True)
     with open(OUT, "w", encoding="utf-8") as f:
         f.write(dump(doc))
