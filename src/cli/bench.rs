@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Tokens to generate.
     #[arg(short = 'n', default_value_t = 128)]
     tg: usize,
+    /// Context already held before each measurement, in tokens (llama-bench's `-d`): the
+    /// prompt is processed, or the tokens generated, after this many (untimed).
+    #[arg(short = 'd', long, default_value_t = 0)]
+    depth: usize,
     /// Where inference runs.
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceArg,
@@ -273,6 +277,7 @@ fn bench_model(root: &Root, b: &BenchArgs) -> Result<()> {
 
 fn bench_model_in_pool(root: &Root, b: &BenchArgs) -> Result<()> {
     let (pp, tg, reps, json_out) = (b.pp, b.tg, b.repetitions, b.json.json);
+    let depth = b.depth;
     let o = LoadOpts {
         require_mlock: false,
         device: b.device.into(),
@@ -289,28 +294,37 @@ fn bench_model_in_pool(root: &Root, b: &BenchArgs) -> Result<()> {
     } = super::ask::load(root, &b.model, &o)?;
     let reps = reps.max(1);
     let ctx = loaded.model.context_len();
-    if pp + 1 >= ctx || tg + 2 >= ctx {
+    if depth + pp + 1 >= ctx || depth + tg + 2 >= ctx {
         return Err(crate::Error::Usage(format!(
-            "-p/-n must be below the context size {ctx}"
+            "-d plus -p or -n must be below the context size {ctx}"
         )));
     }
     // Prompt tokens: a deterministic spread over the vocabulary, as llama-bench uses random ids.
     let vocab = loaded.tok.vocab_size().max(2) as u32;
-    let prompt: Vec<u32> = (0..pp as u32)
-        .map(|i| (i.wrapping_mul(7919) % (vocab - 1)) + 1)
-        .collect();
+    let spread = |n: usize, salt: u32| -> Vec<u32> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(7919).wrapping_add(salt) % (vocab - 1)) + 1)
+            .collect()
+    };
+    let prompt = spread(pp, 0);
+    // The context held before each measurement (`-d`), untimed.
+    let held = spread(depth.max(1), 104_729);
     let mut pp_tps = Vec::new();
     let mut tg_tps = Vec::new();
     for _ in 0..reps {
         if pp > 0 {
+            if depth > 0 {
+                loaded.model.forward(&held, 0)?;
+            }
             let t = Instant::now();
-            loaded.model.forward(&prompt, 0)?;
+            loaded.model.forward(&prompt, depth)?;
             pp_tps.push(pp as f64 / t.elapsed().as_secs_f64());
         }
         if tg > 0 {
-            let mut logits = loaded.model.forward(&[1], 0)?;
+            let start = held.len();
+            let mut logits = loaded.model.forward(&held, 0)?;
             let t = Instant::now();
-            for pos in 1..=tg {
+            for pos in start..start + tg {
                 let next = engine::argmax(&logits);
                 logits = loaded.model.forward(&[next], pos)?;
             }
@@ -334,7 +348,7 @@ fn bench_model_in_pool(root: &Root, b: &BenchArgs) -> Result<()> {
         output::json(&json!({
             "model": report.model, "architecture": info.architecture, "quantization": info.quantization,
             "backend": loaded.model.backend(), "kernels": loaded.model.kernels(),
-            "threads": threads, "repetitions": reps,
+            "threads": threads, "repetitions": reps, "depth": depth,
             "rss_after_generation": rss, "rss_peak": peak,
             "pp": {"tokens": pp, "tokens_per_s_mean": ppm, "tokens_per_s_stddev": pps, "runs": pp_tps},
             "tg": {"tokens": tg, "tokens_per_s_mean": tgm, "tokens_per_s_stddev": tgs, "runs": tg_tps},
@@ -362,14 +376,19 @@ fn bench_model_in_pool(root: &Root, b: &BenchArgs) -> Result<()> {
             "memory       arena locked: {}, weights locked: {}; resident after the runs {rss}, peak {peak} (load included)",
             report.arena_locked, report.weights_locked
         ));
+        let at = if depth > 0 {
+            format!(" @ d{depth}")
+        } else {
+            String::new()
+        };
         if pp > 0 {
             output::line(format!(
-                "pp{pp:<9} {ppm:8.1} ± {pps:.1} tokens/s ({threads} threads, {reps} runs)"
+                "pp{pp:<9} {ppm:8.1} ± {pps:.1} tokens/s ({threads} threads, {reps} runs{at})"
             ));
         }
         if tg > 0 {
             output::line(format!(
-                "tg{tg:<9} {tgm:8.1} ± {tgs:.1} tokens/s ({threads} threads, {reps} runs)"
+                "tg{tg:<9} {tgm:8.1} ± {tgs:.1} tokens/s ({threads} threads, {reps} runs{at})"
             ));
         }
     }

@@ -169,6 +169,10 @@ fn get_str(md: &HashMap<String, Value>, k: &str) -> Option<String> {
 /// The largest context the candle model definitions support (their RoPE tables).
 const CANDLE_MAX_CONTEXT: usize = 4096;
 
+/// The largest context of the lean pass (its KV cache grows as it fills; its rotary tables
+/// are made for this many positions: 8 MiB for heads of 128).
+const LEAN_MAX_CONTEXT: usize = 8192;
+
 /// Parses GGUF metadata only (for `tokenize`, inspection and tests).
 pub fn read_content(bytes: &[u8]) -> Result<gguf_file::Content, Error> {
     super::gguf_check::check_header(bytes)?;
@@ -293,6 +297,13 @@ fn load_store(store: Store, device: &Device, backend: Backend) -> Result<Loaded,
         .and_then(|v| v.to_u32().ok())
         .unwrap_or(2048) as usize;
     let weight_bytes = bytes.len() as u64 - ct.tensor_data_offset.min(bytes.len() as u64);
+    let lean =
+        backend == Backend::Auto && matches!(device, Device::Cpu) && super::lean::supports(&ct);
+    let max_context = if lean {
+        LEAN_MAX_CONTEXT
+    } else {
+        CANDLE_MAX_CONTEXT
+    };
     let info = ModelInfo {
         architecture: arch.clone(),
         name: get_str(md, "general.name").unwrap_or_default(),
@@ -302,7 +313,7 @@ fn load_store(store: Store, device: &Device, backend: Backend) -> Result<Loaded,
                 .unwrap_or(u32::MAX),
         )
         .to_owned(),
-        context_length: ctx_meta.min(CANDLE_MAX_CONTEXT),
+        context_length: ctx_meta.min(max_context),
         vocab_size: tok.vocab_size(),
         weight_bytes,
         has_chat_template: template_src.is_some(),
@@ -322,14 +333,12 @@ fn load_store(store: Store, device: &Device, backend: Backend) -> Result<Loaded,
     stop_tokens.extend(tok.eot);
     stop_tokens.sort_unstable();
     stop_tokens.dedup();
-    let lean =
-        backend == Backend::Auto && matches!(device, Device::Cpu) && super::lean::supports(&ct);
     let mut cursor = Cursor::new(bytes);
     let arch_model = match arch.as_str() {
         _ if lean => Arch::Lean(Box::new(super::lean::LeanModel::from_gguf(
             &ct,
             store,
-            CANDLE_MAX_CONTEXT,
+            max_context,
         )?)),
         "llama" | "mistral" => Arch::Llama(quantized_llama::ModelWeights::from_gguf(
             ct,

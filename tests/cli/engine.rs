@@ -220,10 +220,10 @@ fn bad_requests_get_distinct_clear_errors() {
         .stderr(contains("the prompt is empty"));
     env.cmd()
         .args(["ask", "-"])
-        .write_stdin("word ".repeat(6000))
+        .write_stdin("word ".repeat(12000))
         .assert()
         .code(exit::ENGINE)
-        .stderr(contains("but the context holds 4096"));
+        .stderr(contains("but the context holds 8192"));
     env.cmd()
         .args(["ask", "--model", "test-model@1", "--max-tokens", "1", "hi"])
         .assert()
