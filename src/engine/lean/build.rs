@@ -74,7 +74,7 @@ impl Family {
     }
 }
 
-/// Whether the lean path can run this GGUF: a family it knows ([`Family`]), not a mixture of
+/// Whether the lean path can run this GGUF: a family it knows (`Family`), not a mixture of
 /// experts, every matrix in a supported block type with every row a whole number of blocks,
 /// every norm, bias and rotary frequency factor f32.
 pub fn supports(ct: &Content) -> bool {

@@ -152,50 +152,154 @@ fn fifth_bytes(h: u32) -> __m256i {
     _mm256_and_si256(set, _mm256_set1_epi8(0x10))
 }
 
-/// One pair of 32-weight blocks (`blk`, `blk + 1`) into every token's sums: `xa`, `xb` their
-/// unsigned integers, `(da, db)` their scales, `(ma, mb)` their offsets (weight = d * q + m).
+/// `n` (at most 8) f32 from `v[c..]` as lanes, zero past `n` (a row's last chunk of blocks
+/// has fewer than eight); all zero if `v` does not hold them.
 #[inline]
-#[target_feature(enable = "avx2,fma")]
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one pair's inputs, inlined into each kernel"
-)]
-fn pair<const N: usize>(
-    (xa, xb): (__m256i, __m256i),
-    (da, db): (f32, f32),
-    (ma, mb): (f32, f32),
-    blk: usize,
-    ys: &[Y<'_>; N],
-    acc: &mut [[__m256; 2]; N],
-    offs: &mut [f32; N],
-) {
-    for t in 0..N {
-        let y = ys[t];
-        if y.qs.len() < (blk + 2) * BLOCK {
-            continue;
-        }
-        // SAFETY: `(blk + 2) * 32 <= y.qs.len()` (checked above).
-        let (ya, yb) = unsafe {
-            (
-                load256(y.qs.as_ptr(), blk * 32),
-                load256(y.qs.as_ptr(), blk * 32 + 32),
-            )
-        };
-        let (yda, ydb) = (
-            y.d.get(blk).copied().unwrap_or(0.0),
-            y.d.get(blk + 1).copied().unwrap_or(0.0),
+#[target_feature(enable = "avx2")]
+fn f32x8(v: &[f32], c: usize, n: usize) -> __m256 {
+    if n > 8 || v.len() < c + n {
+        return _mm256_setzero_ps();
+    }
+    let p = v[c..].as_ptr();
+    if n == 8 {
+        // SAFETY: v[c..c + 8] is in bounds (checked above).
+        unsafe { _mm256_loadu_ps(p) }
+    } else {
+        let mask = _mm256_cmpgt_epi32(
+            _mm256_set1_epi32(n as i32),
+            _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
         );
-        let (ysa, ysb) = (
-            y.s.get(blk).copied().unwrap_or(0.0),
-            y.s.get(blk + 1).copied().unwrap_or(0.0),
-        );
-        acc[t][0] = _mm256_fmadd_ps(_mm256_set1_ps(da * yda), mul_sum_us8(xa, ya), acc[t][0]);
-        acc[t][1] = _mm256_fmadd_ps(_mm256_set1_ps(db * ydb), mul_sum_us8(xb, yb), acc[t][1]);
-        offs[t] += ma * ysa + mb * ysb;
+        // SAFETY: the lanes below n are in bounds (checked above); masked-out lanes are
+        // not read (a masked load does not fault on them).
+        unsafe { _mm256_maskload_ps(p, mask) }
     }
 }
 
-/// The sums of [`pair`] per token.
+/// `n` (even, at most 8) f16 scales from `v[c..]` as f32 lanes (one conversion for the
+/// eight), zero past `n`; all zero if `v` does not hold them.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn f16x8(v: &[f16], c: usize, n: usize) -> __m256 {
+    if n > 8 || !n.is_multiple_of(2) || v.len() < c + n {
+        return _mm256_setzero_ps();
+    }
+    let p = v[c..].as_ptr();
+    let h = if n == 8 {
+        // SAFETY: v[c..c + 8] is in bounds (checked above): 16 bytes.
+        unsafe { _mm_loadu_si128(p.cast()) }
+    } else {
+        // Pairs of f16 as 32-bit lanes (n is even).
+        let mask = _mm_cmpgt_epi32(_mm_set1_epi32((n / 2) as i32), _mm_setr_epi32(0, 1, 2, 3));
+        // SAFETY: the pairs below n / 2 are in bounds (checked above); masked-out lanes are
+        // not read.
+        unsafe { _mm_maskload_epi32(p.cast(), mask) }
+    };
+    _mm256_cvtph_ps(h)
+}
+
+/// Lane `i` of `v` in every lane.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn lane(v: __m256, i: usize) -> __m256 {
+    _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(i as i32))
+}
+
+/// Rows of 32-weight blocks, AVX2: per chunk of eight blocks, the weights' and each token's
+/// activation scales multiplied in one vector (the f16 scales converted eight at once), and
+/// the offsets (`Q4_1`, `Q5_1` minimums, or `Q4_0`'s -8 and `Q5_0`'s -16 times the scale)
+/// times the activations' block sums in one more; per block, `maddubs`/`madd` of its 32
+/// integers (`expand`: unsigned, and the signs the activations are to take, if any) with
+/// each token's 32 activations, converted and scaled by its lane. Scalar conversions and
+/// products per block were most of a generation step's kernel time on a 1B model.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn blocks_avx2<const N: usize>(
+    l: Lens<'_>,
+    ys: &[Y<'_>; N],
+    offset: Option<f32>,
+    expand: impl Fn(usize) -> (__m256i, __m256i, Option<(__m256i, __m256i)>),
+) -> [f32; N] {
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let mut macc = [_mm256_setzero_ps(); N];
+    let mut c = 0;
+    while c < l.nb {
+        let n = (l.nb - c).min(8);
+        let dw = f16x8(l.d, c, n);
+        let mw = match (l.m, offset) {
+            (Some(m), _) => Some(f16x8(m, c, n)),
+            (None, Some(k)) => Some(_mm256_mul_ps(dw, _mm256_set1_ps(-k))),
+            (None, None) => None,
+        };
+        let mut sc = [_mm256_setzero_ps(); N];
+        for t in 0..N {
+            sc[t] = _mm256_mul_ps(dw, f32x8(ys[t].d, c, n));
+            if let Some(mw) = mw {
+                macc[t] = _mm256_fmadd_ps(mw, f32x8(ys[t].s, c, n), macc[t]);
+            }
+        }
+        // n is even: nb is (Lens), and so is every chunk's start.
+        let mut p = 0;
+        while p + 2 <= n {
+            let blk = c + p;
+            let (xa, xb, signs) = expand(blk);
+            for t in 0..N {
+                // SAFETY: every token's qs holds 32 * nb bytes (Lens) and blk + 2 <= nb.
+                let (ya, yb) = unsafe {
+                    (
+                        load256(ys[t].qs.as_ptr(), blk * 32),
+                        load256(ys[t].qs.as_ptr(), blk * 32 + 32),
+                    )
+                };
+                let (ya, yb) = match signs {
+                    Some((sa, sb)) => (_mm256_sign_epi8(ya, sa), _mm256_sign_epi8(yb, sb)),
+                    None => (ya, yb),
+                };
+                acc[t][0] = _mm256_fmadd_ps(lane(sc[t], p), mul_sum_us8(xa, ya), acc[t][0]);
+                acc[t][1] = _mm256_fmadd_ps(lane(sc[t], p + 1), mul_sum_us8(xb, yb), acc[t][1]);
+            }
+            p += 2;
+        }
+        c += n;
+    }
+    let mut out = [0f32; N];
+    for t in 0..N {
+        out[t] = hsum(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), macc[t]));
+    }
+    out
+}
+
+/// `Q4_*` and `Q5_*` rows, AVX2 (see [`blocks_avx2`]): the nibbles of a pair of blocks from
+/// one load, the fifth bits OR-ed in as 0x10 bytes.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+fn q4_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
+    let low = _mm256_set1_epi8(0x0F);
+    let nibbles = |blk: usize| {
+        // SAFETY: qs holds 16 * nb bytes (Lens) and blk + 2 <= nb: 32 bytes from 16 * blk.
+        let v = unsafe { load256(l.qs.as_ptr(), blk * 16) };
+        (
+            _mm256_and_si256(v, low),
+            _mm256_and_si256(_mm256_srli_epi16(v, 4), low),
+        )
+    };
+    match l.h {
+        // Two loops, so that the `Q4_*` one has no fifth bits to test per pair.
+        None => blocks_avx2(l, ys, Some(8.0), |blk| {
+            let (xa, xb) = nibbles(blk);
+            (xa, xb, None)
+        }),
+        Some(h) => blocks_avx2(l, ys, Some(16.0), |blk| {
+            let (xa, xb) = nibbles(blk);
+            (
+                _mm256_or_si256(xa, fifth_bytes(fifth_bits(h, blk))),
+                _mm256_or_si256(xb, fifth_bytes(fifth_bits(h, blk + 1))),
+                None,
+            )
+        }),
+    }
+}
+
+/// Each token's sum of its two accumulators' lanes, plus its offset.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn finish<const N: usize>(acc: &[[__m256; 2]; N], offs: &[f32; N]) -> [f32; N] {
@@ -204,43 +308,6 @@ fn finish<const N: usize>(acc: &[[__m256; 2]; N], offs: &[f32; N]) -> [f32; N] {
         out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + offs[t];
     }
     out
-}
-
-/// `Q4_*` and `Q5_*` rows, AVX2: per block, `maddubs` of the 32 integers with the 32
-/// activations.
-#[target_feature(enable = "avx2,fma,f16c")]
-#[inline]
-fn q4_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
-    let low = _mm256_set1_epi8(0x0F);
-    let mut acc = [[_mm256_setzero_ps(); 2]; N];
-    let mut offs = [0f32; N];
-    let mut blk = 0;
-    let bits = |b: usize| l.h.map_or(0, |h| fifth_bits(h, b));
-    while blk + 2 <= l.nb {
-        // SAFETY: qs holds 16 * nb bytes (Lens) and blk + 2 <= nb: 32 bytes from 16 * blk.
-        let v = unsafe { load256(l.qs.as_ptr(), blk * 16) };
-        let mut xa = _mm256_and_si256(v, low);
-        let mut xb = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
-        let (da, db) = (
-            l.d.get(blk).map_or(0.0, |v| v.to_f32()),
-            l.d.get(blk + 1).map_or(0.0, |v| v.to_f32()),
-        );
-        let (ma, mb) = match (l.m, l.h) {
-            (Some(m), _) => (
-                m.get(blk).map_or(0.0, |v| v.to_f32()),
-                m.get(blk + 1).map_or(0.0, |v| v.to_f32()),
-            ),
-            (None, Some(_)) => (-16.0 * da, -16.0 * db),
-            (None, None) => (-8.0 * da, -8.0 * db),
-        };
-        if l.h.is_some() {
-            xa = _mm256_or_si256(xa, fifth_bytes(bits(blk)));
-            xb = _mm256_or_si256(xb, fifth_bytes(bits(blk + 1)));
-        }
-        pair((xa, xb), (da, db), (ma, mb), blk, ys, &mut acc, &mut offs);
-        blk += 2;
-    }
-    finish(&acc, &offs)
 }
 
 /// The integer sums of a 32-weight sub-block's products times their scales, 8 lanes:
@@ -405,36 +472,23 @@ fn q6k_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     finish(&acc, &[0.0; N])
 }
 
-/// `Q8_0` rows, AVX2.
+/// `Q8_0` rows, AVX2 (see [`blocks_avx2`]): `maddubs` wants an unsigned left operand, so
+/// the weights go in as |x| and the activations take their signs.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
 fn q8_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
-    let (mut acc0, mut acc1) = ([_mm256_setzero_ps(); N], [_mm256_setzero_ps(); N]);
-    let block = |blk: usize, acc: &mut [__m256; N]| {
-        // SAFETY: qs holds 32 * nb bytes (Lens) and blk < nb.
-        let x = unsafe { load256(l.qs.as_ptr(), blk * 32) };
-        // maddubs wants an unsigned left operand: |x|, and y carrying x's sign.
-        let ax = _mm256_sign_epi8(x, x);
-        let dx = l.d.get(blk).map_or(0.0, |v| v.to_f32());
-        for t in 0..N {
-            let y = ys[t];
-            // SAFETY: every token's qs holds 32 * nb bytes (Lens).
-            let yv = unsafe { load256(y.qs.as_ptr(), blk * 32) };
-            let sy = _mm256_sign_epi8(yv, x);
-            let sc = _mm256_set1_ps(dx * y.d.get(blk).copied().unwrap_or(0.0));
-            acc[t] = _mm256_fmadd_ps(sc, mul_sum_us8(ax, sy), acc[t]);
-        }
-    };
-    // nb is even (Lens): two blocks per step, into alternating accumulators.
-    let mut blk = 0;
-    while blk + 2 <= l.nb {
-        block(blk, &mut acc0);
-        block(blk + 1, &mut acc1);
-        blk += 2;
-    }
-    let mut out = [0f32; N];
-    for t in 0..N {
-        out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t]));
-    }
-    out
+    blocks_avx2(l, ys, None, |blk| {
+        // SAFETY: qs holds 32 * nb bytes (Lens) and blk + 2 <= nb: 64 bytes from 32 * blk.
+        let (xa, xb) = unsafe {
+            (
+                load256(l.qs.as_ptr(), blk * 32),
+                load256(l.qs.as_ptr(), blk * 32 + 32),
+            )
+        };
+        (
+            _mm256_sign_epi8(xa, xa),
+            _mm256_sign_epi8(xb, xb),
+            Some((xa, xb)),
+        )
+    })
 }

@@ -185,7 +185,7 @@ mod tests {
     }
 
     /// Repacked rows dequantise exactly to candle's weights, and every level's dot product
-    /// (one token and four at once) is within the 8-bit rounding of the activations of the
+    /// (one token and eight at once) is within the 8-bit rounding of the activations of the
     /// exact product of those weights with x.
     #[test]
     fn packed_dots_match_candle_blocks_at_every_level() {
@@ -204,8 +204,8 @@ mod tests {
                 .unwrap();
             let p = Packed::from_ggml(kind, rows, cols, &bytes).unwrap();
             assert_eq!(p.bytes(), bytes.len(), "{kind:?}: repacking adds no bytes");
-            let x = QAct::new(rand_f32(4 * cols, &mut seed), cols);
-            let ys = [x.token(0), x.token(1), x.token(2), x.token(3)];
+            let x = QAct::new(rand_f32(8 * cols, &mut seed), cols);
+            let ys: [Y<'_>; 8] = std::array::from_fn(|t| x.token(t));
             for (r, wr) in wd.iter().enumerate() {
                 let mut deq = vec![0f32; cols];
                 p.dequantize_row(r, &mut deq);
@@ -233,8 +233,9 @@ mod tests {
                     })
                     .collect();
                 for level in Level::available() {
-                    let four = p.dots(level, r, &ys);
-                    for (t, ((exact, bound), got)) in bounds.iter().zip(four).enumerate() {
+                    // Eight tokens at once (a prompt's groups), then each alone.
+                    let eight = p.dots(level, r, &ys);
+                    for (t, ((exact, bound), got)) in bounds.iter().zip(eight).enumerate() {
                         assert!(
                             (got - exact).abs() <= *bound,
                             "{kind:?} {level:?} row {r} token {t}: {got} vs {exact} (bound {bound})"
@@ -242,7 +243,7 @@ mod tests {
                         let [one] = p.dots(level, r, &[ys[t]]);
                         assert!(
                             (one - got).abs() <= 1e-5 * (1.0 + got.abs()),
-                            "{kind:?} {level:?}: one token {one} vs four {got}"
+                            "{kind:?} {level:?}: one token {one} vs eight {got}"
                         );
                     }
                 }
