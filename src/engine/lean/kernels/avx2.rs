@@ -332,7 +332,7 @@ fn k45_avx2<const N: usize>(five: bool, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N
     let low = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi8(1);
     let mut acc = [[_mm256_setzero_ps(); 2]; N];
-    let mut offs = [0f32; N];
+    let mut macc = [_mm256_setzero_ps(); N];
     let supers = l.nb / SUBS;
     if l.qs.len() < supers * bb || !fits_k(l.nb, ys) {
         return [0.0; N];
@@ -341,7 +341,12 @@ fn k45_avx2<const N: usize>(five: bool, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N
         let sb = &l.qs[g * bb..(g + 1) * bb];
         let (d, dmin) = (f16_at(sb, 0), f16_at(sb, 2));
         let (scales, mins) = k4_scales_mins(sb);
-        let scale = |s: usize| i16::from((scales >> (8 * s)) as u8);
+        // The eight scales as 16-bit lanes, in both halves; `shuffle_epi8` then spreads one
+        // of them per sub-block (two byte shuffles per pair of sub-blocks, instead of
+        // extracting and broadcasting each from a scalar).
+        let scales =
+            _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(scales as i64)));
+        let mins = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(mins as i64));
         let mut qh = if five {
             // SAFETY: a Q5_K super-block holds 176 bytes, its `qh` at 16..48.
             unsafe { load256(sb.as_ptr(), 16) }
@@ -362,8 +367,8 @@ fn k45_avx2<const N: usize>(five: bool, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N
                 qh = _mm256_srli_epi16(qh, 2);
             }
             let (sa, sbb) = (
-                _mm256_set1_epi16(scale(2 * j)),
-                _mm256_set1_epi16(scale(2 * j + 1)),
+                _mm256_shuffle_epi8(scales, spread16(2 * j)),
+                _mm256_shuffle_epi8(scales, spread16(2 * j + 1)),
             );
             let at = g * SUPER + 64 * j;
             for t in 0..N {
@@ -382,19 +387,39 @@ fn k45_avx2<const N: usize>(five: bool, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N
         for t in 0..N {
             let y = ys[t];
             let kd = y.kd.get(g).copied().unwrap_or(0.0);
-            let m: i32 = (0..SUBS)
-                .zip(y.ks.get(g * SUBS..(g + 1) * SUBS).unwrap_or_default())
-                .map(|(j, s)| i32::from((mins >> (8 * j)) as u8) * s)
-                .sum();
             acc[t][g % 2] = _mm256_fmadd_ps(
                 _mm256_set1_ps(d * kd),
                 _mm256_cvtepi32_ps(ints[t]),
                 acc[t][g % 2],
             );
-            offs[t] -= dmin * kd * m as f32;
+            // The minimums times the activations' sums per 32, eight lanes, kept apart and
+            // subtracted once at the end.
+            let ks = match y.ks.get(g * SUBS..(g + 1) * SUBS) {
+                // SAFETY: the slice holds SUBS = 8 i32 (32 bytes).
+                Some(k) => unsafe { _mm256_loadu_si256(k.as_ptr().cast()) },
+                None => _mm256_setzero_si256(),
+            };
+            macc[t] = _mm256_fmadd_ps(
+                _mm256_cvtepi32_ps(_mm256_mullo_epi32(mins, ks)),
+                _mm256_set1_ps(dmin * kd),
+                macc[t],
+            );
         }
     }
-    finish(&acc, &offs)
+    let mut out = [0f32; N];
+    for t in 0..N {
+        out[t] = hsum(_mm256_sub_ps(_mm256_add_ps(acc[t][0], acc[t][1]), macc[t]));
+    }
+    out
+}
+
+/// The `shuffle_epi8` control that puts 16-bit lane `i` (below 8) of each 128-bit half in
+/// every 16-bit lane of that half.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn spread16(i: usize) -> __m256i {
+    let lo = (2 * i) as i8;
+    _mm256_set1_epi16(i16::from_le_bytes([lo as u8, (lo + 1) as u8]))
 }
 
 /// `Q6_K` rows, AVX2, against the activations' `Q8_K` form: the 6-bit integers rebuilt from
@@ -416,7 +441,14 @@ fn q6k_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     for g in 0..supers {
         let sb = &l.qs[g * 210..(g + 1) * 210];
         let d = f16_at(sb, 208);
-        let scale = |i: usize| i16::from(sb.get(192 + i).copied().unwrap_or(0) as i8);
+        // The sixteen scales as 16-bit lanes; sub-block s's two (2s, 2s + 1) are 32-bit lane
+        // s, put in every lane, then spread as [2s in the low half, 2s + 1 in the high].
+        // SAFETY: a Q6_K super-block holds 210 bytes, its scales at 192..208.
+        let sc16 = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(sb.as_ptr().add(192).cast()) });
+        let halves_of = _mm256_setr_epi8(
+            0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2,
+            3, 2, 3,
+        );
         let mut ints = [_mm256_setzero_si256(); N];
         for h in 0..2 {
             // SAFETY: 64 * h + 64 <= 128 and 128 + 32 * h + 32 <= 192 <= 210 = sb.len().
@@ -446,10 +478,8 @@ fn q6k_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
                 );
                 let aq = _mm256_sign_epi8(q, q);
                 let s = 4 * h + k;
-                let halves = _mm256_setr_m128i(
-                    _mm_set1_epi16(scale(2 * s)),
-                    _mm_set1_epi16(scale(2 * s + 1)),
-                );
+                let pair = _mm256_permutevar8x32_epi32(sc16, _mm256_set1_epi32(s as i32));
+                let halves = _mm256_shuffle_epi8(pair, halves_of);
                 let at = g * SUPER + 32 * s;
                 for t in 0..N {
                     // SAFETY: every token's kq holds 256 * supers bytes (fits_k), and
