@@ -197,19 +197,12 @@ fn f16x8(v: &[f16], c: usize, n: usize) -> __m256 {
     _mm256_cvtph_ps(h)
 }
 
-/// Lane `i` of `v` in every lane.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn lane(v: __m256, i: usize) -> __m256 {
-    _mm256_permutevar8x32_ps(v, _mm256_set1_epi32(i as i32))
-}
-
 /// Rows of 32-weight blocks, AVX2: per chunk of eight blocks, the weights' and each token's
 /// activation scales multiplied in one vector (the f16 scales converted eight at once), and
 /// the offsets (`Q4_1`, `Q5_1` minimums, or `Q4_0`'s -8 and `Q5_0`'s -16 times the scale)
 /// times the activations' block sums in one more; per block, `maddubs`/`madd` of its 32
 /// integers (`expand`: unsigned, and the signs the activations are to take, if any) with
-/// each token's 32 activations, converted and scaled by its lane. Scalar conversions and
+/// each token's 32 activations, converted and scaled by its product. Scalar conversions and
 /// products per block were most of a generation step's kernel time on a 1B model.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -230,9 +223,15 @@ fn blocks_avx2<const N: usize>(
             (None, Some(k)) => Some(_mm256_mul_ps(dw, _mm256_set1_ps(-k))),
             (None, None) => None,
         };
-        let mut sc = [_mm256_setzero_ps(); N];
+        // The products kept in memory: each block's is then one broadcast from memory (a
+        // load, beside the two of the activations) instead of a lane permute (an ALU
+        // operation beside the four of the block's product).
+        let mut sc = [[0f32; 8]; N];
         for t in 0..N {
-            sc[t] = _mm256_mul_ps(dw, f32x8(ys[t].d, c, n));
+            // SAFETY: sc[t] is 8 f32, 32 bytes; the store is unaligned.
+            unsafe {
+                _mm256_storeu_ps(sc[t].as_mut_ptr(), _mm256_mul_ps(dw, f32x8(ys[t].d, c, n)))
+            };
             if let Some(mw) = mw {
                 macc[t] = _mm256_fmadd_ps(mw, f32x8(ys[t].s, c, n), macc[t]);
             }
@@ -254,8 +253,9 @@ fn blocks_avx2<const N: usize>(
                     Some((sa, sb)) => (_mm256_sign_epi8(ya, sa), _mm256_sign_epi8(yb, sb)),
                     None => (ya, yb),
                 };
-                acc[t][0] = _mm256_fmadd_ps(lane(sc[t], p), mul_sum_us8(xa, ya), acc[t][0]);
-                acc[t][1] = _mm256_fmadd_ps(lane(sc[t], p + 1), mul_sum_us8(xb, yb), acc[t][1]);
+                let at = |i: usize| _mm256_set1_ps(sc[t].get(i).copied().unwrap_or(0.0));
+                acc[t][0] = _mm256_fmadd_ps(at(p), mul_sum_us8(xa, ya), acc[t][0]);
+                acc[t][1] = _mm256_fmadd_ps(at(p + 1), mul_sum_us8(xb, yb), acc[t][1]);
             }
             p += 2;
         }
