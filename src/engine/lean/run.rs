@@ -49,6 +49,26 @@ const TILE: usize = 16;
 /// Rows per parallel task: enough work to amortise the hand-off.
 const ROWS_PER_TASK: usize = 32;
 
+/// Rows `rows` of `m` times the tokens of `x` from `tok`, `G` at a time (the group sharing
+/// each expanded weight block) while a whole group is left, into `out` (`[row][token]`);
+/// returns the first token left.
+fn in_groups<const G: usize>(
+    m: &QMat,
+    level: Level,
+    rows: std::ops::Range<usize>,
+    x: &QAct,
+    out: &mut [f32],
+    mut tok: usize,
+) -> usize {
+    let t = x.tokens();
+    while tok + G <= t {
+        let ys: [Y<'_>; G] = std::array::from_fn(|j| x.token(tok + j));
+        m.matvec(level, rows.clone(), &ys, out, (t, tok));
+        tok += G;
+    }
+    tok
+}
+
 /// `outs[i] = mats[i] · x` for every token, all matrices in one parallel region, with the
 /// kernels of `level`. Each output is `[token][row]`.
 /// `rt` is a buffer for the transposition of prompts' outputs.
@@ -79,20 +99,9 @@ pub(super) fn matmul(
     let task = |(m, r0, chunk): &mut (&QMat, usize, &mut [f32])| {
         let rows = *r0..*r0 + chunk.len() / t;
         // Eight, then four tokens at a time share each expanded weight block.
-        let mut tok = 0;
-        while tok + 8 <= t {
-            let ys: [Y<'_>; 8] = std::array::from_fn(|j| x.token(tok + j));
-            m.matvec(level, rows.clone(), &ys, chunk, (t, tok));
-            tok += 8;
-        }
-        while tok + 4 <= t {
-            let ys: [Y<'_>; 4] = std::array::from_fn(|j| x.token(tok + j));
-            m.matvec(level, rows.clone(), &ys, chunk, (t, tok));
-            tok += 4;
-        }
-        for tok in tok..t {
-            m.matvec(level, rows.clone(), &[x.token(tok)], chunk, (t, tok));
-        }
+        let tok = in_groups::<8>(m, level, rows.clone(), x, chunk, 0);
+        let tok = in_groups::<4>(m, level, rows.clone(), x, chunk, tok);
+        in_groups::<1>(m, level, rows, x, chunk, tok);
     };
     run.each(&mut tasks, task)?;
     drop(tasks);

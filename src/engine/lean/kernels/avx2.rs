@@ -261,11 +261,7 @@ fn blocks_avx2<const N: usize>(
         }
         c += n;
     }
-    let mut out = [0f32; N];
-    for t in 0..N {
-        out[t] = hsum(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), macc[t]));
-    }
-    out
+    finish(&acc, &macc)
 }
 
 /// `Q4_*` and `Q5_*` rows, AVX2 (see [`blocks_avx2`]): the nibbles of a pair of blocks from
@@ -299,13 +295,13 @@ fn q4_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     }
 }
 
-/// Each token's sum of its two accumulators' lanes, plus its offset.
+/// Each token's sum of the lanes of its two accumulators and of its offsets' vector.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn finish<const N: usize>(acc: &[[__m256; 2]; N], offs: &[f32; N]) -> [f32; N] {
+fn finish<const N: usize>(acc: &[[__m256; 2]; N], offs: &[__m256; N]) -> [f32; N] {
     let mut out = [0f32; N];
     for t in 0..N {
-        out[t] = hsum(_mm256_add_ps(acc[t][0], acc[t][1])) + offs[t];
+        out[t] = hsum(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), offs[t]));
     }
     out
 }
@@ -392,25 +388,21 @@ fn k45_avx2<const N: usize>(five: bool, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N
                 _mm256_cvtepi32_ps(ints[t]),
                 acc[t][g % 2],
             );
-            // The minimums times the activations' sums per 32, eight lanes, kept apart and
-            // subtracted once at the end.
+            // Less the minimums times the activations' sums per 32, eight lanes, kept apart
+            // and added once at the end.
             let ks = match y.ks.get(g * SUBS..(g + 1) * SUBS) {
                 // SAFETY: the slice holds SUBS = 8 i32 (32 bytes).
                 Some(k) => unsafe { _mm256_loadu_si256(k.as_ptr().cast()) },
                 None => _mm256_setzero_si256(),
             };
-            macc[t] = _mm256_fmadd_ps(
+            macc[t] = _mm256_fnmadd_ps(
                 _mm256_cvtepi32_ps(_mm256_mullo_epi32(mins, ks)),
                 _mm256_set1_ps(dmin * kd),
                 macc[t],
             );
         }
     }
-    let mut out = [0f32; N];
-    for t in 0..N {
-        out[t] = hsum(_mm256_sub_ps(_mm256_add_ps(acc[t][0], acc[t][1]), macc[t]));
-    }
-    out
+    finish(&acc, &macc)
 }
 
 /// The `shuffle_epi8` control that puts 16-bit lane `i` (below 8) of each 128-bit half in
@@ -499,7 +491,7 @@ fn q6k_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
             );
         }
     }
-    finish(&acc, &[0.0; N])
+    finish(&acc, &[_mm256_setzero_ps(); N])
 }
 
 /// `Q8_0` rows, AVX2 (see [`blocks_avx2`]): `maddubs` wants an unsigned left operand, so
