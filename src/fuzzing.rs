@@ -86,3 +86,45 @@ pub fn sanitize(data: &[u8]) {
         other => panic!("JSON output does not round-trip: {other:?}"),
     }
 }
+
+/// A document's text extraction and passage splitting (issue 21), for each format, on arbitrary
+/// bytes: the first byte picks the format, the rest is the file. Also wrapped in a zip as the
+/// ODT and DOCX entry, so the XML reader gets arbitrary input behind a valid container.
+pub fn document(data: &[u8]) {
+    use crate::document::{Format, Limits, extract, passage};
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let formats = [
+        Format::Text,
+        Format::Markdown,
+        Format::Pdf,
+        Format::Odt,
+        Format::Docx,
+    ];
+    let format = formats[usize::from(pick) % formats.len()];
+    let limits = Limits {
+        max_text: 1 << 20,
+        max_pages: 64,
+    };
+    if let Ok(pages) = extract::extract(format, body, limits) {
+        let _ = passage::split(&pages);
+        let _ = crate::document::Scale::default().find_in(&pages[0].text);
+    }
+    if matches!(format, Format::Odt | Format::Docx) {
+        let entry = if format == Format::Odt {
+            "content.xml"
+        } else {
+            "word/document.xml"
+        };
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default();
+        if w.start_file(entry, opts).is_ok()
+            && std::io::Write::write_all(&mut w, body).is_ok()
+            && let Ok(c) = w.finish()
+            && let Ok(pages) = extract::extract(format, &c.into_inner(), limits)
+        {
+            let _ = passage::split(&pages);
+        }
+    }
+}

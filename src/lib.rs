@@ -15,6 +15,7 @@ pub mod bundle;
 pub mod cli;
 pub mod config;
 pub mod crypto;
+pub mod document;
 pub mod engine;
 pub mod error;
 #[cfg(fuzzing)]

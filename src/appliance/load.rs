@@ -93,6 +93,9 @@ pub struct LoadReport {
     pub marking: Option<String>,
     /// The installed bundle.
     pub bundle: String,
+    /// The bundle's digest: SHA-384 of its signed manifest (which holds every artifact's
+    /// hashes), hex; the provenance exports and `ask --json` carry.
+    pub manifest_sha384: String,
     /// Plaintext weight bytes.
     pub bytes: u64,
     /// Reading and verifying the bundle (in the catalog) and its checks here, milliseconds.
@@ -224,6 +227,7 @@ impl Root {
                 version: m.version,
                 marking: m.marking.clone(),
                 bundle: path.display().to_string(),
+                manifest_sha384: hex::encode(crate::crypto::hash::sha384(&[&m.encode()])),
                 bytes: len as u64,
                 read_verify_ms,
                 unwrap_decrypt_ms: unwrap_decrypt.as_secs_f64() * 1e3,

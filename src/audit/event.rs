@@ -24,6 +24,17 @@ pub enum Source {
     Tui,
 }
 
+/// A passage given to the model: which document, where in it. Never its text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PassageRef {
+    /// SHA-384 of the document (hex).
+    pub document_sha384: String,
+    /// Its page (PDF).
+    pub page: Option<u32>,
+    /// First and last line.
+    pub lines: [u32; 2],
+}
+
 /// What a trust change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -156,6 +167,48 @@ pub enum Event {
         answer_sha384: String,
         /// Whether the answer reached the terminal unsanitised (`ask --raw`).
         raw: bool,
+        /// The session's marking when it was asked: the model's and every attached
+        /// document's highest (`None` without documents).
+        session_marking: Option<String>,
+        /// The passages of attached documents given to the model with the question.
+        passages: Vec<PassageRef>,
+    },
+    /// A document was attached to a session (`ask --file`, the terminal UI's attach).
+    DocumentAttached {
+        /// Who attached it.
+        source: Source,
+        /// Its file name.
+        name: String,
+        /// SHA-384 of its bytes (hex).
+        sha384: String,
+        /// Its size.
+        bytes: u64,
+        /// Its format (`text`, `markdown`, `pdf`, `odt`, `docx`).
+        format: crate::document::Format,
+        /// Its marking.
+        marking: String,
+        /// Where the marking came from (`given`, `document`, `default`).
+        marking_source: crate::document::MarkingSource,
+        /// Passages it was split into.
+        passages: usize,
+    },
+    /// A document was refused (unreadable, or above the accreditation).
+    DocumentRefused {
+        /// Who tried to attach it.
+        source: Source,
+        /// Its file name.
+        name: String,
+        /// The error class.
+        class: &'static str,
+        /// The message.
+        reason: String,
+    },
+    /// A document was detached in the terminal UI (its text wiped).
+    DocumentDetached {
+        /// Its file name.
+        name: String,
+        /// SHA-384 of its bytes (hex).
+        sha384: String,
     },
     /// A question could not be answered.
     QueryFailed {
@@ -239,6 +292,9 @@ impl Event {
             Self::ModelUnload { .. } => "model_unload",
             Self::Query { .. } => "query",
             Self::QueryFailed { .. } => "query_failed",
+            Self::DocumentAttached { .. } => "document_attached",
+            Self::DocumentRefused { .. } => "document_refused",
+            Self::DocumentDetached { .. } => "document_detached",
             Self::TuiStart { .. } => "tui_start",
             Self::TuiSettings { .. } => "tui_settings",
             Self::TuiExport { .. } => "tui_export",
@@ -337,6 +393,28 @@ mod tests {
                 prompt_sha384: s(),
                 answer_sha384: s(),
                 raw: false,
+                session_marking: None,
+                passages: vec![],
+            },
+            Event::DocumentAttached {
+                source: Source::Ask,
+                name: s(),
+                sha384: s(),
+                bytes: 1,
+                format: crate::document::Format::Pdf,
+                marking: s(),
+                marking_source: crate::document::MarkingSource::Document,
+                passages: 1,
+            },
+            Event::DocumentRefused {
+                source: Source::Tui,
+                name: s(),
+                class: "document",
+                reason: s(),
+            },
+            Event::DocumentDetached {
+                name: s(),
+                sha384: s(),
             },
             Event::QueryFailed {
                 source: Source::Tui,
@@ -399,9 +477,12 @@ mod tests {
             Event::AuditRecovered { .. } => 18,
             Event::ImportRefusalsSummary { .. } => 19,
             Event::ClockAnomaly { .. } => 20,
+            Event::DocumentAttached { .. } => 21,
+            Event::DocumentRefused { .. } => 22,
+            Event::DocumentDetached { .. } => 23,
         }
     }
-    const KINDS: usize = 21;
+    const KINDS: usize = 24;
 
     /// docs/audit-events.md: `## \`name\`` headings, each followed by a table whose rows start
     /// with `` | `field` | ``.

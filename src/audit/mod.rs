@@ -19,7 +19,7 @@ pub mod event;
 
 use std::path::{Path, PathBuf};
 
-pub use event::{Event, Source, TrustAction};
+pub use event::{Event, PassageRef, Source, TrustAction};
 
 use crate::crypto::{Secret, ct_eq, hash};
 use crate::secure::fs::read_capped;

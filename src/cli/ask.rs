@@ -1,7 +1,12 @@
 //! `ask`: one question to an installed model, the answer streamed to stdout (or one JSON
-//! document), the query recorded (metadata and SHA-384s only).
+//! document), the query recorded (metadata and SHA-384s only). With `--file`, the question is
+//! about documents: each is read, classified and split ([`crate::document`]), the passages that
+//! fit (all of them, or the best BM25 matches) go to the model as numbered sources, `--cite`
+//! and `--json` show them, and the session's marking is the highest of the model's and the
+//! documents'.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -10,10 +15,13 @@ use serde_json::json;
 
 use super::args::{DeviceArg, ModelArgs, SamplingArgs};
 use super::output;
-use crate::appliance::load::{Key, LoadOpts};
+use crate::appliance::Auditor;
+use crate::appliance::load::{Key, LoadOpts, LoadReport};
 use crate::appliance::{Loaded, Root};
-use crate::audit::{Event, Source};
+use crate::audit::{Event, PassageRef, Source};
+use crate::config::Config;
 use crate::crypto::hash::sha384;
+use crate::document::{self, Library, Marking, Selection};
 use crate::engine::{self, Event as EngineEvent, Message, Request};
 use crate::error::Result;
 use crate::secure::sandbox::FsPolicy;
@@ -23,6 +31,20 @@ use crate::secure::sandbox::FsPolicy;
 pub struct AskArgs {
     /// The question, or `-` to read it from stdin.
     prompt: String,
+    /// A document to ask about (repeat for several): .txt, .md, .pdf (text layer), .odt,
+    /// .docx. It goes to the model whole when it fits the context, else its passages that
+    /// best match the question.
+    #[arg(long = "file", value_name = "PATH")]
+    files: Vec<PathBuf>,
+    /// The marking of the `--file` in the same position (repeat once per file; `auto`, or
+    /// fewer markings than files: read from the document's top or bottom lines, else
+    /// rempart.toml's `[classification] unmarked`). Never lowers a marking the document carries.
+    #[arg(long = "marking", value_name = "MARKING")]
+    markings: Vec<String>,
+    /// After the answer, print the passages given to the model: document, page or section,
+    /// lines and text, numbered as the answer cites them.
+    #[arg(long)]
+    cite: bool,
     /// Which model, and the appliance key's passphrase.
     #[command(flatten)]
     model: ModelArgs,
@@ -32,7 +54,8 @@ pub struct AskArgs {
     /// Sampling.
     #[command(flatten)]
     sampling: SamplingArgs,
-    /// Print one JSON document {model, text, tokens_prompt, tokens_generated, stop_reason, timings}.
+    /// Print one JSON document {model, session_marking, text, sources, documents, provenance,
+    /// tokens_prompt, tokens_generated, stop_reason, timings}.
     #[arg(long)]
     json: bool,
     /// Write the answer exactly as the model produced it, escape sequences included (by
@@ -50,7 +73,9 @@ pub struct AskArgs {
 
 impl AskArgs {
     pub(super) fn policy(&self, root: &Root) -> FsPolicy {
-        super::appliance_policy(root).with_read(self.model.passphrase.files())
+        super::appliance_policy(root)
+            .with_read(self.model.passphrase.files())
+            .with_read(self.files.iter().cloned())
     }
 
     pub(super) fn run(&self, root: &Root) -> Result<()> {
@@ -90,6 +115,92 @@ pub(super) fn read_prompt(arg: &str) -> Result<zeroize::Zeroizing<String>> {
     Ok(s)
 }
 
+/// The documents of one `ask`, read and recorded.
+struct Documents {
+    lib: Library,
+    policy: document::Policy,
+}
+
+/// Parses `--marking` values against the configured scale (`auto`: none given).
+fn given_markings(o: &AskArgs, policy: &document::Policy) -> Result<Vec<Option<Marking>>> {
+    if o.markings.len() > o.files.len() {
+        return Err(crate::Error::Usage(format!(
+            "{} --marking for {} --file: give one marking per file, in the same order",
+            o.markings.len(),
+            o.files.len()
+        )));
+    }
+    o.markings
+        .iter()
+        .map(|m| {
+            if m.eq_ignore_ascii_case("auto") {
+                return Ok(None);
+            }
+            policy.scale.parse(m).map(Some).ok_or_else(|| {
+                crate::Error::Usage(format!(
+                    "--marking {:?}: not on the classification scale ({}; caveats may follow)",
+                    m.escape_debug().to_string(),
+                    policy.scale.levels().join(" < ")
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Reads every `--file`, recording each attachment or refusal. The first refusal ends the
+/// command: nothing is asked with part of the documents.
+fn read_documents(
+    o: &AskArgs,
+    policy: &document::Policy,
+    auditor: &Auditor,
+) -> Result<Vec<document::Document>> {
+    let given = given_markings(o, policy)?;
+    let mut docs = Vec::new();
+    for (i, path) in o.files.iter().enumerate() {
+        let g = given.get(i).cloned().flatten();
+        match document::read(path, g.as_ref(), policy) {
+            Ok(d) => {
+                auditor.record(&Event::DocumentAttached {
+                    source: Source::Ask,
+                    name: d.name.clone(),
+                    sha384: d.sha384.clone(),
+                    bytes: d.bytes,
+                    format: d.format,
+                    marking: d.marking.to_string(),
+                    marking_source: d.marking_source,
+                    passages: d.passages.len(),
+                })?;
+                docs.push(d);
+            }
+            Err(e) => {
+                let e = crate::Error::from(e);
+                auditor.record(&Event::DocumentRefused {
+                    source: Source::Ask,
+                    name: document::name_of(path),
+                    class: e.class(),
+                    reason: e.to_string(),
+                })?;
+                return Err(e);
+            }
+        }
+    }
+    Ok(docs)
+}
+
+/// The model's marking on the scale: the bundle's (else `[tui] default_marking`), or the
+/// marking for unmarked documents when it is not on the scale.
+fn model_marking(report: &LoadReport, config: &Config) -> (Option<String>, Marking) {
+    let text = report
+        .marking
+        .clone()
+        .or_else(|| config.tui.default_marking.clone());
+    let m = text
+        .as_deref()
+        .and_then(|t| config.policy.scale.parse(t))
+        .unwrap_or_else(|| config.policy.unmarked.clone());
+    (text, m)
+}
+
 fn ask(root: &Root, o: &AskArgs) -> Result<()> {
     let params = o.sampling.params(0);
     params.validate()?;
@@ -101,23 +212,37 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
         Some(_) => params,
         None => o.sampling.params(crate::appliance::random_seed()?),
     };
+    let config = Config::load(root.dir())?;
+    given_markings(o, &config.policy)?;
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C stops generation cleanly; the answer so far is kept and the stop reason says so.
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
+    let device: crate::appliance::Device = o.device.into();
+    device.candle()?;
+    let catalog = root.catalog()?;
+    let model = catalog.resolve(o.model.model.as_deref())?;
+    // One unlock: its auditor records the documents before the model is decrypted, so a
+    // refused document costs no model load.
+    let key = root.unlock(&o.model.passphrase.source())?;
+    let auditor = root.auditor(&key);
+    auditor.ready()?;
+    let docs = read_documents(o, &config.policy, &auditor)?;
     let Loaded {
         built: loaded,
         report,
         auditor,
-    } = load(
-        root,
-        &o.model,
+    } = root.load_model(
+        model,
         &LoadOpts {
             require_mlock: o.require_mlock,
             device: o.device.into(),
             backend: engine::Backend::Auto,
             source: Source::Ask,
         },
+        Key::Held(&key),
+        &|_, _| {},
     )?;
+    drop(key);
     if !o.json && (!report.arena_locked || !report.weights_locked) {
         output::info(format!(
             "warning: the model's memory is NOT locked (RLIMIT_MEMLOCK {}): it could be swapped out; \
@@ -126,22 +251,72 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
         ));
     }
     let eng = engine::Engine::start(loaded);
+    let mut lib = Library::default();
+    let t_index = std::time::Instant::now();
+    for d in docs {
+        lib.add(d, &|t| eng.count_tokens(t));
+    }
+    let index_ms = t_index.elapsed().as_secs_f64() * 1e3;
+    let docs = Documents {
+        lib,
+        policy: config.policy.clone(),
+    };
+    // The document text and its index are in memory now: lock them with the model's pages
+    // where the limit allows (as after the model's build; see SECURITY.md R12).
+    if !docs.lib.is_empty() {
+        let _ = crate::secure::mem::lock_current();
+    }
+    let (model_text, model_m) = model_marking(&report, &config);
+    let session_marking = (!docs.lib.is_empty())
+        .then(|| {
+            docs.lib
+                .high_water(&docs.policy.scale, &model_m)
+                .to_string()
+        })
+        .or(model_text);
     let mut messages = Vec::new();
     if let Some(s) = &o.system {
         messages.push(Message::new("system", s));
     }
-    messages.push(Message::new("user", prompt.as_str()));
+    let (user, selection) = if docs.lib.is_empty() {
+        (
+            zeroize::Zeroizing::new(prompt.to_string()),
+            Selection::default(),
+        )
+    } else {
+        let fixed = eng.count_tokens(prompt.as_str())
+            + o.system.as_deref().map_or(0, |s| eng.count_tokens(s));
+        let budget =
+            docs.policy
+                .source_budget(eng.info.context_length, o.sampling.max_tokens, fixed);
+        let sel = docs.lib.select(prompt.as_str(), budget);
+        (docs.lib.prompt(&sel, prompt.as_str()), sel)
+    };
+    messages.push(Message::new("user", user.as_str()));
+    let pinned = messages.len();
     let events = eng.submit(Request {
         messages,
         params: params.clone(),
         max_tokens: o.sampling.max_tokens,
+        pinned,
         cancel,
     })?;
     let prompt_sha384 = hex::encode(sha384(&[prompt.as_bytes()]));
+    let passages: Vec<PassageRef> = selection
+        .chosen
+        .iter()
+        .filter_map(|c| docs.lib.get(*c))
+        .map(|(d, p)| PassageRef {
+            document_sha384: d.sha384.clone(),
+            page: p.page,
+            lines: [p.lines.0, p.lines.1],
+        })
+        .collect();
     let mut text = zeroize::Zeroizing::new(String::new());
     let mut answer = (!o.json).then(|| output::Answer::new(o.raw));
     for ev in events {
         match ev {
+            EngineEvent::Trimmed { .. } => {}
             EngineEvent::Token(t) => {
                 text.push_str(&t);
                 if let Some(a) = answer.as_mut() {
@@ -161,19 +336,33 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
                     prompt_sha384,
                     answer_sha384: hex::encode(sha384(&[text.as_bytes()])),
                     raw: o.raw,
+                    session_marking: (!docs.lib.is_empty())
+                        .then(|| session_marking.clone().unwrap_or_default()),
+                    passages,
                 })?;
                 if let Some(a) = answer {
                     a.finish();
+                    if o.cite {
+                        print_sources(&docs.lib, &selection);
+                    }
                     if stop == engine::StopReason::ContextFull {
                         output::info(format!(
                             "note: the conversation filled the model's context ({} tokens); the answer is cut there",
                             eng.info.context_length
                         ));
                     }
+                    if !docs.lib.is_empty() && !selection.whole {
+                        output::info(format!(
+                            "note: the documents do not fit the context: {} passage(s) matching the question were given, {} left out",
+                            selection.chosen.len(),
+                            selection.left_out
+                        ));
+                    }
                     output::info(format!(
-                        "[{} v{} | {} prompt + {} generated tokens | {:.1} tok/s | stop: {}]",
+                        "[{} v{} | {} | {} prompt + {} generated tokens | {:.1} tok/s | stop: {}]",
                         report.model,
                         report.version,
+                        session_marking.as_deref().unwrap_or("unmarked"),
                         stats.prompt_tokens,
                         stats.generated_tokens,
                         stats.generation_tps(),
@@ -184,7 +373,18 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
                         "model": report.model,
                         "version": report.version,
                         "marking": report.marking,
+                        "session_marking": session_marking,
                         "text": text.as_str(),
+                        "sources": sources_json(&docs.lib, &selection),
+                        "documents": documents_json(&docs.lib),
+                        "retrieval": {
+                            "whole": selection.whole,
+                            "passages_given": selection.chosen.len(),
+                            "passages_left_out": selection.left_out,
+                            "index_ms": index_ms,
+                            "rank_ms": selection.ms,
+                        },
+                        "provenance": provenance_json(&report, session_marking.as_deref(), &docs.lib),
                         "tokens_prompt": stats.prompt_tokens,
                         "tokens_generated": stats.generated_tokens,
                         "stop_reason": stop,
@@ -218,4 +418,86 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
         }
     }
     Err(engine::Error::Stopped.into())
+}
+
+/// `--cite`: the passages given, numbered as the model was asked to cite them.
+fn print_sources(lib: &Library, sel: &Selection) {
+    if lib.is_empty() {
+        return;
+    }
+    output::line("");
+    output::line("Sources:");
+    for (n, c) in sel.chosen.iter().enumerate() {
+        if let Some((d, p)) = lib.get(*c) {
+            output::line(format!(
+                "[{}] {}, {} ({})",
+                n + 1,
+                d.name,
+                p.locator(),
+                d.marking
+            ));
+            for l in p.text.lines() {
+                output::line(format!("    {l}"));
+            }
+        }
+    }
+}
+
+fn sources_json(lib: &Library, sel: &Selection) -> serde_json::Value {
+    sel.chosen
+        .iter()
+        .enumerate()
+        .filter_map(|(n, c)| {
+            let (d, p) = lib.get(*c)?;
+            Some(json!({
+                "n": n + 1,
+                "document": d.name,
+                "document_sha384": d.sha384,
+                "page": p.page,
+                "section": p.section,
+                "lines": [p.lines.0, p.lines.1],
+                "locator": p.locator(),
+                "text": p.text.as_str(),
+            }))
+        })
+        .collect()
+}
+
+fn documents_json(lib: &Library) -> serde_json::Value {
+    lib.docs()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            json!({
+                "name": d.name,
+                "sha384": d.sha384,
+                "bytes": d.bytes,
+                "format": d.format,
+                "marking": d.marking.to_string(),
+                "marking_source": d.marking_source,
+                "pages": d.pages,
+                "passages": d.passages.len(),
+                "tokens": lib.doc_tokens(i),
+                "read_ms": d.ms,
+            })
+        })
+        .collect()
+}
+
+/// What an answer was made from: machine-generated, by which model and bundle, under which
+/// marking, from which documents, when.
+pub(crate) fn provenance_json(
+    report: &LoadReport,
+    marking: Option<&str>,
+    lib: &Library,
+) -> serde_json::Value {
+    json!({
+        "machine_generated": true,
+        "model": report.model,
+        "version": report.version,
+        "bundle_manifest_sha384": report.manifest_sha384,
+        "session_marking": marking,
+        "documents": lib.docs().iter().map(|d| json!({"name": d.name, "sha384": d.sha384})).collect::<Vec<_>>(),
+        "time": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    })
 }

@@ -53,7 +53,10 @@ impl TuiArgs {
     /// (never inside the root).
     pub(super) fn policy(&self, root: &Root) -> FsPolicy {
         let config = root.config().unwrap_or_default();
-        let p = super::appliance_policy(root).with_read(self.passphrase_file.iter().cloned());
+        let p = super::appliance_policy(root)
+            .with_read(self.passphrase_file.iter().cloned())
+            // The attach picker's documents directory: read only, nothing else of the disk.
+            .with_read(config.documents.dir.iter().cloned());
         match root.export_dir(&config) {
             Some(dir) => p.write(dir),
             None => p,

@@ -121,8 +121,8 @@ impl Model {
 pub struct Loaded {
     /// The model.
     pub model: Model,
-    /// The tokenizer.
-    pub tok: Tok,
+    /// The tokenizer (shared with the front end, which counts documents' tokens with it).
+    pub tok: std::sync::Arc<Tok>,
     /// The chat template (the model's own, or ChatML).
     pub template: ChatTemplate,
     /// Facts for status lines and JSON.
@@ -374,7 +374,7 @@ fn load_store(store: Store, device: &Device, backend: Backend) -> Result<Loaded,
             device: device.clone(),
             context: info.context_length,
         },
-        tok,
+        tok: std::sync::Arc::new(tok),
         template,
         info,
         stop_tokens,

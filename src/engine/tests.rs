@@ -55,6 +55,7 @@ fn req(params: SamplingParams, max_tokens: usize) -> Request {
         messages: vec![Message::new("user", "hello")],
         params,
         max_tokens,
+        pinned: 0,
         cancel: Arc::new(AtomicBool::new(false)),
     }
 }
@@ -135,10 +136,51 @@ fn engine_thread_streams_events_and_finishes() {
                 assert!(stats.prompt_tokens > 0);
                 done = true;
             }
+            Event::Trimmed { .. } => panic!("one short message is never trimmed"),
             Event::Error(e) => panic!("{e}"),
         }
     }
     assert!(done);
+}
+
+/// Issue 21: a conversation longer than the context loses its oldest turns, a question with
+/// its answer at a time, never the pinned messages or the question; the engine says so before
+/// the answer.
+#[test]
+fn a_conversation_three_times_the_context_drops_its_oldest_turns() {
+    let l = tiny();
+    let ctx = l.info.context_length;
+    let mut chat = vec![Message::new("system", "sys")];
+    for i in 0..3 * ctx / 4 {
+        chat.push(Message::new("user", format!("q{i}")));
+        chat.push(Message::new("assistant", format!("a{i}")));
+    }
+    chat.push(Message::new("user", "last"));
+    assert!(l.prompt_tokens(&chat).unwrap().len() > 3 * ctx);
+    let (prompt, dropped) = l.fit(&chat, 1, 8).unwrap();
+    assert!(prompt.len() + 8 <= ctx, "{} tokens", prompt.len());
+    assert!(dropped > 0 && dropped % 2 == 0, "{dropped}");
+    let kept = &chat[1 + dropped..];
+    assert_eq!(kept.first().map(|m| m.role.as_str()), Some("user"));
+    assert_eq!(
+        prompt,
+        l.prompt_tokens(&[&chat[..1], kept].concat()).unwrap()
+    );
+    // Through the engine thread: a Trimmed event, then the answer.
+    let eng = Engine::start(l);
+    let rx = eng
+        .submit(Request {
+            messages: chat,
+            pinned: 1,
+            ..req(SamplingParams::greedy(), 8)
+        })
+        .unwrap();
+    let events: Vec<Event> = rx.into_iter().collect();
+    assert!(matches!(events.first(), Some(Event::Trimmed { dropped: d }) if *d == dropped));
+    assert!(
+        matches!(events.last(), Some(Event::Done { .. })),
+        "{events:?}"
+    );
 }
 
 #[test]

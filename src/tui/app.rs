@@ -58,6 +58,10 @@ pub enum Screen {
     Export,
     /// The key bindings over the conversation.
     Help,
+    /// The documents directory, to attach a file.
+    Attach,
+    /// The passages the last answer was given, numbered as it cites them.
+    Sources,
     /// Locked: the conversation is hidden (and wiped unless configured otherwise).
     Locked,
 }
@@ -79,6 +83,49 @@ pub struct Session {
     pub unlock: Unlock,
     /// Banner background from rempart.toml, overriding the built-in colours.
     pub banner: Option<ratatui::style::Color>,
+    /// The loaded bundle's digest (SHA-384 of its signed manifest), for exports.
+    pub digest: String,
+}
+
+/// An attached document, as the status area lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DocEntry {
+    /// The file name.
+    pub name: String,
+    /// SHA-384 of its bytes (hex).
+    pub sha384: String,
+    /// Its marking.
+    pub marking: String,
+    /// Its size.
+    pub bytes: u64,
+    /// Its tokens for the loaded model.
+    pub tokens: usize,
+    /// Its passages.
+    pub passages: usize,
+}
+
+/// A passage given with the last question, for the sources panel. Its text is wiped when
+/// dropped and never `Debug`-printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SourceEntry {
+    /// Its number in the prompt (the model cites `[n]`).
+    pub n: usize,
+    /// The document's name.
+    pub document: String,
+    /// Page or section, and lines.
+    pub locator: String,
+    /// The passage.
+    pub text: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for SourceEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceEntry")
+            .field("n", &self.n)
+            .field("document", &self.document)
+            .field("locator", &self.locator)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What unlocks a locked screen.
@@ -280,6 +327,16 @@ pub struct App {
     pub last_input: Instant,
     /// A first Ctrl-C with nothing to stop: the next one quits.
     pub quit_armed: bool,
+    /// The attached documents.
+    pub docs: Vec<DocEntry>,
+    /// The files of the documents directory (filled when the attach picker opens).
+    pub doc_files: Vec<String>,
+    /// The attach picker's selection.
+    pub doc_pos: usize,
+    /// Why the documents directory could not be listed, or the last attach failed.
+    pub doc_error: Option<String>,
+    /// The passages given with the last question.
+    pub sources: Vec<SourceEntry>,
 }
 
 /// When the screen locks and what locking wipes.
@@ -298,6 +355,8 @@ pub enum Action {
     Key(KeyEvent),
     /// Mouse wheel or PgUp/PgDn-like scrolling by this many lines (positive = up).
     Scroll(i32),
+    /// The oldest messages (this many) were left out so that the conversation fits.
+    Trimmed(usize),
     /// A piece of the answer.
     Token(String),
     /// The answer is complete.
@@ -339,6 +398,18 @@ pub enum Action {
     Models(Result<Vec<ModelEntry>, String>),
     /// The export finished: the path written, or why not.
     Exported(Result<String, String>),
+    /// The documents directory's files, for the attach picker (or why it cannot be listed).
+    DocFiles(Result<Vec<String>, String>),
+    /// A document was attached, with the session's marking now; or why not.
+    Attached(Result<(DocEntry, String), String>),
+    /// Document `i` was detached.
+    Detached(usize),
+    /// Every document was detached (lock, model switch).
+    DetachedAll,
+    /// The passages given with the question being answered.
+    Sources(Vec<SourceEntry>),
+    /// The loaded bundle's digest.
+    Digest(String),
 }
 
 /// What the event loop must do after [`update`]. Its `Debug` never shows a passphrase, a path
@@ -359,6 +430,14 @@ pub enum Effect {
     SwitchModel(String),
     /// The settings changed: record it.
     SettingsChanged,
+    /// List the documents directory (answer with [`Action::DocFiles`]).
+    ListDocuments,
+    /// Read and attach this file of the documents directory (answer with [`Action::Attached`]).
+    Attach(String),
+    /// Detach document `i` (answer with [`Action::Detached`]).
+    Detach(usize),
+    /// Detach every document (answer with [`Action::DetachedAll`]).
+    DetachAll,
     /// Write this text to the typed path (answer with [`Action::Exported`]).
     Export {
         /// The path as typed.
@@ -380,6 +459,10 @@ impl std::fmt::Debug for Effect {
             Self::ListModels => f.write_str("ListModels"),
             Self::SwitchModel(spec) => f.debug_tuple("SwitchModel").field(spec).finish(),
             Self::SettingsChanged => f.write_str("SettingsChanged"),
+            Self::ListDocuments => f.write_str("ListDocuments"),
+            Self::Attach(name) => f.debug_tuple("Attach").field(name).finish(),
+            Self::Detach(i) => f.debug_tuple("Detach").field(i).finish(),
+            Self::DetachAll => f.write_str("DetachAll"),
             Self::Export { text, .. } => {
                 write!(
                     f,
@@ -399,12 +482,16 @@ pub const BINDINGS: &[(&str, &str)] = &[
     ("Up / Down", "recall earlier messages"),
     ("Esc / Ctrl-C", "stop the answer, keep what it wrote"),
     ("Ctrl-C twice / Ctrl-Q", "quit (the conversation is wiped)"),
-    ("PgUp / PgDn", "scroll the conversation"),
-    ("Home / End", "top / follow the answer"),
+    ("PgUp / PgDn / Home / End", "scroll; top; follow the answer"),
     ("Ctrl-N", "new conversation (the old one is wiped)"),
     ("F2", "models: switch (the loaded one is wiped)"),
     ("F3", "settings: system prompt, temperature, top-p..."),
     ("e / F4", "export the conversation to a file you name"),
+    (
+        "F5 / /attach [FILE]",
+        "attach a document; /detach N wipes document N",
+    ),
+    ("F6 / /sources", "the passages the last answer was given"),
     ("Ctrl-L", "lock now"),
     ("? / F1", "this help (any key closes it)"),
 ];
@@ -437,6 +524,11 @@ impl App {
             lock,
             last_input: now,
             quit_armed: false,
+            docs: Vec::new(),
+            doc_files: Vec::new(),
+            doc_pos: 0,
+            doc_error: None,
+            sources: Vec::new(),
         }
     }
 
@@ -456,6 +548,7 @@ impl App {
         self.scroll_up = 0;
         self.context_used = 0;
         self.last_tps = None;
+        self.sources.clear();
     }
 
     fn lock(&mut self, effects: &mut Vec<Effect>) {
@@ -467,6 +560,9 @@ impl App {
         }
         if !self.lock.keep_conversation {
             self.wipe();
+            if !self.docs.is_empty() {
+                effects.push(Effect::DetachAll);
+            }
         }
         self.form = None;
         self.export_path = Zeroizing::new(String::new());
@@ -476,9 +572,77 @@ impl App {
         effects.push(Effect::Audit(Event::TuiLock));
     }
 
+    /// A `/command` typed in the editor: never sent to the model nor kept in the history.
+    fn command(&mut self, line: &str, effects: &mut Vec<Effect>) {
+        let mut words = line.split_whitespace();
+        let cmd = words.next().unwrap_or("");
+        let arg = line.trim().get(cmd.len()..).unwrap_or("").trim();
+        let notice = match cmd {
+            "/attach" if arg.is_empty() => {
+                self.open_attach(effects);
+                None
+            }
+            "/attach" => {
+                effects.push(Effect::Attach(arg.to_owned()));
+                None
+            }
+            "/detach" => match arg.parse::<usize>() {
+                Ok(n) if (1..=self.docs.len()).contains(&n) => {
+                    effects.push(Effect::Detach(n - 1));
+                    None
+                }
+                _ => Some(format!(
+                    "/detach N: N is a document's number, 1 to {} (shown above the message box)",
+                    self.docs.len()
+                )),
+            },
+            "/sources" => {
+                self.screen = Screen::Sources;
+                None
+            }
+            _ => Some(format!(
+                "unknown command {cmd}: /attach [FILE], /detach N, /sources (a message starting \
+                 with / is a command; start it with a space to send it)"
+            )),
+        };
+        if let Some(n) = notice {
+            self.turns.push(Turn {
+                role: Role::Notice,
+                text: Zeroizing::new(n),
+            });
+        }
+        self.input = new_input();
+    }
+
+    fn open_attach(&mut self, effects: &mut Vec<Effect>) {
+        self.doc_files.clear();
+        self.doc_error = None;
+        self.doc_pos = 0;
+        self.screen = Screen::Attach;
+        effects.push(Effect::ListDocuments);
+    }
+
+    fn attach_key(&mut self, k: KeyEvent, effects: &mut Vec<Effect>) {
+        match k.code {
+            KeyCode::Up => self.doc_pos = self.doc_pos.saturating_sub(1),
+            KeyCode::Down if self.doc_pos + 1 < self.doc_files.len() => self.doc_pos += 1,
+            KeyCode::Enter => {
+                if let Some(name) = self.doc_files.get(self.doc_pos) {
+                    effects.push(Effect::Attach(name.clone()));
+                }
+            }
+            KeyCode::Esc | KeyCode::F(5) => self.screen = Screen::Chat,
+            _ => {}
+        }
+    }
+
     fn send(&mut self, effects: &mut Vec<Effect>) {
         let text = Zeroizing::new(self.input.lines().join("\n"));
         if text.trim().is_empty() || self.generating.is_some() {
+            return;
+        }
+        if text.starts_with('/') {
+            self.command(&text, effects);
             return;
         }
         self.history.push(text.clone());
@@ -568,6 +732,8 @@ impl App {
                 self.screen = Screen::Settings;
             }
             KeyCode::F(4) => self.open_export(),
+            KeyCode::F(5) => self.open_attach(effects),
+            KeyCode::F(6) => self.screen = Screen::Sources,
             KeyCode::Char('e') if self.input.is_empty() && !ctrl => self.open_export(),
             KeyCode::Enter if alt_or_shift => self.input.insert_newline(),
             KeyCode::Enter => self.send(effects),
@@ -625,6 +791,9 @@ impl App {
                 }
                 self.wipe();
                 self.screen = Screen::Loading;
+                if !self.docs.is_empty() {
+                    effects.push(Effect::DetachAll);
+                }
                 effects.push(Effect::SwitchModel(spec));
             }
             KeyCode::Esc | KeyCode::F(2) => self.screen = self.home(),
@@ -701,12 +870,39 @@ impl App {
     /// printing it on a terminal (`cat`) cannot run the model's escape sequences, which could
     /// otherwise rewrite or hide the marking lines.
     pub fn export_text(&self) -> Zeroizing<String> {
+        self.export_text_at(std::time::SystemTime::now())
+    }
+
+    /// [`App::export_text`] as exported at `when`: after the marking, what the text is
+    /// (machine-generated) and its provenance: model and bundle digest, session marking,
+    /// attached documents with their hashes, the time.
+    pub fn export_text_at(&self, when: std::time::SystemTime) -> Zeroizing<String> {
         use crate::text::sanitize;
         let m = sanitize(&self.session.marking);
         let mut out = Zeroizing::new(format!(
-            "{m}\n\nRempart conversation with {}\n",
-            sanitize(&self.session.model)
+            "{m}\n\nRempart conversation with {}\n\n\
+             MACHINE-GENERATED: the Model's answers were written by a language model, not by a \
+             person. Check them against the sources they cite.\n\n\
+             Provenance:\n\
+             - model: {}\n\
+             - bundle (SHA-384 of the signed manifest): {}\n\
+             - session marking: {m}\n\
+             - exported: {}\n",
+            sanitize(&self.session.model),
+            sanitize(&self.session.model),
+            sanitize(&self.session.digest),
+            humantime::format_rfc3339_seconds(when),
         ));
+        for (i, d) in self.docs.iter().enumerate() {
+            out.push_str(&format!(
+                "- document {}: {} ({}), {} bytes, SHA-384 {}\n",
+                i + 1,
+                sanitize(&d.name),
+                sanitize(&d.marking),
+                d.bytes,
+                d.sha384
+            ));
+        }
         if !self.settings.system.is_empty() {
             out.push_str(&format!(
                 "\n## System\n\n{}\n",
@@ -720,6 +916,18 @@ impl App {
                 Role::Notice => "rempart",
             };
             out.push_str(&format!("\n## {who}\n\n{}\n", sanitize(t.text.as_str())));
+        }
+        if !self.sources.is_empty() {
+            out.push_str("\n## Sources of the last answer\n");
+            for src in &self.sources {
+                out.push_str(&format!(
+                    "\n[{}] {}, {}\n\n{}\n",
+                    src.n,
+                    sanitize(&src.document),
+                    sanitize(&src.locator),
+                    sanitize(src.text.as_str())
+                ));
+            }
         }
         out.push_str(&format!("\n{m}\n"));
         out
@@ -777,6 +985,7 @@ pub fn sample(marking: &str, now: Instant) -> App {
             memory_locked: true,
             unlock: Unlock::ApplianceKey,
             banner: None,
+            digest: "0".repeat(96),
         },
         Settings {
             system: Zeroizing::new(String::new()),
@@ -810,12 +1019,30 @@ pub fn update(app: &mut App, action: Action, now: Instant) -> Vec<Effect> {
                 Screen::Models => app.picker_key(k, &mut effects),
                 Screen::Settings => app.settings_key(k, &mut effects),
                 Screen::Export => app.export_key(k, &mut effects),
+                Screen::Attach => app.attach_key(k, &mut effects),
+                Screen::Sources => app.screen = Screen::Chat,
             }
         }
         Action::Key(_) => {}
         Action::Scroll(n) => {
             let up = i64::from(app.scroll_up) + i64::from(n);
             app.scroll_up = u16::try_from(up.max(0)).unwrap_or(u16::MAX);
+        }
+        Action::Trimmed(n) => {
+            // Before the answer's (empty) turn, so the notice reads above it.
+            let at = app.turns.len().saturating_sub(1);
+            app.turns.insert(
+                at,
+                Turn {
+                    role: Role::Notice,
+                    text: Zeroizing::new(format!(
+                        "the conversation is longer than the model's context ({} tokens): its \
+                         {n} oldest message(s) were left out of this question (the system \
+                         prompt and attached documents are kept)",
+                        app.session.context
+                    )),
+                },
+            );
         }
         Action::Token(t) => {
             if let Some(last) = app.turns.last_mut().filter(|t| t.role == Role::Assistant) {
@@ -933,6 +1160,64 @@ pub fn update(app: &mut App, action: Action, now: Instant) -> Vec<Effect> {
             });
         }
         Action::Exported(Err(e)) => app.export_error = Some(e),
+        Action::DocFiles(Ok(files)) => {
+            if files.is_empty() {
+                app.doc_error = Some(
+                    "the documents directory holds no .txt, .md, .pdf, .odt or .docx file".into(),
+                );
+            }
+            app.doc_files = files;
+        }
+        Action::DocFiles(Err(e)) => app.doc_error = Some(e),
+        Action::Attached(Ok((d, marking))) => {
+            let raised = marking != app.session.marking;
+            app.turns.push(Turn {
+                role: Role::Notice,
+                text: Zeroizing::new(format!(
+                    "attached [{}] {} ({}, {:.1} KB, {} tokens, {} passages){}",
+                    app.docs.len() + 1,
+                    d.name,
+                    d.marking,
+                    d.bytes as f64 / 1e3,
+                    d.tokens,
+                    d.passages,
+                    if raised {
+                        format!(": this session is now marked {marking}")
+                    } else {
+                        String::new()
+                    }
+                )),
+            });
+            app.session.marking = marking;
+            app.docs.push(d);
+            if app.screen == Screen::Attach {
+                app.screen = Screen::Chat;
+            }
+        }
+        Action::Attached(Err(e)) => {
+            if app.screen == Screen::Attach {
+                app.doc_error = Some(e.clone());
+            }
+            app.turns.push(Turn {
+                role: Role::Notice,
+                text: Zeroizing::new(format!("not attached: {e}")),
+            });
+        }
+        Action::Detached(i) => {
+            if i < app.docs.len() {
+                let d = app.docs.remove(i);
+                app.turns.push(Turn {
+                    role: Role::Notice,
+                    text: Zeroizing::new(format!(
+                        "detached {} (its text is wiped; the session keeps its marking {})",
+                        d.name, app.session.marking
+                    )),
+                });
+            }
+        }
+        Action::DetachedAll => app.docs.clear(),
+        Action::Sources(s) => app.sources = s,
+        Action::Digest(d) => app.session.digest = d,
         Action::UnlockResult(Ok(())) => {
             app.screen = app.home();
             app.unlock_error = None;
@@ -964,6 +1249,7 @@ mod tests {
                 Unlock::Nothing
             },
             banner: None,
+            digest: "ab".repeat(48),
         }
     }
 
@@ -1478,5 +1764,172 @@ mod tests {
                 .text
                 .contains("exported to /x/out.md")
         );
+    }
+
+    fn doc(name: &str, marking: &str) -> DocEntry {
+        DocEntry {
+            name: name.into(),
+            sha384: "cd".repeat(48),
+            marking: marking.into(),
+            bytes: 2048,
+            tokens: 512,
+            passages: 3,
+        }
+    }
+
+    /// Issue 21: `/commands` and F5/F6 attach, detach and show sources; none reaches the
+    /// model or the history; the session's marking rises with a document and stays up.
+    #[test]
+    fn documents_are_attached_and_detached_by_key_and_command() {
+        let t0 = Instant::now();
+        let mut app = new_app(false, t0);
+        app.session.marking = "DIFFUSION RESTREINTE".into();
+        typed(&mut app, "/attach memo.md", t0);
+        assert_eq!(
+            press(&mut app, KeyCode::Enter, t0),
+            vec![Effect::Attach("memo.md".into())]
+        );
+        assert!(app.history.is_empty() && app.input.is_empty());
+        for (cmd, want) in [
+            ("/detach 1", "/detach N: N is a document's number, 1 to 0"),
+            ("/bogus", "unknown command /bogus"),
+        ] {
+            typed(&mut app, cmd, t0);
+            assert!(press(&mut app, KeyCode::Enter, t0).is_empty());
+            let last = app.turns.last().unwrap();
+            assert_eq!(last.role, Role::Notice);
+            assert!(last.text.contains(want), "{}", last.text.as_str());
+        }
+        // F5: the picker lists the documents directory; Enter attaches the chosen file.
+        assert_eq!(
+            press(&mut app, KeyCode::F(5), t0),
+            vec![Effect::ListDocuments]
+        );
+        assert_eq!(app.screen, Screen::Attach);
+        update(
+            &mut app,
+            Action::DocFiles(Ok(vec!["a.md".into(), "b.pdf".into()])),
+            t0,
+        );
+        press(&mut app, KeyCode::Down, t0);
+        assert_eq!(
+            press(&mut app, KeyCode::Enter, t0),
+            vec![Effect::Attach("b.pdf".into())]
+        );
+        update(
+            &mut app,
+            Action::Attached(Ok((doc("b.pdf", "SECRET"), "SECRET".into()))),
+            t0,
+        );
+        assert_eq!((app.screen, app.docs.len()), (Screen::Chat, 1));
+        assert_eq!(app.session.marking, "SECRET");
+        let notice = app.turns.last().unwrap().text.to_string();
+        assert!(
+            notice.contains("attached [1] b.pdf (SECRET") && notice.contains("now marked SECRET"),
+            "{notice}"
+        );
+        // A refusal is shown, nothing attached.
+        update(
+            &mut app,
+            Action::Attached(Err("document c.txt: x".into())),
+            t0,
+        );
+        assert!(
+            app.turns
+                .last()
+                .unwrap()
+                .text
+                .contains("not attached: document c.txt")
+        );
+        assert_eq!(app.docs.len(), 1);
+        // Detaching wipes the document, never the session's marking.
+        typed(&mut app, "/detach 1", t0);
+        assert_eq!(press(&mut app, KeyCode::Enter, t0), vec![Effect::Detach(0)]);
+        update(&mut app, Action::Detached(0), t0);
+        assert!(app.docs.is_empty());
+        assert_eq!(app.session.marking, "SECRET");
+        // F6 and /sources open the sources panel; any key closes it.
+        press(&mut app, KeyCode::F(6), t0);
+        assert_eq!(app.screen, Screen::Sources);
+        press(&mut app, KeyCode::Char('x'), t0);
+        assert_eq!(app.screen, Screen::Chat);
+        // Locking (which wipes the conversation) detaches every document.
+        update(
+            &mut app,
+            Action::Attached(Ok((doc("d.md", "SECRET"), "SECRET".into()))),
+            t0,
+        );
+        let fx = update(&mut app, ctrl('l'), t0);
+        assert!(fx.contains(&Effect::DetachAll), "{fx:?}");
+    }
+
+    /// Issue 21: a conversation longer than the context says so, above the answer.
+    #[test]
+    fn a_trimmed_conversation_is_announced_above_the_answer() {
+        let t0 = Instant::now();
+        let mut app = new_app(false, t0);
+        typed(&mut app, "question", t0);
+        press(&mut app, KeyCode::Enter, t0);
+        update(&mut app, Action::Trimmed(4), t0);
+        update(&mut app, Action::Token("answer".into()), t0);
+        let n = app.turns.len();
+        assert_eq!(app.turns[n - 2].role, Role::Notice);
+        assert!(
+            app.turns[n - 2]
+                .text
+                .contains("its 4 oldest message(s) were left out")
+        );
+        assert_eq!(app.turns[n - 1].text.as_str(), "answer");
+    }
+
+    /// Issue 21: an export says it is machine-generated and carries its provenance: model,
+    /// bundle digest, session marking, documents and their hashes, time, and the sources.
+    #[test]
+    fn an_export_carries_its_provenance_documents_and_sources() {
+        let t0 = Instant::now();
+        let mut app = new_app(false, t0);
+        update(
+            &mut app,
+            Action::Attached(Ok((
+                doc("memo.md", "SECRET"),
+                "SECRET SPÉCIAL FRANCE".into(),
+            ))),
+            t0,
+        );
+        typed(&mut app, "question", t0);
+        press(&mut app, KeyCode::Enter, t0);
+        update(
+            &mut app,
+            Action::Sources(vec![SourceEntry {
+                n: 1,
+                document: "memo.md".into(),
+                locator: "§ Objet, l. 3-5".into(),
+                text: Zeroizing::new("The passage.".into()),
+            }]),
+            t0,
+        );
+        update(&mut app, Action::Token("It says [1].".into()), t0);
+        let when = std::time::UNIX_EPOCH + Duration::from_secs(1_796_000_000);
+        let text = app.export_text_at(when);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.first(), Some(&"SECRET SPÉCIAL FRANCE"));
+        assert_eq!(lines.last(), Some(&"SECRET SPÉCIAL FRANCE"));
+        for want in [
+            "MACHINE-GENERATED: the Model's answers were written by a language model",
+            "- model: smollm2 v1",
+            &format!(
+                "- bundle (SHA-384 of the signed manifest): {}",
+                "ab".repeat(48)
+            ),
+            "- session marking: SECRET SPÉCIAL FRANCE",
+            "- exported: 2026-11-30T",
+            &format!(
+                "- document 1: memo.md (SECRET), 2048 bytes, SHA-384 {}",
+                "cd".repeat(48)
+            ),
+            "## Sources of the last answer\n\n[1] memo.md, § Objet, l. 3-5\n\nThe passage.",
+        ] {
+            assert!(text.contains(want), "{want:?} not in:\n{}", text.as_str());
+        }
     }
 }

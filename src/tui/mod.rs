@@ -37,11 +37,15 @@ use crate::appliance::{Auditor, Catalog, Installed, Loaded, Root};
 use crate::audit::{Event as AuditEvent, Source};
 use crate::config::Config;
 use crate::crypto::hash::sha384;
+use crate::document::{self, Library, Marking};
 use crate::engine::{self, Event, Message, Request, SamplingParams};
 use crate::error::Result;
 use crate::keys::{ApplianceSecret, PassphraseSource};
 use crate::output;
-use app::{Action, App, Effect, LoadFigures, LockPolicy, ModelEntry, Session, Settings, Unlock};
+use app::{
+    Action, App, DocEntry, Effect, LoadFigures, LockPolicy, ModelEntry, Session, Settings,
+    SourceEntry, Unlock,
+};
 
 /// Options of `rempart tui`; `None` takes rempart.toml's value, then the built-in default.
 #[derive(Debug)]
@@ -155,6 +159,7 @@ pub fn run(root: &Root, o: &TuiOpts<'_>) -> Result<()> {
         memory_locked: false,
         unlock,
         banner: None,
+        digest: String::new(),
     };
     ctx.audit(&AuditEvent::TuiStart {
         model: first.spec(),
@@ -210,6 +215,9 @@ pub fn run(root: &Root, o: &TuiOpts<'_>) -> Result<()> {
             asked: None,
             cancel: Arc::new(AtomicBool::new(false)),
             latency: &mut latency,
+            lib: Library::default(),
+            model_marking: config.policy.unmarked.clone(),
+            high_water: None,
         };
         l.start_load(&mut app, first);
         let r = l.run(&mut app, &mut terminal, &stop);
@@ -297,6 +305,8 @@ fn list_models(catalog: &Catalog) -> std::result::Result<Vec<ModelEntry>, String
 struct Asked {
     prompt_sha384: String,
     answer: Zeroizing<String>,
+    /// The passages given with it, for the audit record.
+    passages: Vec<crate::audit::PassageRef>,
 }
 
 /// The event loop's moving parts.
@@ -316,6 +326,12 @@ struct Loop<'s, 'e, 'c> {
     asked: Option<Asked>,
     cancel: Arc<AtomicBool>,
     latency: &'c mut Vec<(f64, bool)>,
+    /// The attached documents and their passage index.
+    lib: Library,
+    /// The loaded model's marking on the scale.
+    model_marking: Marking,
+    /// The highest marking this session has held: it never goes down until the UI ends.
+    high_water: Option<Marking>,
 }
 
 impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
@@ -335,12 +351,23 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                 });
             }
         }
+        self.lib = Library::default();
         let m = model.manifest();
-        let marking = m
+        let bundle_marking = m
             .marking
             .clone()
-            .or_else(|| self.ctx.config.tui.default_marking.clone())
-            .unwrap_or_else(|| "UNMARKED".to_owned());
+            .or_else(|| self.ctx.config.tui.default_marking.clone());
+        let policy = &self.ctx.config.policy;
+        self.model_marking = bundle_marking
+            .as_deref()
+            .and_then(|t| policy.scale.parse(t))
+            .unwrap_or_else(|| policy.unmarked.clone());
+        // The bundle's own text until a document raises the session's marking; from then on
+        // the high-water mark, whatever model is loaded.
+        let marking = match &self.high_water {
+            Some(h) => policy.scale.join(h, &self.model_marking).to_string(),
+            None => bundle_marking.unwrap_or_else(|| "UNMARKED".to_owned()),
+        };
         app.session.banner = self.ctx.config.marking_colour(&marking);
         let _ = app::update(
             app,
@@ -446,6 +473,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                         Ok(Loaded { built, report, .. }) => {
                             let eng = engine::Engine::start(built);
                             self.loaded = Some((report.model.clone(), report.version));
+                            actions.push(Action::Digest(report.manifest_sha384.clone()));
                             actions.push(Action::Loaded {
                                 context: eng.info.context_length,
                                 figures: LoadFigures {
@@ -478,6 +506,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
         let Some(rx) = &self.events else { return };
         loop {
             match rx.try_recv() {
+                Ok(Event::Trimmed { dropped }) => actions.push(Action::Trimmed(dropped)),
                 Ok(Event::Token(t)) => {
                     if let Some(a) = &mut self.asked {
                         a.answer.push_str(&t);
@@ -503,6 +532,11 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                             prompt_sha384: asked.prompt_sha384,
                             answer_sha384: hex::encode(sha384(&[asked.answer.as_bytes()])),
                             raw: false,
+                            session_marking: self
+                                .high_water
+                                .as_ref()
+                                .map(|_| self.session_marking()),
+                            passages: asked.passages,
                         });
                     }
                     self.events = None;
@@ -541,11 +575,12 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
     }
 
     /// Sends the conversation to the engine; the last user turn is the question recorded.
+    /// Returns the passages given with it.
     fn submit(
         &mut self,
         settings: &Settings,
         conversation: &[(String, String)],
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<Vec<SourceEntry>, String> {
         let engine = self
             .engine
             .as_ref()
@@ -557,32 +592,162 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
         self.cancel = Arc::new(AtomicBool::new(false));
         let system =
             (!settings.system.is_empty()).then(|| Message::new("system", settings.system.as_str()));
-        let req = Request {
-            messages: system
-                .into_iter()
-                .chain(
-                    conversation
-                        .iter()
-                        .map(|(r, t)| Message::new(r, t.as_str())),
-                )
-                .collect(),
-            params: sampling(settings, seed),
-            max_tokens: settings.max_tokens,
-            cancel: Arc::clone(&self.cancel),
-        };
         let question = conversation
             .iter()
             .rev()
             .find(|(r, _)| r == "user")
             .map_or("", |(_, t)| t.as_str());
+        // With documents, the question goes with the passages that fit (all of them when the
+        // documents fit whole); earlier questions go bare, so old turns never carry sources.
+        let mut sources = Vec::new();
+        let mut passages = Vec::new();
+        let mut messages: Vec<Message> = system
+            .into_iter()
+            .chain(
+                conversation
+                    .iter()
+                    .map(|(r, t)| Message::new(r, t.as_str())),
+            )
+            .collect();
+        if !self.lib.is_empty() {
+            let fixed =
+                engine.count_tokens(question) + engine.count_tokens(settings.system.as_str());
+            let budget = self.ctx.config.policy.source_budget(
+                engine.info.context_length,
+                settings.max_tokens,
+                fixed,
+            );
+            let sel = self.lib.select(question, budget);
+            for (n, c) in sel.chosen.iter().enumerate() {
+                if let Some((d, p)) = self.lib.get(*c) {
+                    sources.push(SourceEntry {
+                        n: n + 1,
+                        document: d.name.clone(),
+                        locator: p.locator(),
+                        text: p.text.clone(),
+                    });
+                    passages.push(crate::audit::PassageRef {
+                        document_sha384: d.sha384.clone(),
+                        page: p.page,
+                        lines: [p.lines.0, p.lines.1],
+                    });
+                }
+            }
+            if let Some(last) = messages.last_mut() {
+                last.content = self.lib.prompt(&sel, question).to_string();
+            }
+        }
+        let req = Request {
+            messages,
+            params: sampling(settings, seed),
+            max_tokens: settings.max_tokens,
+            pinned: usize::from(!settings.system.is_empty()),
+            cancel: Arc::clone(&self.cancel),
+        };
         let asked = Asked {
             prompt_sha384: hex::encode(sha384(&[question.as_bytes()])),
             answer: Zeroizing::new(String::new()),
+            passages,
         };
         let rx = engine.submit(req).map_err(|e| e.to_string())?;
         self.events = Some(rx);
         self.asked = Some(asked);
-        Ok(())
+        Ok(sources)
+    }
+
+    /// The session's marking: the model's, raised by every document attached so far.
+    fn session_marking(&self) -> String {
+        let scale = &self.ctx.config.policy.scale;
+        match &self.high_water {
+            Some(h) => scale.join(h, &self.model_marking).to_string(),
+            None => self.model_marking.to_string(),
+        }
+    }
+
+    /// The documents directory's supported files, sorted.
+    fn list_documents(&self) -> std::result::Result<Vec<String>, String> {
+        let dir = self.ctx.config.documents.dir.as_ref().ok_or_else(|| {
+            "no documents directory: set [documents] dir in rempart.toml".to_owned()
+        })?;
+        let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut v: Vec<String> = rd
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| !n.starts_with('.') && n.contains('.') && document::Format::of(n).is_some())
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Reads and attaches `name` from the documents directory, recording it.
+    fn attach(&mut self, name: &str) -> std::result::Result<(DocEntry, String), String> {
+        let dir = self.ctx.config.documents.dir.as_ref().ok_or_else(|| {
+            "no documents directory: set [documents] dir in rempart.toml".to_owned()
+        })?;
+        // A name in the directory, nothing else: no separator, no "..".
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(format!(
+                "{name:?}: give the name of a file in the documents directory"
+            ));
+        }
+        let engine = self
+            .engine
+            .as_ref()
+            .ok_or_else(|| "no model is loaded yet: attach once it is".to_owned())?;
+        let policy = &self.ctx.config.policy;
+        match document::read(&dir.join(name), None, policy) {
+            Ok(d) => {
+                self.ctx.audit(&AuditEvent::DocumentAttached {
+                    source: Source::Tui,
+                    name: d.name.clone(),
+                    sha384: d.sha384.clone(),
+                    bytes: d.bytes,
+                    format: d.format,
+                    marking: d.marking.to_string(),
+                    marking_source: d.marking_source,
+                    passages: d.passages.len(),
+                });
+                let entry = DocEntry {
+                    name: d.name.clone(),
+                    sha384: d.sha384.clone(),
+                    marking: d.marking.to_string(),
+                    bytes: d.bytes,
+                    tokens: 0,
+                    passages: d.passages.len(),
+                };
+                let m = d.marking.clone();
+                self.lib.add(d, &|t| engine.count_tokens(t));
+                let _ = crate::secure::mem::lock_current();
+                self.high_water = Some(match &self.high_water {
+                    Some(h) => policy.scale.join(h, &m),
+                    None => policy.scale.join(&self.model_marking, &m),
+                });
+                let tokens = self.lib.doc_tokens(self.lib.docs().len() - 1);
+                Ok((DocEntry { tokens, ..entry }, self.session_marking()))
+            }
+            Err(e) => {
+                let e = crate::Error::from(e);
+                self.ctx.audit(&AuditEvent::DocumentRefused {
+                    source: Source::Tui,
+                    name: name.to_owned(),
+                    class: e.class(),
+                    reason: e.to_string(),
+                });
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Detaches document `i`, recording it; its text is wiped.
+    fn detach(&mut self, i: usize) {
+        if let Some(d) = self.lib.remove(i) {
+            self.ctx.audit(&AuditEvent::DocumentDetached {
+                name: d.name.clone(),
+                sha384: d.sha384.clone(),
+            });
+            drop(d);
+        }
     }
 
     /// Carries out `effects`; true to quit.
@@ -593,10 +758,30 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
             match effect {
                 Effect::Quit => return true,
                 Effect::Cancel => self.cancel.store(true, Ordering::Relaxed),
-                Effect::Submit(conversation) => {
-                    if let Err(e) = self.submit(&app.settings, &conversation) {
-                        more.extend(app::update(app, Action::EngineError(e), now));
+                Effect::Submit(conversation) => match self.submit(&app.settings, &conversation) {
+                    Ok(sources) => more.extend(app::update(app, Action::Sources(sources), now)),
+                    Err(e) => more.extend(app::update(app, Action::EngineError(e), now)),
+                },
+                Effect::ListDocuments => {
+                    let r = self.list_documents();
+                    more.extend(app::update(app, Action::DocFiles(r), now));
+                }
+                Effect::Attach(name) => {
+                    let r = self.attach(&name);
+                    if let Ok((_, m)) = &r {
+                        app.session.banner = self.ctx.config.marking_colour(m);
                     }
+                    more.extend(app::update(app, Action::Attached(r), now));
+                }
+                Effect::Detach(i) => {
+                    self.detach(i);
+                    more.extend(app::update(app, Action::Detached(i), now));
+                }
+                Effect::DetachAll => {
+                    while !self.lib.is_empty() {
+                        self.detach(0);
+                    }
+                    more.extend(app::update(app, Action::DetachedAll, now));
                 }
                 Effect::Audit(event) => self.ctx.audit(&event),
                 Effect::CheckPassphrase(p) => {

@@ -203,6 +203,96 @@ fn status(app: &App, now: Instant) -> Line<'static> {
     .style(Style::new().bg(Color::DarkGray).fg(Color::White))
 }
 
+/// The attached documents, one line above the message box: number, name, marking, size,
+/// tokens.
+fn documents_line(app: &App) -> Line<'static> {
+    let mut spans = vec![Span::styled(
+        " Documents ",
+        Style::new().add_modifier(Modifier::BOLD),
+    )];
+    for (i, d) in app.docs.iter().enumerate() {
+        spans.push(Span::raw(format!(
+            "│ [{}] {} · {} · {:.1} KB · {} tok ",
+            i + 1,
+            safe(&d.name),
+            safe(&d.marking),
+            d.bytes as f64 / 1e3,
+            d.tokens
+        )));
+    }
+    spans.push(Span::styled("│ /detach N · F6 sources", dim()));
+    Line::from(spans)
+}
+
+fn attach_picker(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let mut lines = Vec::new();
+    if let Some(e) = &app.doc_error {
+        lines.push(Line::styled(safe(e), Style::new().fg(Color::Red)));
+    } else if app.doc_files.is_empty() {
+        lines.push(Line::styled("listing the documents directory…", dim()));
+    }
+    for (i, f) in app.doc_files.iter().enumerate() {
+        let chosen = i == app.doc_pos;
+        let style = if chosen {
+            Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
+        } else {
+            Style::new()
+        };
+        lines.push(Line::styled(
+            format!("{} {}", if chosen { ">" } else { " " }, safe(f)),
+            style,
+        ));
+    }
+    lines.push(Line::raw(""));
+    lines.push(Line::styled(
+        "Its marking is read from its first or last lines (else the configured default); \
+         one above the accreditation is refused. Nothing is written to disk.",
+        dim(),
+    ));
+    let text = Paragraph::new(lines).wrap(Wrap { trim: false });
+    let h = u16::try_from(text.line_count(area.width.min(78).saturating_sub(2)))
+        .unwrap_or(u16::MAX)
+        .saturating_add(2);
+    let inner = dialog(
+        frame,
+        area,
+        78,
+        h,
+        " Attach a document (Enter attaches, Esc closes) ",
+    );
+    frame.render_widget(text, inner);
+}
+
+fn sources_panel(frame: &mut Frame<'_>, app: &App, area: Rect) {
+    let mut lines = Vec::new();
+    if app.sources.is_empty() {
+        lines.push(Line::styled(
+            "No passage was given with the last question (attach a document with F5).",
+            dim(),
+        ));
+    }
+    for s in &app.sources {
+        lines.push(Line::styled(
+            format!("[{}] {}, {}", s.n, safe(&s.document), safe(&s.locator)),
+            Style::new().add_modifier(Modifier::BOLD),
+        ));
+        for l in s.text.lines().take(6) {
+            lines.push(Line::raw(format!("    {}", safe(l))));
+        }
+        if s.text.lines().count() > 6 {
+            lines.push(Line::styled("    …", dim()));
+        }
+    }
+    let inner = dialog(
+        frame,
+        area,
+        area.width,
+        area.height,
+        " Sources of the last answer (any key closes) ",
+    );
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
 fn help(frame: &mut Frame<'_>, area: Rect) {
     let w = area.width.min(72);
     let h = area
@@ -495,9 +585,11 @@ fn screen(frame: &mut Frame<'_>, app: &App, now: Instant) {
         .unwrap_or(1)
         .clamp(1, 5)
         + 2;
-    let [_top, body, input, bar, _bottom] = Layout::vertical([
+    let docs_h = u16::from(!app.docs.is_empty());
+    let [_top, body, docs, input, bar, _bottom] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(1),
+        Constraint::Length(docs_h),
         Constraint::Length(input_h),
         Constraint::Length(1),
         Constraint::Length(1),
@@ -527,6 +619,9 @@ fn screen(frame: &mut Frame<'_>, app: &App, now: Instant) {
     };
     editor.set_block(Block::default().borders(Borders::ALL).title(title));
     frame.render_widget(&editor, input);
+    if docs_h > 0 {
+        frame.render_widget(Paragraph::new(documents_line(app)), docs);
+    }
     frame.render_widget(Paragraph::new(status(app, now)), bar);
     match app.screen {
         Screen::Help => help(frame, body),
@@ -534,6 +629,8 @@ fn screen(frame: &mut Frame<'_>, app: &App, now: Instant) {
         Screen::Models => picker(frame, app, body),
         Screen::Settings => settings_panel(frame, app, body),
         Screen::Export => export_prompt(frame, app, body),
+        Screen::Attach => attach_picker(frame, app, body),
+        Screen::Sources => sources_panel(frame, app, body),
         Screen::Chat | Screen::Locked => {}
     }
 }
@@ -821,5 +918,63 @@ mod tests {
         assert_eq!((cell.bg, cell.fg), (Color::Magenta, Color::White));
         let cell = &t.backend().buffer()[(0, 9)];
         assert_eq!(cell.bg, Color::Magenta);
+    }
+
+    /// Issue 21: the attached documents are listed above the message box with their marking,
+    /// the banners carry the session's raised marking, and F6 shows the passages given with
+    /// the last question, numbered as the answer cites them. A hostile file name is escaped.
+    #[test]
+    fn documents_line_banners_and_sources_panel() {
+        use crate::tui::app::{DocEntry, SourceEntry};
+        let t0 = Instant::now();
+        let mut a = app("DIFFUSION RESTREINTE", t0);
+        let d = |name: &str, marking: &str| DocEntry {
+            name: name.into(),
+            sha384: "ab".repeat(48),
+            marking: marking.into(),
+            bytes: 12_345,
+            tokens: 3_210,
+            passages: 4,
+        };
+        update(
+            &mut a,
+            Action::Attached(Ok((d("convoy.md", "SECRET"), "SECRET".into()))),
+            t0,
+        );
+        update(
+            &mut a,
+            Action::Attached(Ok((d("x\u{1b}]0;t\u{7}.txt", "SECRET"), "SECRET".into()))),
+            t0,
+        );
+        update(
+            &mut a,
+            Action::Sources(vec![SourceEntry {
+                n: 1,
+                document: "convoy.md".into(),
+                locator: "§ Convoy, l. 3-5".into(),
+                text: zeroize::Zeroizing::new("The supply convoy leaves Toulon at dawn.".into()),
+            }]),
+            t0,
+        );
+        let screen = render(&a, 100, 30, t0);
+        let rows: Vec<&str> = screen.lines().collect();
+        assert_eq!((rows[0].trim(), rows[29].trim()), ("SECRET", "SECRET"));
+        assert!(
+            screen.contains("│ [1] convoy.md · SECRET · 12.3 KB · 3210 tok"),
+            "{screen}"
+        );
+        assert!(screen.contains("[2] x\\x1b]0;t\\x07.txt"), "{screen}");
+        update(&mut a, Action::Key(KeyEvent::from(KeyCode::F(6))), t0);
+        let screen = render(&a, 100, 30, t0);
+        assert!(screen.contains("Sources of the last answer"), "{screen}");
+        assert!(
+            screen.contains("[1] convoy.md, § Convoy, l. 3-5"),
+            "{screen}"
+        );
+        assert!(
+            screen.contains("The supply convoy leaves Toulon"),
+            "{screen}"
+        );
+        insta::assert_snapshot!("sources_panel", screen);
     }
 }

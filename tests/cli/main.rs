@@ -13,6 +13,7 @@
 mod aibom;
 mod audit;
 mod crash;
+mod documents;
 mod engine;
 mod import;
 mod keys;

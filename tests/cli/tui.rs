@@ -461,3 +461,147 @@ fn a_hostile_model_cannot_retitle_write_the_clipboard_or_spoof_the_banners() {
     tmux.keys(&["C-q"]);
     tmux.wait("exit", 60, |p| p.contains("EXITED rc=0"));
 }
+
+/// Issue 21 in tmux: a SECRET document attached to a DIFFUSION RESTREINTE model (F5's picker,
+/// then /attach), both banners raised to SECRET, a question answered from it, its sources
+/// (F6), an export whose first and last lines carry SECRET with its provenance, /detach, and
+/// the audit records.
+#[test]
+fn a_secret_document_attached_in_the_tui_raises_both_banners_and_the_export() {
+    let env = TestEnv::new().with_keys();
+    let rpk = env.path("m.rpk");
+    env.seal_cmd(model_path(), env.key("appliance.kek"), &rpk)
+        .args([
+            "--name",
+            "smollm2",
+            "--version",
+            "1",
+            "--marking",
+            "DIFFUSION RESTREINTE",
+        ])
+        .assert()
+        .success();
+    env.cmd().arg("import").arg(&rpk).assert().success();
+    let docs = env.path("documents");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(
+        docs.join("convoy.md"),
+        "SECRET\n\n# Convoy\n\nThe supply convoy leaves Toulon at dawn on 12 March.\n",
+    )
+    .unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("build/cache/documents/serious_poem.odt"),
+        docs.join("poem.odt"),
+    )
+    .unwrap();
+    std::fs::write(docs.join("tool.exe"), b"x").unwrap();
+    let exports = env.path("exports");
+    std::fs::create_dir(&exports).unwrap();
+    std::fs::write(
+        env.root.join("rempart.toml"),
+        format!(
+            "[tui]\nexport_dir = \"{}\"\n[classification]\naccreditation = \"SECRET\"\n\
+             [documents]\ndir = \"{}\"\nmax_source_tokens = 400\n",
+            exports.display(),
+            docs.display()
+        ),
+    )
+    .unwrap();
+    let tmux = Tmux::start("docs", &env, " --temperature 0 --max-tokens 24");
+    tmux.wait("the chat screen", 120, |p| p.contains("smollm2 v1 loaded:"));
+    let p = tmux.wait("the banners", 30, |p| !p.contains("Loading smollm2"));
+    assert!(
+        p.lines()
+            .next()
+            .unwrap_or("")
+            .contains("DIFFUSION RESTREINTE"),
+        "{p}"
+    );
+    // F5: the picker lists the supported files of the documents directory only.
+    tmux.keys(&["F5"]);
+    let p = tmux.wait("the attach picker", 30, |p| p.contains("poem.odt"));
+    assert!(p.contains("> convoy.md") && !p.contains("tool.exe"), "{p}");
+    tmux.keys(&["Enter"]);
+    let p = tmux.wait("the attach notice", 60, |p| {
+        p.contains("attached [1] convoy.md")
+    });
+    let rows: Vec<&str> = p.lines().collect();
+    assert!(
+        rows[0].contains("SECRET") && !rows[0].contains("DIFFUSION"),
+        "{p}"
+    );
+    assert!(
+        rows[29].contains("SECRET") && !rows[29].contains("DIFFUSION"),
+        "{p}"
+    );
+    assert!(p.contains("this session is now marked SECRET"), "{p}");
+    assert!(p.contains("[1] convoy.md · SECRET"), "{p}");
+    tmux.keys(&["/attach poem.odt", "Enter"]);
+    tmux.wait("the second document", 60, |p| {
+        p.contains("[2] poem.odt · DIFFUSION RESTREINTE")
+    });
+    // A question about them: answered, then F6 lists the passages it was given.
+    tmux.keys(&["When does the convoy leave Toulon?", "Enter"]);
+    tmux.wait("the answer", 300, |p| {
+        !p.contains("– tok/s") && !p.contains("answering")
+    });
+    tmux.keys(&["F6"]);
+    let p = tmux.wait("the sources", 30, |p| {
+        p.contains("Sources of the last answer")
+    });
+    assert!(p.contains("convoy.md, § Convoy, l. 3-5"), "{p}");
+    tmux.keys(&["q"]);
+    tmux.wait("the sources to close", 30, |p| {
+        !p.contains("Sources of the last answer")
+    });
+    // The export: SECRET first and last, machine-generated, its provenance.
+    tmux.keys(&["e"]);
+    tmux.wait("the export prompt", 30, |p| {
+        p.contains("Export the conversation")
+    });
+    tmux.keys(&["brief.md", "Enter"]);
+    tmux.wait("the export notice", 30, |p| p.contains("exported to"));
+    let text = std::fs::read_to_string(exports.join("brief.md")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!((lines[0], lines[lines.len() - 1]), ("SECRET", "SECRET"));
+    assert!(text.contains("MACHINE-GENERATED"), "{text}");
+    assert!(text.contains("- document 1: convoy.md (SECRET)"), "{text}");
+    assert!(
+        text.contains("- document 2: poem.odt (DIFFUSION RESTREINTE)"),
+        "{text}"
+    );
+    assert!(text.contains("## Sources of the last answer"), "{text}");
+    // Detaching keeps the session's marking.
+    tmux.keys(&["/detach 1", "Enter"]);
+    let p = tmux.wait("the detach notice", 30, |p| {
+        p.contains("detached convoy.md")
+    });
+    assert!(p.lines().next().unwrap_or("").contains("SECRET"), "{p}");
+    tmux.keys(&["C-q"]);
+    tmux.wait("exit", 60, |p| p.contains("EXITED rc=0"));
+    // The audit log: both attachments, the query's session marking and passages, the
+    // detachment, the export; never the document's text.
+    let attached = env.audit_records("document_attached");
+    assert_eq!(attached.len(), 2);
+    assert_eq!(attached[0]["details"]["source"], "tui");
+    assert_eq!(attached[0]["details"]["marking"], "SECRET");
+    let sha = attached[0]["details"]["sha384"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let q = &env.audit_records("query")[0]["details"];
+    assert_eq!(q["session_marking"], "SECRET");
+    assert!(
+        q["passages"].as_array().unwrap().iter().any(
+            |p| p["document_sha384"] == sha.as_str() && p["lines"] == serde_json::json!([3, 5])
+        ),
+        "{q}"
+    );
+    assert_eq!(
+        env.audit_records("document_detached")[0]["details"]["sha384"],
+        sha.as_str()
+    );
+    assert_eq!(env.audit_records("tui_export").len(), 1);
+    let log = std::fs::read_to_string(env.root.join("audit/audit.log")).unwrap();
+    assert!(!log.contains("Toulon") && !log.contains("burning deck"));
+}

@@ -254,4 +254,5 @@ pub mod exit {
     pub const NO_MODEL: i32 = e::EXIT_NO_MODEL as i32;
     pub const ENGINE: i32 = e::EXIT_ENGINE as i32;
     pub const SELFTEST: i32 = e::EXIT_SELFTEST as i32;
+    pub const DOCUMENT: i32 = e::EXIT_DOCUMENT as i32;
 }
