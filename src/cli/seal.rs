@@ -54,6 +54,25 @@ fn load_recipient(path: &Path, pass: &PassphraseSource) -> Result<Rcpt> {
 }
 
 /// Parses YYYY-MM-DD (midnight UTC) or RFC 3339.
+/// A tokenizer.json or config.json: a regular file of at most 64 MiB.
+fn read_small(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+    const MAX: u64 = 64 << 20;
+    let io = |source| crate::Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let f = crate::secure::fs::open_regular(path).map_err(io)?;
+    let mut v = Zeroizing::new(Vec::new());
+    f.take(MAX + 1).read_to_end(&mut v).map_err(io)?;
+    if v.len() as u64 > MAX {
+        return Err(crate::Error::Usage(format!(
+            "{}: larger than 64 MiB",
+            path.display()
+        )));
+    }
+    Ok(v)
+}
+
 fn parse_date(s: &str) -> Result<u64> {
     let t = crate::appliance::clock::parse_time(s).ok_or_else(|| {
         crate::Error::Usage(format!("--expires {s:?}: expected YYYY-MM-DD or RFC 3339"))
@@ -66,9 +85,17 @@ fn parse_date(s: &str) -> Result<u64> {
 /// `seal` arguments.
 #[derive(Debug, Args)]
 pub struct SealArgs {
-    /// The plaintext model file (GGUF).
+    /// The plaintext model file: a GGUF (a language model), or the safetensors weights of a
+    /// sentence-embedding model with `--tokenizer` and `--config`.
     #[arg(long)]
     model: PathBuf,
+    /// The embedding model's tokenizer.json (with `--config`: the bundle is an embedding model
+    /// for semantic document retrieval; docs/bundle-format.md roles 2, 3 and 4).
+    #[arg(long, value_name = "FILE", requires = "config")]
+    tokenizer: Option<PathBuf>,
+    /// The embedding model's config.json (BERT family).
+    #[arg(long, value_name = "FILE", requires = "tokenizer")]
+    config: Option<PathBuf>,
     /// Model name: letters, digits, '.', '_' and '-', at most 64 bytes.
     #[arg(long)]
     name: String,
@@ -113,6 +140,7 @@ impl SealArgs {
             .with_read(self.to.iter().chain(&self.sign).cloned())
             .with_read(self.passphrase_file.iter().cloned())
             .with_read(self.model_card.iter().cloned())
+            .with_read(self.tokenizer.iter().chain(&self.config).cloned())
             .write(crate::secure::fs::parent_dir(&self.out))
     }
 
@@ -134,6 +162,8 @@ fn seal(a: &SealArgs) -> Result<()> {
         passphrase_file,
         out,
         model_card,
+        tokenizer,
+        config,
     } = a;
     if out.exists() && !force {
         return Err(crate::Error::Exists { path: out.clone() });
@@ -197,7 +227,15 @@ fn seal(a: &SealArgs) -> Result<()> {
     // so `list` can show them without decrypting (a label the manifest grammar refuses is left
     // out), and all of it into the AI bill of materials with the card and the file's digests.
     let facts = crate::engine::facts(&plaintext);
-    if facts.is_none() {
+    // An embedding model: its tokenizer and configuration travel as artifacts of their own.
+    let extra = match (tokenizer, config) {
+        (Some(t), Some(c)) => vec![
+            (Role::Tokenizer, read_small(t)?),
+            (Role::Config, read_small(c)?),
+        ],
+        _ => Vec::new(),
+    };
+    if facts.is_none() && extra.is_empty() {
         output::warn(format!(
             "{}: not a GGUF file with general.architecture: architecture and quantisation not recorded",
             model.display()
@@ -243,10 +281,19 @@ fn seal(a: &SealArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let parts = bundle::seal(
         &params,
-        &[ArtifactInput {
-            role: Role::Gguf,
+        &std::iter::once(ArtifactInput {
+            role: if extra.is_empty() {
+                Role::Gguf
+            } else {
+                Role::Safetensors
+            },
             plaintext: &plaintext,
-        }],
+        })
+        .chain(extra.iter().map(|(role, bytes)| ArtifactInput {
+            role: *role,
+            plaintext: bytes,
+        }))
+        .collect::<Vec<_>>(),
         &specs,
         &signer_refs,
         &|n| pb.inc(n),

@@ -11,6 +11,7 @@
 //! is opened; when it is read from the document, before the text goes further than the
 //! extraction. The BM25 index holds 32-bit hashes of words, not the words.
 
+pub mod embed;
 pub mod extract;
 pub mod marking;
 pub mod passage;
@@ -311,6 +312,9 @@ pub struct Selection {
     pub whole: bool,
     /// Passages that did not fit or did not match.
     pub left_out: usize,
+    /// Ranked by BM25 fused with the embedding model's cosine similarity (reciprocal rank
+    /// fusion), not BM25 alone.
+    pub semantic: bool,
     /// Milliseconds spent ranking.
     pub ms: f64,
 }
@@ -326,6 +330,8 @@ pub struct Library {
     /// Token count of each passage's prompt entry, per document.
     tokens: Vec<Vec<usize>>,
     index: Option<Index>,
+    /// Unit embedding of each passage, per document (empty without an embedding model).
+    vectors: Vec<Vec<Vec<f32>>>,
 }
 
 impl std::fmt::Debug for Library {
@@ -362,7 +368,31 @@ impl Library {
             .collect();
         self.docs.push(doc);
         self.tokens.push(tokens);
+        self.vectors.push(Vec::new());
         self.reindex();
+    }
+
+    /// Embeds the passages of the last document added, for semantic ranking.
+    pub fn embed_last(&mut self, e: &embed::Embedder) -> Result<(), String> {
+        let Some(doc) = self.docs.last() else {
+            return Ok(());
+        };
+        let texts: Vec<&str> = doc.passages.iter().map(|p| p.text.as_str()).collect();
+        let v = e.embed(&texts)?;
+        if let Some(slot) = self.vectors.last_mut() {
+            *slot = v;
+        }
+        Ok(())
+    }
+
+    /// Whether every passage has an embedding.
+    pub fn is_embedded(&self) -> bool {
+        !self.docs.is_empty()
+            && self
+                .docs
+                .iter()
+                .zip(&self.vectors)
+                .all(|(d, v)| v.len() == d.passages.len())
     }
 
     /// Detaches document `i` (0-based); its text is wiped.
@@ -371,6 +401,7 @@ impl Library {
             return None;
         }
         self.tokens.remove(i);
+        self.vectors.remove(i);
         let d = self.docs.remove(i);
         self.reindex();
         Some(d)
@@ -400,6 +431,14 @@ impl Library {
     /// The passages to give the model for `question` within `budget` tokens: every passage when
     /// they all fit, else the best BM25 matches that fit, in document order.
     pub fn select(&self, question: &str, budget: usize) -> Selection {
+        self.select_with(question, budget, None)
+    }
+
+    /// [`Library::select`], ranking by BM25 fused with the cosine similarity of each passage to
+    /// `query` (the question's unit embedding) when every passage is embedded: each passage
+    /// scores `1/(60 + its BM25 rank) + 1/(60 + its cosine rank)` (reciprocal rank fusion; a
+    /// passage BM25 does not match gets the cosine term only).
+    pub fn select_with(&self, question: &str, budget: usize, query: Option<&[f32]>) -> Selection {
         let t0 = Instant::now();
         let total: usize = self.tokens.iter().flatten().sum();
         let all = || {
@@ -413,34 +452,75 @@ impl Library {
                 chosen: all().collect(),
                 whole: true,
                 left_out: 0,
+                semantic: false,
                 ms: t0.elapsed().as_secs_f64() * 1e3,
             };
         }
+        // BM25's matches, best first.
+        let lexical: Vec<(usize, usize)> = match &self.index {
+            Some((embedder, scorer)) => scorer
+                .matches(&embedder.embed(question))
+                .into_iter()
+                .filter(|m| m.score > 0.0)
+                .map(|m| m.id)
+                .collect(),
+            None => Vec::new(),
+        };
+        let semantic = query.is_some() && self.is_embedded();
+        let ranked: Vec<(usize, usize)> = match query.filter(|_| semantic) {
+            None => lexical,
+            Some(q) => self.fuse(&lexical, q),
+        };
         let mut chosen = Vec::new();
-        if let Some((embedder, scorer)) = &self.index {
-            let mut used = 0;
-            for m in scorer.matches(&embedder.embed(question)) {
-                let (d, p) = m.id;
-                let t = self
-                    .tokens
-                    .get(d)
-                    .and_then(|t| t.get(p))
-                    .copied()
-                    .unwrap_or(0);
-                if m.score <= 0.0 || used + t > budget {
-                    continue;
-                }
-                used += t;
-                chosen.push(Chosen { doc: d, passage: p });
+        let mut used = 0;
+        for (d, p) in ranked {
+            let t = self
+                .tokens
+                .get(d)
+                .and_then(|t| t.get(p))
+                .copied()
+                .unwrap_or(0);
+            if used + t > budget {
+                continue;
             }
+            used += t;
+            chosen.push(Chosen { doc: d, passage: p });
         }
         chosen.sort_by_key(|c| (c.doc, c.passage));
         Selection {
             left_out: count - chosen.len(),
             chosen,
             whole: false,
+            semantic,
             ms: t0.elapsed().as_secs_f64() * 1e3,
         }
+    }
+
+    /// Reciprocal rank fusion of BM25's ranking (`lexical`) and the cosine ranking of every
+    /// passage against `q`.
+    fn fuse(&self, lexical: &[(usize, usize)], q: &[f32]) -> Vec<(usize, usize)> {
+        let mut by_cos: Vec<((usize, usize), f32)> = self
+            .vectors
+            .iter()
+            .enumerate()
+            .flat_map(|(d, v)| {
+                v.iter()
+                    .enumerate()
+                    .map(move |(p, x)| ((d, p), embed::cosine(q, x)))
+            })
+            .collect();
+        by_cos.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut fused: std::collections::HashMap<(usize, usize), f64> =
+            std::collections::HashMap::new();
+        for (rank, id) in lexical.iter().enumerate() {
+            *fused.entry(*id).or_default() += 1.0 / (60.0 + rank as f64);
+        }
+        for (rank, (id, _)) in by_cos.iter().enumerate() {
+            *fused.entry(*id).or_default() += 1.0 / (60.0 + rank as f64);
+        }
+        let mut v: Vec<((usize, usize), f64)> = fused.into_iter().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.into_iter().map(|(id, _)| id).collect()
     }
 
     /// The document and passage of a choice.

@@ -43,6 +43,16 @@ impl Installed {
     pub fn signers(&self) -> &[[u8; 8]] {
         &self.verified.signers
     }
+    /// Whether it is a sentence-embedding model (safetensors weights, tokenizer and config)
+    /// rather than a language model (GGUF).
+    pub fn is_embedding(&self) -> bool {
+        let has = |r: bundle::Role| self.manifest().artifacts.iter().any(|a| a.role == r);
+        !has(bundle::Role::Gguf)
+            && has(bundle::Role::Safetensors)
+            && has(bundle::Role::Tokenizer)
+            && has(bundle::Role::Config)
+    }
+
     /// `NAME@VERSION`.
     pub fn spec(&self) -> String {
         format!("{}@{}", self.manifest().name, self.manifest().version)
@@ -179,11 +189,10 @@ impl Catalog {
             });
         }
         let Some(spec) = spec else {
-            if let Some(first) = self.models.first()
-                && self
-                    .models
-                    .iter()
-                    .all(|i| i.manifest().name == first.manifest().name)
+            // The only language model: an installed embedding model is not a candidate.
+            let mut chat = self.models.iter().filter(|i| !i.is_embedding());
+            if let Some(first) = chat.next()
+                && chat.all(|i| i.manifest().name == first.manifest().name)
             {
                 return Ok(first);
             }
@@ -197,6 +206,12 @@ impl Catalog {
                 wanted: spec.text.clone(),
                 installed: self.names(),
             })
+    }
+
+    /// The installed sentence-embedding model, if any (the first listed: the highest version
+    /// of the first name).
+    pub fn embedder(&self) -> Option<&Installed> {
+        self.models.iter().find(|i| i.is_embedding())
     }
 
     /// Every installed version that `spec` names (an error naming what is installed if none).

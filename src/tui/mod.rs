@@ -218,6 +218,7 @@ pub fn run(root: &Root, o: &TuiOpts<'_>) -> Result<()> {
             lib: Library::default(),
             model_marking: config.policy.unmarked.clone(),
             high_water: None,
+            embedder: None,
         };
         l.start_load(&mut app, first);
         let r = l.run(&mut app, &mut terminal, &stop);
@@ -332,6 +333,9 @@ struct Loop<'s, 'e, 'c> {
     model_marking: Marking,
     /// The highest marking this session has held: it never goes down until the UI ends.
     high_water: Option<Marking>,
+    /// The installed sentence-embedding model, loaded at the first attachment (`Some(None)`:
+    /// none is installed, or it failed to load: BM25 alone).
+    embedder: Option<Option<document::embed::Embedder>>,
 }
 
 impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
@@ -617,7 +621,11 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                 settings.max_tokens,
                 fixed,
             );
-            let sel = self.lib.select(question, budget);
+            let query = match &self.embedder {
+                Some(Some(e)) => e.embed(&[question]).ok().and_then(|v| v.into_iter().next()),
+                _ => None,
+            };
+            let sel = self.lib.select_with(question, budget, query.as_deref());
             for (n, c) in sel.chosen.iter().enumerate() {
                 if let Some((d, p)) = self.lib.get(*c) {
                     sources.push(SourceEntry {
@@ -691,10 +699,19 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                 "{name:?}: give the name of a file in the documents directory"
             ));
         }
-        let engine = self
-            .engine
-            .as_ref()
-            .ok_or_else(|| "no model is loaded yet: attach once it is".to_owned())?;
+        if self.engine.is_none() {
+            return Err("no model is loaded yet: attach once it is".to_owned());
+        }
+        if self.embedder.is_none() {
+            let found = self.catalog.as_ref().and_then(Catalog::embedder).cloned();
+            self.embedder = Some(match (found, &self.key) {
+                (Some(m), Some(key)) => self.ctx.root.load_embedder(&m, key, Source::Tui).ok(),
+                _ => None,
+            });
+        }
+        let Some(engine) = self.engine.as_ref() else {
+            return Err("no model is loaded yet: attach once it is".to_owned());
+        };
         let policy = &self.ctx.config.policy;
         match document::read(&dir.join(name), None, policy) {
             Ok(d) => {
@@ -718,6 +735,10 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                 };
                 let m = d.marking.clone();
                 self.lib.add(d, &|t| engine.count_tokens(t));
+                if let Some(Some(e)) = &self.embedder {
+                    // Without vectors for every document, ranking is BM25 alone.
+                    let _ = self.lib.embed_last(e);
+                }
                 let _ = crate::secure::mem::lock_current();
                 self.high_water = Some(match &self.high_water {
                     Some(h) => policy.scale.join(h, &m),

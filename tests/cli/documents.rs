@@ -346,6 +346,10 @@ fn a_document_larger_than_the_context_gives_the_passages_that_match() {
         "How many amphibious trucks does the Brienne depot hold?",
     ]);
     assert_eq!(v["retrieval"]["whole"], false);
+    assert_eq!(
+        v["retrieval"]["semantic"], false,
+        "no embedding model is installed"
+    );
     assert!(v["retrieval"]["passages_left_out"].as_u64().unwrap() > 10);
     let sources = v["sources"].as_array().unwrap();
     assert!(
@@ -360,5 +364,121 @@ fn a_document_larger_than_the_context_gives_the_passages_that_match() {
         v["tokens_prompt"].as_u64().unwrap() < 1000,
         "{}",
         v["tokens_prompt"]
+    );
+}
+
+/// A file of all-MiniLM-L6-v2, fetched by build/fetch-embedder.
+fn minilm(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("build/cache/minilm")
+        .join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run build/fetch-embedder (make test does)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn the_embedding_model_places_paraphrases_together() {
+    let read = |f: &str| std::fs::read(minilm(f)).unwrap();
+    let e = document::embed::Embedder::new(
+        &read("model.safetensors"),
+        &read("tokenizer.json"),
+        &read("config.json"),
+    )
+    .unwrap();
+    assert_eq!(e.dims(), 384);
+    let v = e
+        .embed(&[
+            "The cat sits on the mat.",
+            "A kitten is resting on a rug.",
+            "The quarterly fuel budget was approved by the committee.",
+        ])
+        .unwrap();
+    for x in &v {
+        let n: f32 = x.iter().map(|a| a * a).sum();
+        assert!((n - 1.0).abs() < 1e-4, "unit length: {n}");
+    }
+    let (near, far) = (
+        document::embed::cosine(&v[0], &v[1]),
+        document::embed::cosine(&v[0], &v[2]),
+    );
+    assert!(near > far + 0.2, "paraphrase {near}, unrelated {far}");
+    // A batch gives the same vectors as one text at a time (padding does not leak in).
+    let one = e.embed(&["A kitten is resting on a rug."]).unwrap();
+    assert!(document::embed::cosine(&one[0], &v[1]) > 0.9999);
+    // A configuration out of bounds is refused before anything is allocated from it.
+    let bad = String::from_utf8(read("config.json"))
+        .unwrap()
+        .replace("\"hidden_size\": 384", "\"hidden_size\": 1000000");
+    let err = document::embed::Embedder::new(
+        &read("model.safetensors"),
+        &read("tokenizer.json"),
+        bad.as_bytes(),
+    )
+    .unwrap_err();
+    assert!(err.contains("out of the bounds"), "{err}");
+}
+
+#[test]
+fn an_installed_embedding_model_finds_the_passage_bm25_misses() {
+    let env = crate::engine::env_with_model();
+    // The embedding model as a sealed bundle of three artifacts, imported beside the LLM.
+    let rpk = env.path("minilm.rpk");
+    env.seal_cmd(minilm("model.safetensors"), env.key("appliance.kek"), &rpk)
+        .args(["--name", "minilm", "--version", "1"])
+        .arg("--tokenizer")
+        .arg(minilm("tokenizer.json"))
+        .arg("--config")
+        .arg(minilm("config.json"))
+        .assert()
+        .success();
+    env.cmd().arg("import").arg(&rpk).assert().success();
+    std::fs::write(
+        env.root.join("rempart.toml"),
+        "[documents]\nmax_source_tokens = 400\n",
+    )
+    .unwrap();
+    // Filler, and one sentence that answers the question without any of its words.
+    let mut text = String::new();
+    for i in 0..120 {
+        if i == 60 {
+            text.push_str("The supply column is escorted by two frigates and a submarine.\n\n");
+        }
+        text.push_str(&format!(
+            "Paragraph {i}: routine inventory of spare parts, fuel and rations was completed.\n\n"
+        ));
+    }
+    let report = env.path("report.txt");
+    std::fs::write(&report, &text).unwrap();
+    // Without --model, the language model answers: the embedding model is not a candidate.
+    let v = env.json(&[
+        "ask",
+        "--file",
+        report.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "4",
+        "--json",
+        "Which warships protect the convoy?",
+    ]);
+    assert_eq!(v["model"], "test-model");
+    assert_eq!(v["retrieval"]["semantic"], true);
+    assert_eq!(v["retrieval"]["embedding_model"], "minilm@1");
+    let sources = v["sources"].as_array().unwrap();
+    assert!(
+        sources.iter().any(|s| s["text"]
+            .as_str()
+            .unwrap()
+            .contains("escorted by two frigates")),
+        "{sources:?}"
+    );
+    let loads = env.audit_records("model_load");
+    assert!(
+        loads.iter().any(|r| r["details"]["model"] == "minilm"),
+        "{loads:?}"
     );
 }

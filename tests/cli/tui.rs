@@ -334,8 +334,10 @@ fn an_analyst_session_in_tmux_streams_stops_locks_unlocks_and_quits() {
                 "answer_sha384",
                 "model",
                 "ms",
+                "passages",
                 "prompt_sha384",
                 "raw",
+                "session_marking",
                 "source",
                 "stop_reason",
                 "tokens_generated",
@@ -522,8 +524,13 @@ fn a_secret_document_attached_in_the_tui_raises_both_banners_and_the_export() {
     let p = tmux.wait("the attach picker", 30, |p| p.contains("poem.odt"));
     assert!(p.contains("> convoy.md") && !p.contains("tool.exe"), "{p}");
     tmux.keys(&["Enter"]);
-    let p = tmux.wait("the attach notice", 60, |p| {
+    // Both banners are redrawn in the same frame: wait for the whole frame on the pane.
+    let p = tmux.wait("the attach notice and the banners", 60, |p| {
+        let rows: Vec<&str> = p.lines().collect();
         p.contains("attached [1] convoy.md")
+            && rows
+                .get(29)
+                .is_some_and(|r| r.contains("SECRET") && !r.contains("DIFFUSION"))
     });
     let rows: Vec<&str> = p.lines().collect();
     assert!(
