@@ -33,7 +33,9 @@
 //! dir = "/srv/rempart/documents" # the terminal UI's attach picker: the sandbox grants read on it
 //! max_mib = 64                   # largest document file read (1..=1024)
 //! timeout_seconds = 60           # longest text extraction of one document (1..=600)
-//! max_source_tokens = 4096       # most passage tokens given with a question (default: what fits)
+//! max_source_tokens = 4096       # most passage tokens per question (default: documents whole
+//!                                # when they fit the context, else 2048 tokens of passages)
+//! embed_max_passages = 128       # passages embedded per session for semantic ranking (0: off)
 //! ```
 //!
 //! # Security
@@ -107,9 +109,13 @@ pub struct DocumentsConfig {
     pub max_mib: Option<u64>,
     /// Longest text extraction of one document, seconds.
     pub timeout_seconds: Option<u64>,
-    /// Most tokens of passages given with one question (default: as many as the context
-    /// holds besides the question and the answer). Lower answers sooner.
+    /// Most tokens of passages given with one question (default: documents whole when they fit
+    /// the context besides the question and the answer, else 2048 tokens of the best
+    /// passages). Lower answers sooner.
     pub max_source_tokens: Option<usize>,
+    /// Most passages embedded per session when an embedding model is installed (default 128;
+    /// 0 turns semantic ranking off).
+    pub embed_max_passages: Option<usize>,
 }
 
 /// `[import]`.
@@ -313,6 +319,7 @@ fn document_policy(
         timeout: std::time::Duration::from_secs(secs),
         limits: default.limits,
         max_source_tokens: d.max_source_tokens,
+        embed_max_passages: d.embed_max_passages.unwrap_or(default.embed_max_passages),
     })
 }
 

@@ -243,12 +243,14 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
         &|_, _| {},
     )?;
     // Semantic ranking when a sentence-embedding model is installed (documents only).
+    let t_embedder = std::time::Instant::now();
     let embedder = match catalog.embedder() {
         Some(m) if !o.files.is_empty() => {
             Some((m.spec(), root.load_embedder(m, &key, Source::Ask)?))
         }
         _ => None,
     };
+    let embedder_load_ms = t_embedder.elapsed().as_secs_f64() * 1e3;
     drop(key);
     if !o.json && (!report.arena_locked || !report.weights_locked) {
         output::info(format!(
@@ -265,7 +267,8 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
     for d in docs {
         lib.add(d, &|t| eng.count_tokens(t));
         if let Some((_, e)) = &embedder {
-            lib.embed_last(e).map_err(embed_err)?;
+            lib.embed_last(e, config.policy.embed_max_passages)
+                .map_err(embed_err)?;
         }
     }
     let index_ms = t_index.elapsed().as_secs_f64() * 1e3;
@@ -403,6 +406,7 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
                             "whole": selection.whole,
                             "semantic": selection.semantic,
                             "embedding_model": embedder.as_ref().map(|(spec, _)| spec),
+                            "embedding_model_load_ms": embedder.as_ref().map(|_| embedder_load_ms),
                             "passages_given": selection.chosen.len(),
                             "passages_left_out": selection.left_out,
                             "index_ms": index_ms,

@@ -43,16 +43,54 @@ pub struct Policy {
     pub limits: Limits,
     /// Most tokens of passages given with one question (`None`: what the context holds).
     pub max_source_tokens: Option<usize>,
+    /// Most passages embedded in one session for semantic ranking (each costs a BERT forward
+    /// pass: about 0.13 s for 256 tokens of all-MiniLM-L6-v2 on 2 cores); beyond it, BM25 alone.
+    pub embed_max_passages: usize,
 }
 
 impl Policy {
     /// The tokens of passages that may go with a question: what the context holds besides
-    /// the answer's room and `fixed` (the question, the system prompt, the template), capped
-    /// by `max_source_tokens`.
-    pub fn source_budget(&self, context: usize, max_tokens: usize, fixed: usize) -> usize {
-        let room = max_tokens.clamp(1, (context / 4).max(1));
-        let fits = context.saturating_sub(room + fixed + 96);
-        self.max_source_tokens.map_or(fits, |m| fits.min(m))
+    /// the answer's room (`max_tokens`, at least 64, at most a quarter of the context),
+    /// `fixed` (the question, the system prompt) and the instructions and template (128), less
+    /// 5 % (passages counted one by one can tokenize a little longer together), capped by
+    /// `max_source_tokens`.
+    ///
+    /// Documents that fit go whole within that; when they do not, the passages retrieved take
+    /// at most [`RETRIEVAL_TOKENS`] unless `max_source_tokens` says otherwise: the best few
+    /// passages hold the answer, and each further thousand tokens of prompt delays the first
+    /// token more than the last (README, issue 21's figures).
+    pub fn source_budget(&self, context: usize, max_tokens: usize, fixed: usize) -> Budget {
+        let room = max_tokens.max(64).min(context / 4);
+        let fits = context.saturating_sub(room + fixed + 128) * 19 / 20;
+        match self.max_source_tokens {
+            Some(m) => Budget::both(fits.min(m)),
+            None => Budget {
+                whole: fits,
+                retrieval: fits.min(RETRIEVAL_TOKENS),
+            },
+        }
+    }
+}
+
+/// The default most tokens of retrieved passages per question.
+pub const RETRIEVAL_TOKENS: usize = 2048;
+
+/// Tokens of passages that may go with a question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// When every passage fits in this, every passage goes (the documents whole).
+    pub whole: usize,
+    /// Otherwise the best passages, within this.
+    pub retrieval: usize,
+}
+
+impl Budget {
+    /// The same bound for both.
+    pub fn both(n: usize) -> Self {
+        Self {
+            whole: n,
+            retrieval: n,
+        }
     }
 }
 
@@ -70,6 +108,7 @@ impl Default for Policy {
             timeout: Duration::from_secs(60),
             limits: Limits::default(),
             max_source_tokens: None,
+            embed_max_passages: 128,
         }
     }
 }
@@ -372,17 +411,23 @@ impl Library {
         self.reindex();
     }
 
-    /// Embeds the passages of the last document added, for semantic ranking.
-    pub fn embed_last(&mut self, e: &embed::Embedder) -> Result<(), String> {
+    /// Embeds the passages of the last document added, for semantic ranking, unless the
+    /// session would then hold more than `max` embedded passages (`Ok(false)`: ranking is then
+    /// BM25 alone).
+    pub fn embed_last(&mut self, e: &embed::Embedder, max: usize) -> Result<bool, String> {
         let Some(doc) = self.docs.last() else {
-            return Ok(());
+            return Ok(false);
         };
+        let held: usize = self.vectors.iter().map(Vec::len).sum();
+        if held + doc.passages.len() > max {
+            return Ok(false);
+        }
         let texts: Vec<&str> = doc.passages.iter().map(|p| p.text.as_str()).collect();
         let v = e.embed(&texts)?;
         if let Some(slot) = self.vectors.last_mut() {
             *slot = v;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Whether every passage has an embedding.
@@ -431,14 +476,14 @@ impl Library {
     /// The passages to give the model for `question` within `budget` tokens: every passage when
     /// they all fit, else the best BM25 matches that fit, in document order.
     pub fn select(&self, question: &str, budget: usize) -> Selection {
-        self.select_with(question, budget, None)
+        self.select_with(question, Budget::both(budget), None)
     }
 
     /// [`Library::select`], ranking by BM25 fused with the cosine similarity of each passage to
     /// `query` (the question's unit embedding) when every passage is embedded: each passage
     /// scores `1/(60 + its BM25 rank) + 1/(60 + its cosine rank)` (reciprocal rank fusion; a
     /// passage BM25 does not match gets the cosine term only).
-    pub fn select_with(&self, question: &str, budget: usize, query: Option<&[f32]>) -> Selection {
+    pub fn select_with(&self, question: &str, budget: Budget, query: Option<&[f32]>) -> Selection {
         let t0 = Instant::now();
         let total: usize = self.tokens.iter().flatten().sum();
         let all = || {
@@ -447,7 +492,7 @@ impl Library {
             })
         };
         let count = all().count();
-        if total <= budget {
+        if total <= budget.whole {
             return Selection {
                 chosen: all().collect(),
                 whole: true,
@@ -480,7 +525,7 @@ impl Library {
                 .and_then(|t| t.get(p))
                 .copied()
                 .unwrap_or(0);
-            if used + t > budget {
+            if used + t > budget.retrieval {
                 continue;
             }
             used += t;

@@ -737,7 +737,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                 self.lib.add(d, &|t| engine.count_tokens(t));
                 if let Some(Some(e)) = &self.embedder {
                     // Without vectors for every document, ranking is BM25 alone.
-                    let _ = self.lib.embed_last(e);
+                    let _ = self.lib.embed_last(e, policy.embed_max_passages);
                 }
                 let _ = crate::secure::mem::lock_current();
                 self.high_water = Some(match &self.high_water {

@@ -482,3 +482,106 @@ fn an_installed_embedding_model_finds_the_passage_bm25_misses() {
         "{loads:?}"
     );
 }
+
+/// Hostile documents: 400 mutations of each real sample (bytes overwritten, a range deleted or
+/// duplicated, the file cut), each extracted and split; every one gives text or an error in
+/// words, none panics or takes more than a few seconds. (The `document` fuzz target does the
+/// same without end under cargo-fuzz.)
+#[test]
+fn mutated_real_documents_never_panic_or_hang() {
+    use rempart::document::{Format, Limits, extract, passage};
+    let limits = Limits {
+        max_text: 4 << 20,
+        max_pages: 64,
+    };
+    // A small deterministic generator (xorshift), so a failure can be replayed.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let (mut ok, mut refused) = (0, 0);
+    for (name, format) in [
+        ("crazyones.pdf", Format::Pdf),
+        ("serious_poem.odt", Format::Odt),
+        ("par-known-paragraphs.docx", Format::Docx),
+    ] {
+        let original = std::fs::read(real(name)).unwrap();
+        for i in 0..400 {
+            let mut b = original.clone();
+            let len = b.len();
+            let at = (next() as usize) % len;
+            match i % 4 {
+                0 => {
+                    for k in 0..1 + next() % 8 {
+                        let j = (at + k as usize * 97) % len;
+                        b[j] = next() as u8;
+                    }
+                }
+                1 => {
+                    let end = (at + (next() as usize) % 256).min(len);
+                    b.drain(at..end);
+                }
+                2 => {
+                    let end = (at + (next() as usize) % 256).min(len);
+                    let copy = b[at..end].to_vec();
+                    b.splice(at..at, copy);
+                }
+                _ => b.truncate(at),
+            }
+            let t0 = std::time::Instant::now();
+            match extract::extract(format, &b, limits) {
+                Ok(pages) => {
+                    let _ = passage::split(&pages);
+                    ok += 1;
+                }
+                Err(e) => {
+                    assert!(!e.is_empty());
+                    refused += 1;
+                }
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(5),
+                "{name} mutation {i} took {:?}",
+                t0.elapsed()
+            );
+        }
+    }
+    // Both outcomes occur: the mutations are neither all harmless nor all fatal.
+    assert!(ok > 50 && refused > 50, "{ok} read, {refused} refused");
+}
+
+/// Without `max_source_tokens`, a document several times the context (8192 tokens) gives the
+/// best passages within the default retrieval budget (2048 tokens): the prompt fits.
+#[test]
+fn a_document_several_times_the_context_fills_it_without_overflowing() {
+    let env = crate::engine::env_with_model();
+    let mut text = String::new();
+    for i in 0..1500 {
+        text.push_str(&format!(
+            "Paragraph {i}: the patrol in sector {} reported calm seas and no contact.\n\n",
+            i % 37
+        ));
+    }
+    let report = env.path("long.txt");
+    std::fs::write(&report, &text).unwrap();
+    let v = env.json(&[
+        "ask",
+        "--file",
+        report.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "1",
+        "--json",
+        "What did the patrol in sector 12 report?",
+    ]);
+    let doc_tokens = v["documents"][0]["tokens"].as_u64().unwrap();
+    let prompt = v["tokens_prompt"].as_u64().unwrap();
+    assert!(doc_tokens > 3 * 8192, "{doc_tokens}");
+    assert!(prompt > 1500 && prompt < 2048 + 300, "{prompt}");
+    assert_eq!(v["retrieval"]["whole"], false);
+    assert!(v["retrieval"]["passages_given"].as_u64().unwrap() >= 5);
+}
