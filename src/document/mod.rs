@@ -430,6 +430,21 @@ impl Library {
         Ok(true)
     }
 
+    /// Passages embedded so far.
+    pub fn embedded_passages(&self) -> usize {
+        self.vectors.iter().map(Vec::len).sum()
+    }
+
+    /// Sets the embeddings of the last document added (computed elsewhere, one per passage;
+    /// any other count is ignored).
+    pub fn set_last_vectors(&mut self, v: Vec<Vec<f32>>) {
+        if let (Some(d), Some(slot)) = (self.docs.last(), self.vectors.last_mut())
+            && v.len() == d.passages.len()
+        {
+            *slot = v;
+        }
+    }
+
     /// Whether every passage has an embedding.
     pub fn is_embedded(&self) -> bool {
         !self.docs.is_empty()

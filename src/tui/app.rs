@@ -337,6 +337,8 @@ pub struct App {
     pub doc_error: Option<String>,
     /// The passages given with the last question.
     pub sources: Vec<SourceEntry>,
+    /// The document being read, if any.
+    pub attaching: Option<String>,
 }
 
 /// When the screen locks and what locking wipes.
@@ -400,6 +402,8 @@ pub enum Action {
     Exported(Result<String, String>),
     /// The documents directory's files, for the attach picker (or why it cannot be listed).
     DocFiles(Result<Vec<String>, String>),
+    /// A document is being read (on its own thread; the screen stays live).
+    AttachStarted(String),
     /// A document was attached, with the session's marking now; or why not.
     Attached(Result<(DocEntry, String), String>),
     /// Document `i` was detached.
@@ -529,6 +533,7 @@ impl App {
             doc_pos: 0,
             doc_error: None,
             sources: Vec::new(),
+            attaching: None,
         }
     }
 
@@ -1169,7 +1174,18 @@ pub fn update(app: &mut App, action: Action, now: Instant) -> Vec<Effect> {
             app.doc_files = files;
         }
         Action::DocFiles(Err(e)) => app.doc_error = Some(e),
+        Action::AttachStarted(name) => {
+            app.turns.push(Turn {
+                role: Role::Notice,
+                text: Zeroizing::new(format!("reading {name}…")),
+            });
+            app.attaching = Some(name);
+            if app.screen == Screen::Attach {
+                app.screen = Screen::Chat;
+            }
+        }
         Action::Attached(Ok((d, marking))) => {
+            app.attaching = None;
             let raised = marking != app.session.marking;
             app.turns.push(Turn {
                 role: Role::Notice,
@@ -1195,6 +1211,7 @@ pub fn update(app: &mut App, action: Action, now: Instant) -> Vec<Effect> {
             }
         }
         Action::Attached(Err(e)) => {
+            app.attaching = None;
             if app.screen == Screen::Attach {
                 app.doc_error = Some(e.clone());
             }
@@ -1215,7 +1232,10 @@ pub fn update(app: &mut App, action: Action, now: Instant) -> Vec<Effect> {
                 });
             }
         }
-        Action::DetachedAll => app.docs.clear(),
+        Action::DetachedAll => {
+            app.docs.clear();
+            app.attaching = None;
+        }
         Action::Sources(s) => app.sources = s,
         Action::Digest(d) => app.session.digest = d,
         Action::UnlockResult(Ok(())) => {
@@ -1816,11 +1836,19 @@ mod tests {
             press(&mut app, KeyCode::Enter, t0),
             vec![Effect::Attach("b.pdf".into())]
         );
+        // It is read on its own thread: the screen is back, and says so.
+        update(&mut app, Action::AttachStarted("b.pdf".into()), t0);
+        assert_eq!(
+            (app.screen, app.attaching.as_deref()),
+            (Screen::Chat, Some("b.pdf"))
+        );
+        assert_eq!(app.turns.last().unwrap().text.as_str(), "reading b.pdf…");
         update(
             &mut app,
             Action::Attached(Ok((doc("b.pdf", "SECRET"), "SECRET".into()))),
             t0,
         );
+        assert_eq!(app.attaching, None);
         assert_eq!((app.screen, app.docs.len()), (Screen::Chat, 1));
         assert_eq!(app.session.marking, "SECRET");
         let notice = app.turns.last().unwrap().text.to_string();

@@ -219,6 +219,7 @@ pub fn run(root: &Root, o: &TuiOpts<'_>) -> Result<()> {
             model_marking: config.policy.unmarked.clone(),
             high_water: None,
             embedder: None,
+            attaching: None,
         };
         l.start_load(&mut app, first);
         let r = l.run(&mut app, &mut terminal, &stop);
@@ -335,8 +336,15 @@ struct Loop<'s, 'e, 'c> {
     high_water: Option<Marking>,
     /// The installed sentence-embedding model, loaded at the first attachment (`Some(None)`:
     /// none is installed, or it failed to load: BM25 alone).
-    embedder: Option<Option<document::embed::Embedder>>,
+    embedder: Option<Option<Arc<document::embed::Embedder>>>,
+    /// The document being read (its name, and the reading thread's answer).
+    attaching: Option<(String, AttachRx)>,
 }
+
+/// What the attach thread answers: the document and its passages' vectors, or why not.
+type AttachResult =
+    std::result::Result<(document::Document, Option<Vec<Vec<f32>>>), document::Error>;
+type AttachRx = Receiver<AttachResult>;
 
 impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
     /// Wipes the loaded model (if any) and starts loading `model` on a loader thread.
@@ -445,6 +453,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
             }
             self.drain_loader(&mut actions);
             self.drain_engine(&mut actions);
+            self.drain_attach(app, &mut actions);
             actions.push(Action::Tick);
             for a in actions {
                 let effects = app::update(app, a, Instant::now());
@@ -688,8 +697,10 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
         Ok(v)
     }
 
-    /// Reads and attaches `name` from the documents directory, recording it.
-    fn attach(&mut self, name: &str) -> std::result::Result<(DocEntry, String), String> {
+    /// Starts reading `name` from the documents directory on a thread of its own (text
+    /// extraction, split and, with an embedding model, the passages' vectors), so the screen
+    /// stays live; [`Loop::drain_attach`] attaches the result.
+    fn start_attach(&mut self, name: &str) -> std::result::Result<(), String> {
         let dir = self.ctx.config.documents.dir.as_ref().ok_or_else(|| {
             "no documents directory: set [documents] dir in rempart.toml".to_owned()
         })?;
@@ -702,51 +713,72 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
         if self.engine.is_none() {
             return Err("no model is loaded yet: attach once it is".to_owned());
         }
+        if self.attaching.is_some() {
+            return Err("a document is being attached: one at a time".to_owned());
+        }
         if self.embedder.is_none() {
             let found = self.catalog.as_ref().and_then(Catalog::embedder).cloned();
             self.embedder = Some(match (found, &self.key) {
-                (Some(m), Some(key)) => self.ctx.root.load_embedder(&m, key, Source::Tui).ok(),
+                (Some(m), Some(key)) => self
+                    .ctx
+                    .root
+                    .load_embedder(&m, key, Source::Tui)
+                    .ok()
+                    .map(Arc::new),
                 _ => None,
             });
         }
-        let Some(engine) = self.engine.as_ref() else {
-            return Err("no model is loaded yet: attach once it is".to_owned());
+        let policy = self.ctx.config.policy.clone();
+        let room = policy
+            .embed_max_passages
+            .saturating_sub(self.lib.embedded_passages());
+        let embedder = self.embedder.clone().flatten();
+        let path = dir.join(name);
+        let (tx, rx) = channel();
+        self.scope.spawn(move || {
+            let r = document::read(&path, None, &policy).map(|d| {
+                // Without vectors for every document, ranking is BM25 alone.
+                let v = embedder.filter(|_| d.passages.len() <= room).and_then(|e| {
+                    let texts: Vec<&str> = d.passages.iter().map(|p| p.text.as_str()).collect();
+                    e.embed(&texts).ok()
+                });
+                (d, v)
+            });
+            let _ = tx.send(r);
+        });
+        self.attaching = Some((name.to_owned(), rx));
+        Ok(())
+    }
+
+    /// Attaches the document read by [`Loop::start_attach`] once it is ready, recording it.
+    fn drain_attach(&mut self, app: &mut App, actions: &mut Vec<Action>) {
+        let Some((name, rx)) = &self.attaching else {
+            return;
         };
-        let policy = &self.ctx.config.policy;
-        match document::read(&dir.join(name), None, policy) {
-            Ok(d) => {
-                self.ctx.audit(&AuditEvent::DocumentAttached {
-                    source: Source::Tui,
-                    name: d.name.clone(),
-                    sha384: d.sha384.clone(),
-                    bytes: d.bytes,
-                    format: d.format,
-                    marking: d.marking.to_string(),
-                    marking_source: d.marking_source,
-                    passages: d.passages.len(),
-                });
-                let entry = DocEntry {
-                    name: d.name.clone(),
-                    sha384: d.sha384.clone(),
-                    marking: d.marking.to_string(),
-                    bytes: d.bytes,
-                    tokens: 0,
-                    passages: d.passages.len(),
-                };
-                let m = d.marking.clone();
-                self.lib.add(d, &|t| engine.count_tokens(t));
-                if let Some(Some(e)) = &self.embedder {
-                    // Without vectors for every document, ranking is BM25 alone.
-                    let _ = self.lib.embed_last(e, policy.embed_max_passages);
-                }
-                let _ = crate::secure::mem::lock_current();
-                self.high_water = Some(match &self.high_water {
-                    Some(h) => policy.scale.join(h, &m),
-                    None => policy.scale.join(&self.model_marking, &m),
-                });
-                let tokens = self.lib.doc_tokens(self.lib.docs().len() - 1);
-                Ok((DocEntry { tokens, ..entry }, self.session_marking()))
-            }
+        let r = match rx.try_recv() {
+            Ok(r) => r,
+            Err(TryRecvError::Empty) => return,
+            Err(TryRecvError::Disconnected) => Err(document::Error::Unreadable {
+                name: name.clone(),
+                reason: "the reading thread stopped".into(),
+            }),
+        };
+        let name = name.clone();
+        self.attaching = None;
+        let r = self.finish_attach(&name, r);
+        if let Ok((_, m)) = &r {
+            app.session.banner = self.ctx.config.marking_colour(m);
+        }
+        actions.push(Action::Attached(r));
+    }
+
+    fn finish_attach(
+        &mut self,
+        name: &str,
+        r: AttachResult,
+    ) -> std::result::Result<(DocEntry, String), String> {
+        let (d, vectors) = match r {
+            Ok(x) => x,
             Err(e) => {
                 let e = crate::Error::from(e);
                 self.ctx.audit(&AuditEvent::DocumentRefused {
@@ -755,9 +787,43 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                     class: e.class(),
                     reason: e.to_string(),
                 });
-                Err(e.to_string())
+                return Err(e.to_string());
             }
+        };
+        let Some(engine) = self.engine.as_ref() else {
+            return Err("the model was unloaded while the document was read".to_owned());
+        };
+        self.ctx.audit(&AuditEvent::DocumentAttached {
+            source: Source::Tui,
+            name: d.name.clone(),
+            sha384: d.sha384.clone(),
+            bytes: d.bytes,
+            format: d.format,
+            marking: d.marking.to_string(),
+            marking_source: d.marking_source,
+            passages: d.passages.len(),
+        });
+        let entry = DocEntry {
+            name: d.name.clone(),
+            sha384: d.sha384.clone(),
+            marking: d.marking.to_string(),
+            bytes: d.bytes,
+            tokens: 0,
+            passages: d.passages.len(),
+        };
+        let m = d.marking.clone();
+        self.lib.add(d, &|t| engine.count_tokens(t));
+        if let Some(v) = vectors {
+            self.lib.set_last_vectors(v);
         }
+        let _ = crate::secure::mem::lock_current();
+        let scale = &self.ctx.config.policy.scale;
+        self.high_water = Some(match &self.high_water {
+            Some(h) => scale.join(h, &m),
+            None => scale.join(&self.model_marking, &m),
+        });
+        let tokens = self.lib.doc_tokens(self.lib.docs().len() - 1);
+        Ok((DocEntry { tokens, ..entry }, self.session_marking()))
     }
 
     /// Detaches document `i`, recording it; its text is wiped.
@@ -788,17 +854,19 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                     more.extend(app::update(app, Action::DocFiles(r), now));
                 }
                 Effect::Attach(name) => {
-                    let r = self.attach(&name);
-                    if let Ok((_, m)) = &r {
-                        app.session.banner = self.ctx.config.marking_colour(m);
-                    }
-                    more.extend(app::update(app, Action::Attached(r), now));
+                    let a = match self.start_attach(&name) {
+                        Ok(()) => Action::AttachStarted(name),
+                        Err(e) => Action::Attached(Err(e)),
+                    };
+                    more.extend(app::update(app, a, now));
                 }
                 Effect::Detach(i) => {
                     self.detach(i);
                     more.extend(app::update(app, Action::Detached(i), now));
                 }
                 Effect::DetachAll => {
+                    // A document still being read is dropped (wiped) with the rest.
+                    self.attaching = None;
                     while !self.lib.is_empty() {
                         self.detach(0);
                     }

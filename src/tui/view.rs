@@ -220,6 +220,9 @@ fn documents_line(app: &App) -> Line<'static> {
             d.tokens
         )));
     }
+    if let Some(name) = &app.attaching {
+        spans.push(Span::styled(format!("│ reading {}… ", safe(name)), dim()));
+    }
     spans.push(Span::styled("│ /detach N · F6 sources", dim()));
     Line::from(spans)
 }
@@ -585,7 +588,7 @@ fn screen(frame: &mut Frame<'_>, app: &App, now: Instant) {
         .unwrap_or(1)
         .clamp(1, 5)
         + 2;
-    let docs_h = u16::from(!app.docs.is_empty());
+    let docs_h = u16::from(!app.docs.is_empty() || app.attaching.is_some());
     let [_top, body, docs, input, bar, _bottom] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(1),
