@@ -190,23 +190,34 @@ impl Scale {
             .iter()
             .skip(lines.len().saturating_sub(MARKING_LINES).max(MARKING_LINES));
         head.chain(tail)
-            .filter_map(|l| {
-                let l = l.trim_matches(|c: char| {
-                    c.is_whitespace() || matches!(c, '*' | '-' | '=' | '#' | '|' | '_' | '[' | ']')
-                });
-                let f = fold(l);
-                let l = [
-                    "CLASSIFICATION:",
-                    "CLASSIFICATION :",
-                    "MARKING:",
-                    "MENTION:",
-                ]
-                .iter()
-                .find_map(|p| f.strip_prefix(p))
-                .map_or(l.to_owned(), |r| r.trim().to_owned());
-                (l.len() <= 256).then(|| self.parse(&l)).flatten()
-            })
+            .filter_map(|l| self.marking_line(l))
             .reduce(|a, b| self.join(&a, &b))
+    }
+
+    /// The marking a line is, if it is one and nothing else (decorations and a
+    /// `CLASSIFICATION:` prefix aside).
+    fn marking_line(&self, line: &str) -> Option<Marking> {
+        let l = line.trim_matches(|c: char| {
+            c.is_whitespace() || matches!(c, '*' | '-' | '=' | '#' | '|' | '_' | '[' | ']')
+        });
+        let f = fold(l);
+        let l = [
+            "CLASSIFICATION:",
+            "CLASSIFICATION :",
+            "MARKING:",
+            "MENTION:",
+        ]
+        .iter()
+        .find_map(|p| f.strip_prefix(p))
+        .map_or(l.to_owned(), |r| r.trim().to_owned());
+        (l.len() <= 256).then(|| self.parse(&l)).flatten()
+    }
+
+    /// Whether every non-empty line of `text` is a marking line: such a passage (a page's
+    /// header or footer) says nothing to the model and is left out of the passages.
+    pub fn is_marking_only(&self, text: &str) -> bool {
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty()).peekable();
+        lines.peek().is_some() && lines.all(|l| self.marking_line(l).is_some())
     }
 }
 
@@ -252,6 +263,9 @@ mod tests {
         // A marking in the middle of the text, or inside a sentence, is not the document's.
         let middle = format!("{body}SECRET\n{body}");
         assert_eq!(s.find_in(&middle), None);
+        // A header or footer of markings only is not content.
+        assert!(s.is_marking_only("  ** SECRET **\n\nDIFFUSION RESTREINTE\n"));
+        assert!(!s.is_marking_only("SECRET\nThe convoy leaves.") && !s.is_marking_only(" \n"));
         assert_eq!(s.find_in("This is not SECRET at all."), None);
     }
 

@@ -250,7 +250,12 @@ pub fn read(path: &Path, given: Option<&Marking>, policy: &Policy) -> Result<Doc
     if !policy.scale.allows(&policy.accreditation, &marking) {
         return Err(above(&marking));
     }
-    let passages = passage::split(&pages);
+    let mut passages = passage::split(&pages);
+    // Marking lines on their own (headers, footers) are facts about the document, not text.
+    passages.retain(|p| !policy.scale.is_marking_only(&p.text));
+    if passages.is_empty() {
+        return Err(bad("it holds no text besides its marking".into()));
+    }
     Ok(Document {
         name,
         sha384,

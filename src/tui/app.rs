@@ -1190,7 +1190,7 @@ pub fn update(app: &mut App, action: Action, now: Instant) -> Vec<Effect> {
             app.turns.push(Turn {
                 role: Role::Notice,
                 text: Zeroizing::new(format!(
-                    "attached [{}] {} ({}, {:.1} KB, {} tokens, {} passages){}",
+                    "attached [{}] {} ({}, {:.1} KB, {} tokens, {} passage(s)){}",
                     app.docs.len() + 1,
                     d.name,
                     d.marking,
