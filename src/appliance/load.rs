@@ -184,13 +184,7 @@ impl Root {
         // From here on the audit key is at hand: a failed load is recorded.
         let loaded = (|| -> Result<(T, LoadReport)> {
             let t1 = Instant::now();
-            let pt_len = m.artifacts.get(idx).map_or(0, |a| a.pt_len);
-            let len = usize::try_from(pt_len).map_err(|_| crate::Error::TooLarge {
-                path: path.to_owned(),
-                what: "model on this machine",
-                bytes: pt_len,
-                limit: usize::MAX as u64,
-            })?;
+            let len = plaintext_len(path, m, idx)?;
             let mut arena = LockedBuf::new(len, o.require_mlock)?;
             let done = AtomicU64::new(0);
             let on_bytes = |n: u64| {
@@ -298,14 +292,7 @@ impl Root {
                     .ok_or_else(|| crate::Error::NoModelArtifact {
                         path: path.to_owned(),
                     })?;
-                let pt_len = m.artifacts.get(idx).map_or(0, |a| a.pt_len);
-                let len = usize::try_from(pt_len).map_err(|_| crate::Error::TooLarge {
-                    path: path.to_owned(),
-                    what: "model on this machine",
-                    bytes: pt_len,
-                    limit: usize::MAX as u64,
-                })?;
-                let mut arena = LockedBuf::new(len, false)?;
+                let mut arena = LockedBuf::new(plaintext_len(path, m, idx)?, false)?;
                 bundle::open_artifact(model.src.as_ref(), &model.verified, idx, key, &mut arena)
                     .map_err(super::berr(path))?;
                 locked &= matches!(arena.lock_status(), LockStatus::Locked);
@@ -348,4 +335,15 @@ impl Root {
             }
         }
     }
+}
+
+/// The plaintext length of artifact `idx`, as a size this machine can address.
+fn plaintext_len(path: &std::path::Path, m: &bundle::Manifest, idx: usize) -> Result<usize> {
+    let pt_len = m.artifacts.get(idx).map_or(0, |a| a.pt_len);
+    usize::try_from(pt_len).map_err(|_| crate::Error::TooLarge {
+        path: path.to_owned(),
+        what: "model on this machine",
+        bytes: pt_len,
+        limit: usize::MAX as u64,
+    })
 }

@@ -35,6 +35,17 @@ pub struct PassageRef {
     pub lines: [u32; 2],
 }
 
+impl PassageRef {
+    /// The reference of passage `p` of document `d`.
+    pub fn of(d: &crate::document::Document, p: &crate::document::Passage) -> Self {
+        Self {
+            document_sha384: d.sha384.clone(),
+            page: p.page,
+            lines: [p.lines.0, p.lines.1],
+        }
+    }
+}
+
 /// What a trust change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -278,6 +289,30 @@ pub enum Event {
 }
 
 impl Event {
+    /// `document_attached` for `d`, attached by `source`.
+    pub fn document_attached(source: Source, d: &crate::document::Document) -> Self {
+        Self::DocumentAttached {
+            source,
+            name: d.name.clone(),
+            sha384: d.sha384.clone(),
+            bytes: d.bytes,
+            format: d.format,
+            marking: d.marking.to_string(),
+            marking_source: d.marking_source,
+            passages: d.passages.len(),
+        }
+    }
+
+    /// `document_refused` for the file `name`, refused with `e`.
+    pub fn document_refused(source: Source, name: String, e: &crate::Error) -> Self {
+        Self::DocumentRefused {
+            source,
+            name,
+            class: e.class(),
+            reason: e.to_string(),
+        }
+    }
+
     /// The record's `event` name.
     pub fn name(&self) -> &'static str {
         match self {

@@ -115,12 +115,6 @@ pub(super) fn read_prompt(arg: &str) -> Result<zeroize::Zeroizing<String>> {
     Ok(s)
 }
 
-/// The documents of one `ask`, read and recorded.
-struct Documents {
-    lib: Library,
-    policy: document::Policy,
-}
-
 /// Parses `--marking` values against the configured scale (`auto`: none given).
 fn given_markings(o: &AskArgs, policy: &document::Policy) -> Result<Vec<Option<Marking>>> {
     if o.markings.len() > o.files.len() {
@@ -151,35 +145,25 @@ fn given_markings(o: &AskArgs, policy: &document::Policy) -> Result<Vec<Option<M
 /// command: nothing is asked with part of the documents.
 fn read_documents(
     o: &AskArgs,
+    given: &[Option<Marking>],
     policy: &document::Policy,
     auditor: &Auditor,
 ) -> Result<Vec<document::Document>> {
-    let given = given_markings(o, policy)?;
     let mut docs = Vec::new();
     for (i, path) in o.files.iter().enumerate() {
         let g = given.get(i).cloned().flatten();
         match document::read(path, g.as_ref(), policy) {
             Ok(d) => {
-                auditor.record(&Event::DocumentAttached {
-                    source: Source::Ask,
-                    name: d.name.clone(),
-                    sha384: d.sha384.clone(),
-                    bytes: d.bytes,
-                    format: d.format,
-                    marking: d.marking.to_string(),
-                    marking_source: d.marking_source,
-                    passages: d.passages.len(),
-                })?;
+                auditor.record(&Event::document_attached(Source::Ask, &d))?;
                 docs.push(d);
             }
             Err(e) => {
                 let e = crate::Error::from(e);
-                auditor.record(&Event::DocumentRefused {
-                    source: Source::Ask,
-                    name: document::name_of(path),
-                    class: e.class(),
-                    reason: e.to_string(),
-                })?;
+                auditor.record(&Event::document_refused(
+                    Source::Ask,
+                    document::name_of(path),
+                    &e,
+                ))?;
                 return Err(e);
             }
         }
@@ -213,7 +197,7 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
         None => o.sampling.params(crate::appliance::random_seed()?),
     };
     let config = Config::load(root.dir())?;
-    given_markings(o, &config.policy)?;
+    let given = given_markings(o, &config.policy)?;
     let cancel = Arc::new(AtomicBool::new(false));
     // Ctrl-C stops generation cleanly; the answer so far is kept and the stop reason says so.
     let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&cancel));
@@ -226,7 +210,7 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
     let key = root.unlock(&o.model.passphrase.source())?;
     let auditor = root.auditor(&key);
     auditor.ready()?;
-    let docs = read_documents(o, &config.policy, &auditor)?;
+    let docs = read_documents(o, &given, &config.policy, &auditor)?;
     let Loaded {
         built: loaded,
         report,
@@ -264,36 +248,26 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
     let t_index = std::time::Instant::now();
     let embed_err =
         |r: String| crate::Error::Engine(engine::Error::Metadata(format!("embedding model: {r}")));
-    for d in docs {
-        lib.add(d, &|t| eng.count_tokens(t));
-        if let Some((_, e)) = &embedder {
-            lib.embed_last(e, config.policy.embed_max_passages)
-                .map_err(embed_err)?;
-        }
+    lib.add_all(docs, &|t| eng.count_tokens(t));
+    if let Some((_, e)) = &embedder {
+        lib.embed_pending(e, config.policy.embed_max_passages)
+            .map_err(embed_err)?;
     }
     let index_ms = t_index.elapsed().as_secs_f64() * 1e3;
-    let docs = Documents {
-        lib,
-        policy: config.policy.clone(),
-    };
     // The document text and its index are in memory now: lock them with the model's pages
     // where the limit allows (as after the model's build; see SECURITY.md R12).
-    if !docs.lib.is_empty() {
+    if !lib.is_empty() {
         let _ = crate::secure::mem::lock_current();
     }
     let (model_text, model_m) = model_marking(&report, &config);
-    let session_marking = (!docs.lib.is_empty())
-        .then(|| {
-            docs.lib
-                .high_water(&docs.policy.scale, &model_m)
-                .to_string()
-        })
+    let session_marking = (!lib.is_empty())
+        .then(|| lib.high_water(&config.policy.scale, &model_m).to_string())
         .or(model_text);
     let mut messages = Vec::new();
     if let Some(s) = &o.system {
         messages.push(Message::new("system", s));
     }
-    let (user, selection) = if docs.lib.is_empty() {
+    let (user, selection) = if lib.is_empty() {
         (
             zeroize::Zeroizing::new(prompt.to_string()),
             Selection::default(),
@@ -302,7 +276,8 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
         let fixed = eng.count_tokens(prompt.as_str())
             + o.system.as_deref().map_or(0, |s| eng.count_tokens(s));
         let budget =
-            docs.policy
+            config
+                .policy
                 .source_budget(eng.info.context_length, o.sampling.max_tokens, fixed);
         let query = match &embedder {
             Some((_, e)) => e
@@ -312,10 +287,8 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
                 .next(),
             None => None,
         };
-        let sel = docs
-            .lib
-            .select_with(prompt.as_str(), budget, query.as_deref());
-        (docs.lib.prompt(&sel, prompt.as_str()), sel)
+        let sel = lib.select_with(prompt.as_str(), budget, query.as_deref());
+        (lib.prompt(&sel, prompt.as_str()), sel)
     };
     messages.push(Message::new("user", user.as_str()));
     let pinned = messages.len();
@@ -330,12 +303,8 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
     let passages: Vec<PassageRef> = selection
         .chosen
         .iter()
-        .filter_map(|c| docs.lib.get(*c))
-        .map(|(d, p)| PassageRef {
-            document_sha384: d.sha384.clone(),
-            page: p.page,
-            lines: [p.lines.0, p.lines.1],
-        })
+        .filter_map(|c| lib.get(*c))
+        .map(|(d, p)| PassageRef::of(d, p))
         .collect();
     let mut text = zeroize::Zeroizing::new(String::new());
     let mut answer = (!o.json).then(|| output::Answer::new(o.raw));
@@ -361,14 +330,14 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
                     prompt_sha384,
                     answer_sha384: hex::encode(sha384(&[text.as_bytes()])),
                     raw: o.raw,
-                    session_marking: (!docs.lib.is_empty())
+                    session_marking: (!lib.is_empty())
                         .then(|| session_marking.clone().unwrap_or_default()),
                     passages,
                 })?;
                 if let Some(a) = answer {
                     a.finish();
                     if o.cite {
-                        print_sources(&docs.lib, &selection);
+                        print_sources(&lib, &selection);
                     }
                     if stop == engine::StopReason::ContextFull {
                         output::info(format!(
@@ -376,7 +345,7 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
                             eng.info.context_length
                         ));
                     }
-                    if !docs.lib.is_empty() && !selection.whole {
+                    if !lib.is_empty() && !selection.whole {
                         output::info(format!(
                             "note: the documents do not fit the context: {} passage(s) matching the question were given, {} left out",
                             selection.chosen.len(),
@@ -400,8 +369,8 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
                         "marking": report.marking,
                         "session_marking": session_marking,
                         "text": text.as_str(),
-                        "sources": sources_json(&docs.lib, &selection),
-                        "documents": documents_json(&docs.lib),
+                        "sources": sources_json(&lib, &selection),
+                        "documents": documents_json(&lib),
                         "retrieval": {
                             "whole": selection.whole,
                             "semantic": selection.semantic,
@@ -412,7 +381,7 @@ fn ask(root: &Root, o: &AskArgs) -> Result<()> {
                             "index_ms": index_ms,
                             "rank_ms": selection.ms,
                         },
-                        "provenance": provenance_json(&report, session_marking.as_deref(), &docs.lib),
+                        "provenance": provenance_json(&report, session_marking.as_deref(), &lib),
                         "tokens_prompt": stats.prompt_tokens,
                         "tokens_generated": stats.generated_tokens,
                         "stop_reason": stop,

@@ -16,7 +16,7 @@ pub mod extract;
 pub mod marking;
 pub mod passage;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bm25::{Embedder, EmbedderBuilder, Scorer};
@@ -182,13 +182,6 @@ impl std::fmt::Debug for Document {
             .field("marking", &self.marking.to_string())
             .field("passages", &self.passages.len())
             .finish_non_exhaustive()
-    }
-}
-
-impl Document {
-    /// Characters of text.
-    pub fn chars(&self) -> usize {
-        self.passages.iter().map(|p| p.text.chars().count()).sum()
     }
 }
 
@@ -404,35 +397,43 @@ impl Library {
 
     /// Attaches a document; `count` gives a text's token count for the model in use.
     pub fn add(&mut self, doc: Document, count: &dyn Fn(&str) -> usize) {
-        let n = self.docs.len() + 1;
-        let tokens = doc
-            .passages
-            .iter()
-            .map(|p| count(&source_entry(n, &doc, p)))
-            .collect();
-        self.docs.push(doc);
-        self.tokens.push(tokens);
-        self.vectors.push(Vec::new());
+        self.add_all([doc], count);
+    }
+
+    /// Attaches documents, then indexes them once.
+    pub fn add_all(
+        &mut self,
+        docs: impl IntoIterator<Item = Document>,
+        count: &dyn Fn(&str) -> usize,
+    ) {
+        for doc in docs {
+            let n = self.docs.len() + 1;
+            let tokens = doc
+                .passages
+                .iter()
+                .map(|p| count(&source_entry(n, &doc, p)))
+                .collect();
+            self.docs.push(doc);
+            self.tokens.push(tokens);
+            self.vectors.push(Vec::new());
+        }
         self.reindex();
     }
 
-    /// Embeds the passages of the last document added, for semantic ranking, unless the
-    /// session would then hold more than `max` embedded passages (`Ok(false)`: ranking is then
-    /// BM25 alone).
-    pub fn embed_last(&mut self, e: &embed::Embedder, max: usize) -> Result<bool, String> {
-        let Some(doc) = self.docs.last() else {
-            return Ok(false);
-        };
-        let held: usize = self.vectors.iter().map(Vec::len).sum();
-        if held + doc.passages.len() > max {
-            return Ok(false);
+    /// Embeds the passages of each document not embedded yet, for semantic ranking, as long
+    /// as the session then holds at most `max` embedded passages (a document past that is
+    /// left without vectors: ranking is then BM25 alone).
+    pub fn embed_pending(&mut self, e: &embed::Embedder, max: usize) -> Result<(), String> {
+        let mut held = self.embedded_passages();
+        for (d, slot) in self.docs.iter().zip(self.vectors.iter_mut()) {
+            if !slot.is_empty() || held + d.passages.len() > max {
+                continue;
+            }
+            let texts: Vec<&str> = d.passages.iter().map(|p| p.text.as_str()).collect();
+            *slot = e.embed(&texts)?;
+            held += slot.len();
         }
-        let texts: Vec<&str> = doc.passages.iter().map(|p| p.text.as_str()).collect();
-        let v = e.embed(&texts)?;
-        if let Some(slot) = self.vectors.last_mut() {
-            *slot = v;
-        }
-        Ok(true)
+        Ok(())
     }
 
     /// Passages embedded so far.
@@ -634,15 +635,6 @@ fn source_entry(n: usize, d: &Document, p: &Passage) -> String {
         p.locator(),
         p.text.as_str()
     )
-}
-
-/// Paths for `--file` given relative to where the command was started: made absolute so that the
-/// sandbox grants exactly them.
-pub fn absolute(paths: &[PathBuf]) -> Vec<PathBuf> {
-    paths
-        .iter()
-        .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.clone()))
-        .collect()
 }
 
 #[cfg(test)]

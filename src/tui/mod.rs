@@ -643,11 +643,7 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
                         locator: p.locator(),
                         text: p.text.clone(),
                     });
-                    passages.push(crate::audit::PassageRef {
-                        document_sha384: d.sha384.clone(),
-                        page: p.page,
-                        lines: [p.lines.0, p.lines.1],
-                    });
+                    passages.push(crate::audit::PassageRef::of(d, p));
                 }
             }
             if let Some(last) = messages.last_mut() {
@@ -781,28 +777,19 @@ impl<'s, 'e, 'c: 'e> Loop<'s, 'e, 'c> {
             Ok(x) => x,
             Err(e) => {
                 let e = crate::Error::from(e);
-                self.ctx.audit(&AuditEvent::DocumentRefused {
-                    source: Source::Tui,
-                    name: name.to_owned(),
-                    class: e.class(),
-                    reason: e.to_string(),
-                });
+                self.ctx.audit(&AuditEvent::document_refused(
+                    Source::Tui,
+                    name.to_owned(),
+                    &e,
+                ));
                 return Err(e.to_string());
             }
         };
         let Some(engine) = self.engine.as_ref() else {
             return Err("the model was unloaded while the document was read".to_owned());
         };
-        self.ctx.audit(&AuditEvent::DocumentAttached {
-            source: Source::Tui,
-            name: d.name.clone(),
-            sha384: d.sha384.clone(),
-            bytes: d.bytes,
-            format: d.format,
-            marking: d.marking.to_string(),
-            marking_source: d.marking_source,
-            passages: d.passages.len(),
-        });
+        self.ctx
+            .audit(&AuditEvent::document_attached(Source::Tui, &d));
         let entry = DocEntry {
             name: d.name.clone(),
             sha384: d.sha384.clone(),

@@ -85,6 +85,26 @@ fn real_documents_of_each_format_give_their_text() {
     assert!(e.to_string().contains("encrypted"), "{e}");
 }
 
+/// `rempart ask --file FILE --temperature 0 --max-tokens N --json QUESTION`, parsed.
+fn ask_greedy_json(
+    env: &TestEnv,
+    file: &Path,
+    max_tokens: &str,
+    question: &str,
+) -> serde_json::Value {
+    env.json(&[
+        "ask",
+        "--file",
+        file.to_str().unwrap(),
+        "--temperature",
+        "0",
+        "--max-tokens",
+        max_tokens,
+        "--json",
+        question,
+    ])
+}
+
 /// Seals the default model marked `marking` and installs it.
 fn env_with_marked_model(marking: &str) -> TestEnv {
     let env = TestEnv::new().with_keys();
@@ -334,17 +354,12 @@ fn a_document_larger_than_the_context_gives_the_passages_that_match() {
     }
     let report = env.path("report.txt");
     std::fs::write(&report, &text).unwrap();
-    let v = env.json(&[
-        "ask",
-        "--file",
-        report.to_str().unwrap(),
-        "--temperature",
-        "0",
-        "--max-tokens",
+    let v = ask_greedy_json(
+        &env,
+        &report,
         "8",
-        "--json",
         "How many amphibious trucks does the Brienne depot hold?",
-    ]);
+    );
     assert_eq!(v["retrieval"]["whole"], false);
     assert_eq!(
         v["retrieval"]["semantic"], false,
@@ -454,17 +469,7 @@ fn an_installed_embedding_model_finds_the_passage_bm25_misses() {
     let report = env.path("report.txt");
     std::fs::write(&report, &text).unwrap();
     // Without --model, the language model answers: the embedding model is not a candidate.
-    let v = env.json(&[
-        "ask",
-        "--file",
-        report.to_str().unwrap(),
-        "--temperature",
-        "0",
-        "--max-tokens",
-        "4",
-        "--json",
-        "Which warships protect the convoy?",
-    ]);
+    let v = ask_greedy_json(&env, &report, "4", "Which warships protect the convoy?");
     assert_eq!(v["model"], "test-model");
     assert_eq!(v["retrieval"]["semantic"], true);
     assert_eq!(v["retrieval"]["embedding_model"], "minilm@1");
@@ -567,17 +572,12 @@ fn a_document_several_times_the_context_fills_it_without_overflowing() {
     }
     let report = env.path("long.txt");
     std::fs::write(&report, &text).unwrap();
-    let v = env.json(&[
-        "ask",
-        "--file",
-        report.to_str().unwrap(),
-        "--temperature",
-        "0",
-        "--max-tokens",
+    let v = ask_greedy_json(
+        &env,
+        &report,
         "1",
-        "--json",
         "What did the patrol in sector 12 report?",
-    ]);
+    );
     let doc_tokens = v["documents"][0]["tokens"].as_u64().unwrap();
     let prompt = v["tokens_prompt"].as_u64().unwrap();
     assert!(doc_tokens > 3 * 8192, "{doc_tokens}");
