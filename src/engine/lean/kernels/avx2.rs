@@ -212,8 +212,10 @@ fn blocks_avx2<const N: usize>(
     offset: Option<f32>,
     expand: impl Fn(usize) -> (__m256i, __m256i, Option<(__m256i, __m256i)>),
 ) -> [f32; N] {
-    let mut acc = [[_mm256_setzero_ps(); 2]; N];
-    let mut macc = [_mm256_setzero_ps(); N];
+    // One accumulator per token, the offsets' products added into it too: two per token and
+    // one more for the offsets held 24 vectors for eight tokens, more than the 16 registers,
+    // and their spills to the stack were a fifth of a prompt's kernel time.
+    let mut acc = [_mm256_setzero_ps(); N];
     let mut c = 0;
     while c < l.nb {
         let n = (l.nb - c).min(8);
@@ -233,7 +235,7 @@ fn blocks_avx2<const N: usize>(
                 _mm256_storeu_ps(sc[t].as_mut_ptr(), _mm256_mul_ps(dw, f32x8(ys[t].d, c, n)))
             };
             if let Some(mw) = mw {
-                macc[t] = _mm256_fmadd_ps(mw, f32x8(ys[t].s, c, n), macc[t]);
+                acc[t] = _mm256_fmadd_ps(mw, f32x8(ys[t].s, c, n), acc[t]);
             }
         }
         // n is even: nb is (Lens), and so is every chunk's start.
@@ -254,14 +256,14 @@ fn blocks_avx2<const N: usize>(
                     None => (ya, yb),
                 };
                 let at = |i: usize| _mm256_set1_ps(sc[t].get(i).copied().unwrap_or(0.0));
-                acc[t][0] = _mm256_fmadd_ps(at(p), mul_sum_us8(xa, ya), acc[t][0]);
-                acc[t][1] = _mm256_fmadd_ps(at(p + 1), mul_sum_us8(xb, yb), acc[t][1]);
+                acc[t] = _mm256_fmadd_ps(at(p), mul_sum_us8(xa, ya), acc[t]);
+                acc[t] = _mm256_fmadd_ps(at(p + 1), mul_sum_us8(xb, yb), acc[t]);
             }
             p += 2;
         }
         c += n;
     }
-    finish(&acc, &macc)
+    finish(&acc)
 }
 
 /// `Q4_*` and `Q5_*` rows, AVX2 (see [`blocks_avx2`]): the nibbles of a pair of blocks from
@@ -295,13 +297,13 @@ fn q4_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     }
 }
 
-/// Each token's sum of the lanes of its two accumulators and of its offsets' vector.
+/// Each token's sum of the lanes of its accumulator.
 #[inline]
 #[target_feature(enable = "avx2,fma")]
-fn finish<const N: usize>(acc: &[[__m256; 2]; N], offs: &[__m256; N]) -> [f32; N] {
+fn finish<const N: usize>(acc: &[__m256; N]) -> [f32; N] {
     let mut out = [0f32; N];
     for t in 0..N {
-        out[t] = hsum(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]), offs[t]));
+        out[t] = hsum(acc[t]);
     }
     out
 }
@@ -327,8 +329,8 @@ fn k45_avx2<const N: usize>(five: bool, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N
     let q_at = if five { 48 } else { 16 };
     let low = _mm256_set1_epi8(0x0F);
     let one = _mm256_set1_epi8(1);
-    let mut acc = [[_mm256_setzero_ps(); 2]; N];
-    let mut macc = [_mm256_setzero_ps(); N];
+    // One accumulator per token, the minimums' products too (as in `blocks_avx2`).
+    let mut acc = [_mm256_setzero_ps(); N];
     let supers = l.nb / SUBS;
     if l.qs.len() < supers * bb || !fits_k(l.nb, ys) {
         return [0.0; N];
@@ -383,26 +385,21 @@ fn k45_avx2<const N: usize>(five: bool, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N
         for t in 0..N {
             let y = ys[t];
             let kd = y.kd.get(g).copied().unwrap_or(0.0);
-            acc[t][g % 2] = _mm256_fmadd_ps(
-                _mm256_set1_ps(d * kd),
-                _mm256_cvtepi32_ps(ints[t]),
-                acc[t][g % 2],
-            );
-            // Less the minimums times the activations' sums per 32, eight lanes, kept apart
-            // and added once at the end.
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * kd), _mm256_cvtepi32_ps(ints[t]), acc[t]);
+            // Less the minimums times the activations' sums per 32, eight lanes.
             let ks = match y.ks.get(g * SUBS..(g + 1) * SUBS) {
                 // SAFETY: the slice holds SUBS = 8 i32 (32 bytes).
                 Some(k) => unsafe { _mm256_loadu_si256(k.as_ptr().cast()) },
                 None => _mm256_setzero_si256(),
             };
-            macc[t] = _mm256_fnmadd_ps(
+            acc[t] = _mm256_fnmadd_ps(
                 _mm256_cvtepi32_ps(_mm256_mullo_epi32(mins, ks)),
                 _mm256_set1_ps(dmin * kd),
-                macc[t],
+                acc[t],
             );
         }
     }
-    finish(&acc, &macc)
+    finish(&acc)
 }
 
 /// The `shuffle_epi8` control that puts 16-bit lane `i` (below 8) of each 128-bit half in
@@ -425,7 +422,7 @@ fn q6k_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     let low = _mm256_set1_epi8(0x0F);
     let three = _mm256_set1_epi8(3);
     let m32 = _mm256_set1_epi8(32);
-    let mut acc = [[_mm256_setzero_ps(); 2]; N];
+    let mut acc = [_mm256_setzero_ps(); N];
     let supers = l.nb / (SUPER / BLOCK);
     if l.qs.len() < supers * 210 || !fits_k(l.nb, ys) {
         return [0.0; N];
@@ -484,14 +481,10 @@ fn q6k_avx2<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
         }
         for t in 0..N {
             let kd = ys[t].kd.get(g).copied().unwrap_or(0.0);
-            acc[t][g % 2] = _mm256_fmadd_ps(
-                _mm256_set1_ps(d * kd),
-                _mm256_cvtepi32_ps(ints[t]),
-                acc[t][g % 2],
-            );
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d * kd), _mm256_cvtepi32_ps(ints[t]), acc[t]);
         }
     }
-    finish(&acc, &[_mm256_setzero_ps(); N])
+    finish(&acc)
 }
 
 /// `Q8_0` rows, AVX2 (see [`blocks_avx2`]): `maddubs` wants an unsigned left operand, so
