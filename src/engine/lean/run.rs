@@ -98,6 +98,10 @@ pub(super) fn matmul(
     }
     let task = |(m, r0, chunk): &mut (&QMat, usize, &mut [f32])| {
         let rows = *r0..*r0 + chunk.len() / t;
+        // A prompt's `Q4_*` products in tiles of eight rows, where the level has them.
+        if m.prompt_tiles(level, rows.clone(), x, chunk) {
+            return;
+        }
         // Eight, then four tokens at a time share each expanded weight block.
         let tok = in_groups::<8>(m, level, rows.clone(), x, chunk, 0);
         let tok = in_groups::<4>(m, level, rows.clone(), x, chunk, tok);

@@ -212,10 +212,13 @@ fn blocks_avx2<const N: usize>(
     offset: Option<f32>,
     expand: impl Fn(usize) -> (__m256i, __m256i, Option<(__m256i, __m256i)>),
 ) -> [f32; N] {
-    // One accumulator per token, the offsets' products added into it too: two per token and
-    // one more for the offsets held 24 vectors for eight tokens, more than the 16 registers,
-    // and their spills to the stack were a fifth of a prompt's kernel time.
-    let mut acc = [_mm256_setzero_ps(); N];
+    // Two accumulators per token for a few tokens (a generation step: the block pairs' sums
+    // then do not wait on each other's additions), one for more, the offsets' products added
+    // into it too: two per token and one more for the offsets held 24 vectors for eight
+    // tokens, more than the 16 registers, and their spills to the stack were a fifth of a
+    // prompt's kernel time. (`[1]` of a token stays zero when it has one.)
+    let second = usize::from(N <= 4);
+    let mut acc = [[_mm256_setzero_ps(); 2]; N];
     let mut c = 0;
     while c < l.nb {
         let n = (l.nb - c).min(8);
@@ -235,7 +238,7 @@ fn blocks_avx2<const N: usize>(
                 _mm256_storeu_ps(sc[t].as_mut_ptr(), _mm256_mul_ps(dw, f32x8(ys[t].d, c, n)))
             };
             if let Some(mw) = mw {
-                acc[t] = _mm256_fmadd_ps(mw, f32x8(ys[t].s, c, n), acc[t]);
+                acc[t][0] = _mm256_fmadd_ps(mw, f32x8(ys[t].s, c, n), acc[t][0]);
             }
         }
         // n is even: nb is (Lens), and so is every chunk's start.
@@ -256,14 +259,14 @@ fn blocks_avx2<const N: usize>(
                     None => (ya, yb),
                 };
                 let at = |i: usize| _mm256_set1_ps(sc[t].get(i).copied().unwrap_or(0.0));
-                acc[t] = _mm256_fmadd_ps(at(p), mul_sum_us8(xa, ya), acc[t]);
-                acc[t] = _mm256_fmadd_ps(at(p + 1), mul_sum_us8(xb, yb), acc[t]);
+                acc[t][0] = _mm256_fmadd_ps(at(p), mul_sum_us8(xa, ya), acc[t][0]);
+                acc[t][second] = _mm256_fmadd_ps(at(p + 1), mul_sum_us8(xb, yb), acc[t][second]);
             }
             p += 2;
         }
         c += n;
     }
-    finish(&acc)
+    finish(&acc.map(|[a, b]| _mm256_add_ps(a, b)))
 }
 
 /// `Q4_*` and `Q5_*` rows, AVX2 (see [`blocks_avx2`]): the nibbles of a pair of blocks from

@@ -23,6 +23,8 @@ mod avx2;
 mod avx512;
 mod portable;
 mod rows;
+#[cfg(target_arch = "x86_64")]
+mod tiles;
 
 use std::ops::Range;
 
@@ -36,6 +38,10 @@ pub use super::blocks::{BLOCK, Kind};
 pub use super::level::Level;
 pub use super::pack::Packed;
 pub use super::quant::{Chunk, QAct, Y};
+
+/// The fewest tokens a prompt's product unpacks its rows into tiles for: the unpacking of a
+/// pair of blocks costs about what the tiles save on two or three tokens.
+pub const TILE_MIN_TOKENS: usize = 8;
 
 #[allow(
     unsafe_code,
@@ -100,6 +106,75 @@ impl Packed {
                 k if k.is_k() => each_row(rs, out, |l| k_portable(k, l, ys)),
                 _ => each_row(rs, out, |l| q4_portable(l, ys)),
             },
+        }
+    }
+
+    /// A prompt's products of rows `rows` with every token of `x`, into `out` (`[row][token]`,
+    /// rows from `rows.start`), in tiles of eight rows (see `tiles`): done, and `true`, for
+    /// `Q4_0` and `Q4_1` matrices at the AVX2 level, whole tiles of rows and at least
+    /// [`TILE_MIN_TOKENS`] tokens; `false`, and `out` to be written by [`Self::matvec`],
+    /// otherwise.
+    pub fn prompt_tiles(
+        &self,
+        level: Level,
+        rows: Range<usize>,
+        x: &QAct,
+        out: &mut [f32],
+    ) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use self::tiles::{TILE_ROWS, TILE_TOKENS, Tile, tile_dots};
+            let t = x.tokens();
+            let y0 = [x.token(0)];
+            if level.min(Level::best()) != Level::Avx2
+                || !matches!(self.kind(), Kind::Q4_0 | Kind::Q4_1)
+                || t < TILE_MIN_TOKENS
+                || !rows.len().is_multiple_of(TILE_ROWS)
+                || out.len() < rows.len() * t
+            {
+                return false;
+            }
+            let Some(rs) = Rows::new(self, rows.clone(), &y0) else {
+                return false;
+            };
+            let mut tile = Tile::default();
+            for r0 in (0..rows.len()).step_by(TILE_ROWS) {
+                let lens: Vec<_> = (r0..r0 + TILE_ROWS).filter_map(|i| rs.row(i)).collect();
+                // SAFETY: the level is AVX2, detected on this CPU by `best()`; `fill` checks
+                // the rows' lengths itself.
+                if !unsafe { tile.fill(&lens) } {
+                    return false;
+                }
+                let mut put = |tok: usize, res: &[[f32; TILE_ROWS]]| {
+                    for (j, vals) in res.iter().enumerate() {
+                        for (i, v) in vals.iter().enumerate() {
+                            if let Some(o) = out.get_mut((r0 + i) * t + tok + j) {
+                                *o = *v;
+                            }
+                        }
+                    }
+                };
+                let mut tok = 0;
+                while tok < t {
+                    if tok + TILE_TOKENS <= t {
+                        let ys: [Y<'_>; TILE_TOKENS] = std::array::from_fn(|j| x.token(tok + j));
+                        // SAFETY: AVX2, FMA and F16C detected (above); the kernel checks
+                        // the lengths it reads.
+                        put(tok, &unsafe { tile_dots(&tile, &ys) });
+                        tok += TILE_TOKENS;
+                    } else {
+                        // SAFETY: as above.
+                        put(tok, &unsafe { tile_dots(&tile, &[x.token(tok)]) });
+                        tok += 1;
+                    }
+                }
+            }
+            true
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (level, rows, x, out);
+            false
         }
     }
 
@@ -275,6 +350,57 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A prompt's products in tiles of eight rows give the row kernels' sums (the integer
+    /// parts exact, the floats added in another order) for every token, remainders of the
+    /// four-token groups included, at the AVX2 level; other kinds, levels and short prompts
+    /// are left to the row kernels.
+    #[test]
+    fn prompt_tiles_give_the_row_kernels_sums() {
+        let mut seed = 11;
+        let rows = 24;
+        for (dtype, kind) in kinds() {
+            let cols = if kind.is_k() { 768 } else { 576 };
+            let bytes = candle_quantized(dtype, rows, cols, &mut seed)
+                .data()
+                .unwrap()
+                .into_owned();
+            let p = Packed::from_ggml(kind, rows, cols, &bytes).unwrap();
+            for t in [TILE_MIN_TOKENS - 1, TILE_MIN_TOKENS, 11] {
+                let x = QAct::new(rand_f32(t * cols, &mut seed), cols);
+                for level in Level::available() {
+                    let mut out = vec![f32::NAN; 16 * t];
+                    let done = p.prompt_tiles(level, 8..24, &x, &mut out);
+                    let tiled = level == Level::Avx2
+                        && matches!(kind, Kind::Q4_0 | Kind::Q4_1)
+                        && t >= TILE_MIN_TOKENS;
+                    assert_eq!(done, tiled, "{kind:?} {level:?} {t} tokens");
+                    if !done {
+                        continue;
+                    }
+                    for (i, r) in (8..24).enumerate() {
+                        for tok in 0..t {
+                            let [want] = p.dots(level, r, &[x.token(tok)]);
+                            let got = out[i * t + tok];
+                            assert!(
+                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                "{kind:?} row {r} token {tok}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        // Rows that are not whole tiles are left to the row kernels.
+        let cols = 576;
+        let bytes = candle_quantized(Kind::Q4_0.ggml(), 12, cols, &mut seed)
+            .data()
+            .unwrap()
+            .into_owned();
+        let p = Packed::from_ggml(Kind::Q4_0, 12, cols, &bytes).unwrap();
+        let x = QAct::new(rand_f32(8 * cols, &mut seed), cols);
+        assert!(!p.prompt_tiles(Level::best(), 0..12, &x, &mut vec![0.0; 12 * 8]));
     }
 
     #[test]

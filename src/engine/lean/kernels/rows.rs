@@ -142,7 +142,7 @@ impl<'a> Rows<'a> {
 
     /// Row `i` of the range, with the same guarantees for one row.
     #[inline]
-    fn row(&self, i: usize) -> Option<Lens<'a>> {
+    pub(super) fn row(&self, i: usize) -> Option<Lens<'a>> {
         if i >= self.rows {
             return None;
         }

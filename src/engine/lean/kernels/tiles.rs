@@ -1,0 +1,206 @@
+//! A prompt's products with `Q4_0` and `Q4_1` matrices in tiles of eight rows, AVX2.
+//!
+//! The row kernels (`avx2::blocks_avx2`) sum each block's 32 products of one row and one
+//! token in the lanes of a vector, so that every block costs a `madd`, a conversion and a
+//! multiply-add per row and token beside its `maddubs`: a prompt's products were bound by
+//! those. Here the lanes are eight rows instead: each task's rows are unpacked once, eight at
+//! a time, into a [`Tile`] whose vector `k` of a block holds weights `4k..4k + 4` of each of
+//! the eight rows; the four activations of a token that go with them are broadcast, one
+//! `maddubs` multiplies them with all eight rows, and the eight groups of a block are added
+//! as 16-bit integers (4-bit weights times 8-bit activations: at most 8 · 2 · 15 · 127 =
+//! 30 480, within `i16`) before a single `madd`, conversion and multiply-add for the eight
+//! rows. The unpacking (a nibble split and an 8 × 8 transposition of 32-bit lanes per pair
+//! of blocks) is paid once per task and shared by all of the prompt's tokens.
+//!
+//! # Safety
+//! The `unsafe` here is unaligned loads and stores within slices whose lengths the functions
+//! check first (and say so next to each); they run only where `Level::best` detected AVX2,
+//! FMA and F16C.
+
+#![allow(
+    unsafe_code,
+    reason = "SIMD kernels; each block says why it is in bounds and supported"
+)]
+
+use std::arch::x86_64::*;
+
+use super::avx2::load256;
+use super::rows::{Lens, fits};
+use crate::engine::lean::blocks::BLOCK;
+use crate::engine::lean::quant::Y;
+
+/// Rows per tile: the lanes of a vector of f32.
+pub(super) const TILE_ROWS: usize = 8;
+
+/// Tokens multiplied at a time with a tile (each holds two vectors: its 16-bit sums and its
+/// f32 results).
+pub(super) const TILE_TOKENS: usize = 4;
+
+/// Bytes of a tile's block: eight groups of four weights of eight rows.
+const BLOCK_BYTES: usize = TILE_ROWS * BLOCK;
+
+/// Eight rows unpacked for [`tile_dots`]: per block, eight vectors (group `k` holds weights
+/// `4k..4k + 4` of row `i` at bytes `4i..4i + 4`, as unsigned integers), and the rows' scales
+/// and offsets (`Q4_1`'s minimum, `Q4_0`'s -8 times the scale) as f32, `[block][row]`.
+#[derive(Debug, Default)]
+pub(super) struct Tile {
+    nb: usize,
+    w: Vec<u8>,
+    d: Vec<f32>,
+    m: Vec<f32>,
+}
+
+/// The 8 × 8 transposition of 32-bit lanes: lane `k` of `a[i]` goes to lane `i` of `a[k]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn transpose8(a: [__m256i; 8]) -> [__m256i; 8] {
+    let lo32 = |x, y| _mm256_unpacklo_epi32(x, y);
+    let hi32 = |x, y| _mm256_unpackhi_epi32(x, y);
+    // t: pairs of rows, lanes [k, k] for k in (0, 1 | 4, 5) and (2, 3 | 6, 7).
+    let t = [
+        lo32(a[0], a[1]),
+        hi32(a[0], a[1]),
+        lo32(a[2], a[3]),
+        hi32(a[2], a[3]),
+        lo32(a[4], a[5]),
+        hi32(a[4], a[5]),
+        lo32(a[6], a[7]),
+        hi32(a[6], a[7]),
+    ];
+    let lo64 = |x, y| _mm256_unpacklo_epi64(x, y);
+    let hi64 = |x, y| _mm256_unpackhi_epi64(x, y);
+    // u[j] (rows 0-3) and u[4 + j] (rows 4-7): lane k = j in the low half, 4 + j in the high.
+    let u = [
+        lo64(t[0], t[2]),
+        hi64(t[0], t[2]),
+        lo64(t[1], t[3]),
+        hi64(t[1], t[3]),
+        lo64(t[4], t[6]),
+        hi64(t[4], t[6]),
+        lo64(t[5], t[7]),
+        hi64(t[5], t[7]),
+    ];
+    [
+        _mm256_permute2x128_si256::<0x20>(u[0], u[4]),
+        _mm256_permute2x128_si256::<0x20>(u[1], u[5]),
+        _mm256_permute2x128_si256::<0x20>(u[2], u[6]),
+        _mm256_permute2x128_si256::<0x20>(u[3], u[7]),
+        _mm256_permute2x128_si256::<0x31>(u[0], u[4]),
+        _mm256_permute2x128_si256::<0x31>(u[1], u[5]),
+        _mm256_permute2x128_si256::<0x31>(u[2], u[6]),
+        _mm256_permute2x128_si256::<0x31>(u[3], u[7]),
+    ]
+}
+
+impl Tile {
+    /// Unpacks eight `Q4_0` or `Q4_1` rows (`Q4_0` when their `m` is `None`; rows of
+    /// `Q5_*` are refused) of `nb` blocks each. `false` (and the tile left unusable) if the
+    /// rows are not eight of the same width.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) fn fill(&mut self, rows: &[Lens<'_>]) -> bool {
+        let Some(first) = rows.first() else {
+            return false;
+        };
+        let nb = first.nb;
+        self.nb = 0;
+        let whole = |l: &Lens<'_>| {
+            l.nb == nb
+                && l.h.is_none()
+                && l.m.is_some() == first.m.is_some()
+                && l.qs.len() >= nb * BLOCK / 2
+                && l.d.len() >= nb
+                && l.m.is_none_or(|m| m.len() >= nb)
+        };
+        if rows.len() != TILE_ROWS || !nb.is_multiple_of(2) || !rows.iter().all(whole) {
+            return false;
+        }
+        self.w.resize(nb * BLOCK_BYTES, 0);
+        self.d.resize(nb * TILE_ROWS, 0.0);
+        self.m.resize(nb * TILE_ROWS, 0.0);
+        let low = _mm256_set1_epi8(0x0F);
+        for pair in 0..nb / 2 {
+            let mut lo = [_mm256_setzero_si256(); TILE_ROWS];
+            let mut hi = [_mm256_setzero_si256(); TILE_ROWS];
+            for (i, l) in rows.iter().enumerate() {
+                // SAFETY: qs holds 16 * nb bytes (checked above) and 32 * pair + 32 <= 16 * nb.
+                let v = unsafe { load256(l.qs.as_ptr(), 32 * pair) };
+                lo[i] = _mm256_and_si256(v, low);
+                hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+            }
+            for (blk, rows_k) in [(2 * pair, transpose8(lo)), (2 * pair + 1, transpose8(hi))] {
+                for (k, v) in rows_k.iter().enumerate() {
+                    let at = blk * BLOCK_BYTES + 32 * k;
+                    // SAFETY: w holds nb * 256 bytes and at + 32 <= 256 * (blk + 1).
+                    unsafe { _mm256_storeu_si256(self.w.as_mut_ptr().add(at).cast(), *v) };
+                }
+            }
+        }
+        for (i, l) in rows.iter().enumerate() {
+            for b in 0..nb {
+                let d = l.d[b].to_f32();
+                self.d[b * TILE_ROWS + i] = d;
+                self.m[b * TILE_ROWS + i] = l.m.map_or(-8.0 * d, |m| m[b].to_f32());
+            }
+        }
+        self.nb = nb;
+        true
+    }
+}
+
+/// The products of the tile's eight rows with `N` tokens' activations: `[token][row]`. Zeros
+/// if the tokens' activations do not have the tile's width.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn tile_dots<const N: usize>(tile: &Tile, ys: &[Y<'_>; N]) -> [[f32; TILE_ROWS]; N] {
+    let mut res = [[0f32; TILE_ROWS]; N];
+    let nb = tile.nb;
+    if !fits(nb, ys)
+        || tile.w.len() < nb * BLOCK_BYTES
+        || tile.d.len() < nb * TILE_ROWS
+        || tile.m.len() < nb * TILE_ROWS
+    {
+        return res;
+    }
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); N];
+    for b in 0..nb {
+        let mut ints = [_mm256_setzero_si256(); N];
+        for k in 0..BLOCK / 4 {
+            // SAFETY: w holds nb * 256 bytes (checked above); b * 256 + 32 * k + 32 <= that.
+            let w = unsafe { load256(tile.w.as_ptr(), b * BLOCK_BYTES + 32 * k) };
+            for t in 0..N {
+                // Activations 4k..4k + 4 of block b, in every 32-bit lane (a broadcast load).
+                // SAFETY: every token's qs holds 32 * nb values (fits) and
+                // 32 * b + 4 * k + 4 <= 32 * nb.
+                let y = unsafe {
+                    _mm256_set1_epi32(
+                        ys[t]
+                            .qs
+                            .as_ptr()
+                            .add(BLOCK * b + 4 * k)
+                            .cast::<i32>()
+                            .read_unaligned(),
+                    )
+                };
+                ints[t] = _mm256_add_epi16(ints[t], _mm256_maddubs_epi16(w, y));
+            }
+        }
+        // SAFETY: d and m hold nb * 8 f32 (checked above); 8 * b + 8 <= that.
+        let (dv, mv) = unsafe {
+            (
+                _mm256_loadu_ps(tile.d.as_ptr().add(TILE_ROWS * b)),
+                _mm256_loadu_ps(tile.m.as_ptr().add(TILE_ROWS * b)),
+            )
+        };
+        for t in 0..N {
+            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(ints[t], ones));
+            let scale = _mm256_mul_ps(dv, _mm256_set1_ps(ys[t].d[b]));
+            acc[t] = _mm256_fmadd_ps(scale, sums, acc[t]);
+            acc[t] = _mm256_fmadd_ps(mv, _mm256_set1_ps(ys[t].s[b]), acc[t]);
+        }
+    }
+    for t in 0..N {
+        // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
+        unsafe { _mm256_storeu_ps(res[t].as_mut_ptr(), acc[t]) };
+    }
+    res
+}
