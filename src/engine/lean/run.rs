@@ -98,7 +98,7 @@ pub(super) fn matmul(
     }
     let task = |(m, r0, chunk): &mut (&QMat, usize, &mut [f32])| {
         let rows = *r0..*r0 + chunk.len() / t;
-        // A prompt's `Q4_*` products in tiles of eight rows, where the level has them.
+        // A prompt's `Q4_*` and `Q5_*` products in tiles of eight rows, where the level has them.
         if m.prompt_tiles(level, rows.clone(), x, chunk) {
             return;
         }

@@ -135,7 +135,7 @@ pub(super) unsafe fn load256<T>(p: *const T, at: usize) -> __m256i {
 /// The fifth bits of a `Q5_*` block as bytes: 0x10 for weight j where bit j of `h` is set.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn fifth_bytes(h: u32) -> __m256i {
+pub(super) fn fifth_bytes(h: u32) -> __m256i {
     // Byte j takes the byte of `h` holding bit j, then keeps that bit alone: OR-ing every
     // other bit of the byte in, it is 0xFF exactly when the bit was set.
     let spread = _mm256_shuffle_epi8(

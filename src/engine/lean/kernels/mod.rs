@@ -111,7 +111,7 @@ impl Packed {
 
     /// A prompt's products of rows `rows` with every token of `x`, into `out` (`[row][token]`,
     /// rows from `rows.start`), in tiles of eight rows (see `tiles`): done, and `true`, for
-    /// `Q4_0` and `Q4_1` matrices at the AVX2 level, whole tiles of rows and at least
+    /// `Q4_*` and `Q5_*` matrices at the AVX2 level, whole tiles of rows and at least
     /// [`TILE_MIN_TOKENS`] tokens; `false`, and `out` to be written by [`Self::matvec`],
     /// otherwise.
     pub fn prompt_tiles(
@@ -127,7 +127,10 @@ impl Packed {
             let t = x.tokens();
             let y0 = [x.token(0)];
             if level.min(Level::best()) != Level::Avx2
-                || !matches!(self.kind(), Kind::Q4_0 | Kind::Q4_1)
+                || !matches!(
+                    self.kind(),
+                    Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1
+                )
                 || t < TILE_MIN_TOKENS
                 || !rows.len().is_multiple_of(TILE_ROWS)
                 || out.len() < rows.len() * t
@@ -373,7 +376,7 @@ mod tests {
                     let mut out = vec![f32::NAN; 16 * t];
                     let done = p.prompt_tiles(level, 8..24, &x, &mut out);
                     let tiled = level == Level::Avx2
-                        && matches!(kind, Kind::Q4_0 | Kind::Q4_1)
+                        && matches!(kind, Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1)
                         && t >= TILE_MIN_TOKENS;
                     assert_eq!(done, tiled, "{kind:?} {level:?} {t} tokens");
                     if !done {

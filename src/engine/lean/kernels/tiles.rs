@@ -1,4 +1,4 @@
-//! A prompt's products with `Q4_0` and `Q4_1` matrices in tiles of eight rows, AVX2.
+//! A prompt's products with `Q4_*` and `Q5_*` matrices in tiles of eight rows, AVX2.
 //!
 //! The row kernels (`avx2::blocks_avx2`) sum each block's 32 products of one row and one
 //! token in the lanes of a vector, so that every block costs a `madd`, a conversion and a
@@ -8,8 +8,8 @@
 //! the eight rows; the four activations of a token that go with them are broadcast, one
 //! `maddubs` multiplies them with all eight rows, and the eight groups of a block are added
 //! as 16-bit integers (4-bit weights times 8-bit activations: at most 8 · 2 · 15 · 127 =
-//! 30 480, within `i16`) before a single `madd`, conversion and multiply-add for the eight
-//! rows. The unpacking (a nibble split and an 8 × 8 transposition of 32-bit lanes per pair
+//! 30 480, within `i16`; 5-bit weights four groups at a time, 4 · 2 · 31 · 127 = 31 496)
+//! before a single `madd`, conversion and multiply-add for the eight rows. The unpacking (a nibble split and an 8 × 8 transposition of 32-bit lanes per pair
 //! of blocks) is paid once per task and shared by all of the prompt's tokens.
 //!
 //! # Safety
@@ -24,9 +24,9 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::load256;
+use super::avx2::{fifth_bytes, load256};
 use super::rows::{Lens, fits};
-use crate::engine::lean::blocks::BLOCK;
+use crate::engine::lean::blocks::{BLOCK, fifth_bits};
 use crate::engine::lean::quant::Y;
 
 /// Rows per tile: the lanes of a vector of f32.
@@ -41,10 +41,13 @@ const BLOCK_BYTES: usize = TILE_ROWS * BLOCK;
 
 /// Eight rows unpacked for [`tile_dots`]: per block, eight vectors (group `k` holds weights
 /// `4k..4k + 4` of row `i` at bytes `4i..4i + 4`, as unsigned integers), and the rows' scales
-/// and offsets (`Q4_1`'s minimum, `Q4_0`'s -8 times the scale) as f32, `[block][row]`.
+/// and offsets (`Q4_1`'s and `Q5_1`'s minimum, `Q4_0`'s -8 and `Q5_0`'s -16 times the
+/// scale) as f32, `[block][row]`.
 #[derive(Debug, Default)]
 pub(super) struct Tile {
     nb: usize,
+    /// 5-bit weights (`Q5_*`).
+    five: bool,
     w: Vec<u8>,
     d: Vec<f32>,
     m: Vec<f32>,
@@ -93,9 +96,9 @@ fn transpose8(a: [__m256i; 8]) -> [__m256i; 8] {
 }
 
 impl Tile {
-    /// Unpacks eight `Q4_0` or `Q4_1` rows (`Q4_0` when their `m` is `None`; rows of
-    /// `Q5_*` are refused) of `nb` blocks each. `false` (and the tile left unusable) if the
-    /// rows are not eight of the same width.
+    /// Unpacks eight `Q4_*` or `Q5_*` rows (`Q5_*` when they have fifth bits `h`, `Q4_1`
+    /// and `Q5_1` when they have minimums `m`) of `nb` blocks each. `false` (and the tile
+    /// left unusable) if the rows are not eight of the same kind and width.
     #[target_feature(enable = "avx2,f16c")]
     pub(super) fn fill(&mut self, rows: &[Lens<'_>]) -> bool {
         let Some(first) = rows.first() else {
@@ -103,9 +106,11 @@ impl Tile {
         };
         let nb = first.nb;
         self.nb = 0;
+        let five = first.h.is_some();
         let whole = |l: &Lens<'_>| {
             l.nb == nb
-                && l.h.is_none()
+                && l.h.is_some() == five
+                && l.h.is_none_or(|h| h.len() >= 4 * nb)
                 && l.m.is_some() == first.m.is_some()
                 && l.qs.len() >= nb * BLOCK / 2
                 && l.d.len() >= nb
@@ -126,6 +131,10 @@ impl Tile {
                 let v = unsafe { load256(l.qs.as_ptr(), 32 * pair) };
                 lo[i] = _mm256_and_si256(v, low);
                 hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                if let Some(h) = l.h {
+                    lo[i] = _mm256_or_si256(lo[i], fifth_bytes(fifth_bits(h, 2 * pair)));
+                    hi[i] = _mm256_or_si256(hi[i], fifth_bytes(fifth_bits(h, 2 * pair + 1)));
+                }
             }
             for (blk, rows_k) in [(2 * pair, transpose8(lo)), (2 * pair + 1, transpose8(hi))] {
                 for (k, v) in rows_k.iter().enumerate() {
@@ -139,10 +148,12 @@ impl Tile {
             for b in 0..nb {
                 let d = l.d[b].to_f32();
                 self.d[b * TILE_ROWS + i] = d;
-                self.m[b * TILE_ROWS + i] = l.m.map_or(-8.0 * d, |m| m[b].to_f32());
+                let offset = if five { -16.0 } else { -8.0 };
+                self.m[b * TILE_ROWS + i] = l.m.map_or(offset * d, |m| m[b].to_f32());
             }
         }
         self.nb = nb;
+        self.five = five;
         true
     }
 }
@@ -161,9 +172,12 @@ pub(super) fn tile_dots<const N: usize>(tile: &Tile, ys: &[Y<'_>; N]) -> [[f32; 
         return res;
     }
     let ones = _mm256_set1_epi16(1);
+    // Groups of four weights added as 16-bit integers before a `madd` to 32 bits.
+    let per_madd = if tile.five { 4 } else { 8 };
     let mut acc = [_mm256_setzero_ps(); N];
     for b in 0..nb {
         let mut ints = [_mm256_setzero_si256(); N];
+        let mut wide = [_mm256_setzero_si256(); N];
         for k in 0..BLOCK / 4 {
             // SAFETY: w holds nb * 256 bytes (checked above); b * 256 + 32 * k + 32 <= that.
             let w = unsafe { load256(tile.w.as_ptr(), b * BLOCK_BYTES + 32 * k) };
@@ -183,6 +197,12 @@ pub(super) fn tile_dots<const N: usize>(tile: &Tile, ys: &[Y<'_>; N]) -> [[f32; 
                 };
                 ints[t] = _mm256_add_epi16(ints[t], _mm256_maddubs_epi16(w, y));
             }
+            if (k + 1) % per_madd == 0 {
+                for t in 0..N {
+                    wide[t] = _mm256_add_epi32(wide[t], _mm256_madd_epi16(ints[t], ones));
+                    ints[t] = _mm256_setzero_si256();
+                }
+            }
         }
         // SAFETY: d and m hold nb * 8 f32 (checked above); 8 * b + 8 <= that.
         let (dv, mv) = unsafe {
@@ -192,7 +212,7 @@ pub(super) fn tile_dots<const N: usize>(tile: &Tile, ys: &[Y<'_>; N]) -> [[f32; 
             )
         };
         for t in 0..N {
-            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(ints[t], ones));
+            let sums = _mm256_cvtepi32_ps(wide[t]);
             let scale = _mm256_mul_ps(dv, _mm256_set1_ps(ys[t].d[b]));
             acc[t] = _mm256_fmadd_ps(scale, sums, acc[t]);
             acc[t] = _mm256_fmadd_ps(mv, _mm256_set1_ps(ys[t].s[b]), acc[t]);
