@@ -111,7 +111,7 @@ impl Packed {
 
     /// A prompt's products of rows `rows` with every token of `x`, into `out` (`[row][token]`,
     /// rows from `rows.start`), in tiles of eight rows (see `tiles`): done, and `true`, for
-    /// `Q4_*` and `Q5_*` matrices at the AVX2 level, whole tiles of rows and at least
+    /// `Q4_*`, `Q5_*`, `Q4_K` and `Q5_K` matrices at the AVX2 level, whole tiles of rows and at least
     /// [`TILE_MIN_TOKENS`] tokens; `false`, and `out` to be written by [`Self::matvec`],
     /// otherwise.
     pub fn prompt_tiles(
@@ -123,13 +123,14 @@ impl Packed {
     ) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            use self::tiles::{TILE_ROWS, TILE_TOKENS, Tile, tile_dots};
+            use self::tiles::{KTile, TILE_ROWS, TILE_TOKENS, Tile, k_tile_dots, tile_dots};
             let t = x.tokens();
             let y0 = [x.token(0)];
+            let kind = self.kind();
             if level.min(Level::best()) != Level::Avx2
                 || !matches!(
-                    self.kind(),
-                    Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1
+                    kind,
+                    Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 | Kind::Q4K | Kind::Q5K
                 )
                 || t < TILE_MIN_TOKENS
                 || !rows.len().is_multiple_of(TILE_ROWS)
@@ -140,12 +141,18 @@ impl Packed {
             let Some(rs) = Rows::new(self, rows.clone(), &y0) else {
                 return false;
             };
-            let mut tile = Tile::default();
+            let (mut tile, mut k_tile) = (Tile::default(), KTile::default());
             for r0 in (0..rows.len()).step_by(TILE_ROWS) {
                 let lens: Vec<_> = (r0..r0 + TILE_ROWS).filter_map(|i| rs.row(i)).collect();
-                // SAFETY: the level is AVX2, detected on this CPU by `best()`; `fill` checks
-                // the rows' lengths itself.
-                if !unsafe { tile.fill(&lens) } {
+                let filled = if kind.is_k() {
+                    // SAFETY: the level is AVX2, detected on this CPU by `best()` (with FMA
+                    // and F16C); `fill` and the kernels below check the lengths they read.
+                    unsafe { k_tile.fill(kind == Kind::Q5K, &lens) }
+                } else {
+                    // SAFETY: as above.
+                    unsafe { tile.fill(&lens) }
+                };
+                if !filled {
                     return false;
                 }
                 let mut put = |tok: usize, res: &[[f32; TILE_ROWS]]| {
@@ -161,13 +168,25 @@ impl Packed {
                 while tok < t {
                     if tok + TILE_TOKENS <= t {
                         let ys: [Y<'_>; TILE_TOKENS] = std::array::from_fn(|j| x.token(tok + j));
-                        // SAFETY: AVX2, FMA and F16C detected (above); the kernel checks
-                        // the lengths it reads.
-                        put(tok, &unsafe { tile_dots(&tile, &ys) });
+                        // SAFETY: as above.
+                        put(tok, &unsafe {
+                            if kind.is_k() {
+                                k_tile_dots(&k_tile, &ys)
+                            } else {
+                                tile_dots(&tile, &ys)
+                            }
+                        });
                         tok += TILE_TOKENS;
                     } else {
+                        let ys = [x.token(tok)];
                         // SAFETY: as above.
-                        put(tok, &unsafe { tile_dots(&tile, &[x.token(tok)]) });
+                        put(tok, &unsafe {
+                            if kind.is_k() {
+                                k_tile_dots(&k_tile, &ys)
+                            } else {
+                                tile_dots(&tile, &ys)
+                            }
+                        });
                         tok += 1;
                     }
                 }
@@ -376,7 +395,15 @@ mod tests {
                     let mut out = vec![f32::NAN; 16 * t];
                     let done = p.prompt_tiles(level, 8..24, &x, &mut out);
                     let tiled = level == Level::Avx2
-                        && matches!(kind, Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1)
+                        && matches!(
+                            kind,
+                            Kind::Q4_0
+                                | Kind::Q4_1
+                                | Kind::Q5_0
+                                | Kind::Q5_1
+                                | Kind::Q4K
+                                | Kind::Q5K
+                        )
                         && t >= TILE_MIN_TOKENS;
                     assert_eq!(done, tiled, "{kind:?} {level:?} {t} tokens");
                     if !done {

@@ -25,8 +25,8 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{fifth_bytes, load256};
-use super::rows::{Lens, fits};
-use crate::engine::lean::blocks::{BLOCK, fifth_bits};
+use super::rows::{Lens, fits, fits_k};
+use crate::engine::lean::blocks::{BLOCK, f16_at, fifth_bits, k4_scales_mins};
 use crate::engine::lean::quant::Y;
 
 /// Rows per tile: the lanes of a vector of f32.
@@ -216,6 +216,193 @@ pub(super) fn tile_dots<const N: usize>(tile: &Tile, ys: &[Y<'_>; N]) -> [[f32; 
             let scale = _mm256_mul_ps(dv, _mm256_set1_ps(ys[t].d[b]));
             acc[t] = _mm256_fmadd_ps(scale, sums, acc[t]);
             acc[t] = _mm256_fmadd_ps(mv, _mm256_set1_ps(ys[t].s[b]), acc[t]);
+        }
+    }
+    for t in 0..N {
+        // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
+        unsafe { _mm256_storeu_ps(res[t].as_mut_ptr(), acc[t]) };
+    }
+    res
+}
+
+/// Eight `Q4_K` or `Q5_K` rows unpacked for [`k_tile_dots`]: per sub-block of 32, the eight
+/// groups of four weights of the eight rows as in [`Tile`]; each sub-block's integer scale
+/// of each row in both 16-bit halves of the row's lane (`[sub-block][row]`); each pair of
+/// sub-blocks' minimums of each row, one per 16-bit half (`[super-block][pair][row]`); and the
+/// super-blocks' scales `d` and `dmin` of the rows, f32 (`[super-block][row]`).
+#[derive(Debug, Default)]
+pub(super) struct KTile {
+    /// Sub-blocks of 32 per row.
+    nb: usize,
+    five: bool,
+    w: Vec<u8>,
+    sc: Vec<u32>,
+    mins: Vec<u32>,
+    d: Vec<f32>,
+    dmin: Vec<f32>,
+}
+
+/// Sub-blocks of a super-block.
+const SUBS: usize = 8;
+
+impl KTile {
+    /// Unpacks eight `Q4_K` rows, or `Q5_K` ones with `five`, of `nb` sub-blocks (whole
+    /// super-blocks of 144 or 176 bytes). `false` (and the tile left unusable) if the rows
+    /// are not eight of that width.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) fn fill(&mut self, five: bool, rows: &[Lens<'_>]) -> bool {
+        let Some(first) = rows.first() else {
+            return false;
+        };
+        let nb = first.nb;
+        let supers = nb / SUBS;
+        let (bb, q_at) = if five { (176, 48) } else { (144, 16) };
+        self.nb = 0;
+        if rows.len() != TILE_ROWS
+            || !nb.is_multiple_of(SUBS)
+            || !rows.iter().all(|l| l.nb == nb && l.qs.len() >= supers * bb)
+        {
+            return false;
+        }
+        self.w.resize(nb * BLOCK_BYTES, 0);
+        self.sc.resize(nb * TILE_ROWS, 0);
+        self.mins.resize(supers * 4 * TILE_ROWS, 0);
+        self.d.resize(supers * TILE_ROWS, 0.0);
+        self.dmin.resize(supers * TILE_ROWS, 0.0);
+        let low = _mm256_set1_epi8(0x0F);
+        let one = _mm256_set1_epi8(1);
+        for g in 0..supers {
+            for (i, l) in rows.iter().enumerate() {
+                let sb = &l.qs[g * bb..(g + 1) * bb];
+                let at = g * TILE_ROWS + i;
+                self.d[at] = f16_at(sb, 0);
+                self.dmin[at] = f16_at(sb, 2);
+                let (scales, mins) = k4_scales_mins(sb);
+                let (s, m) = (scales.to_le_bytes(), mins.to_le_bytes());
+                for (j, sj) in s.iter().enumerate() {
+                    self.sc[(g * SUBS + j) * TILE_ROWS + i] = u32::from(*sj) * 0x1_0001;
+                }
+                for p in 0..4 {
+                    self.mins[(g * 4 + p) * TILE_ROWS + i] =
+                        u32::from(m[2 * p]) | (u32::from(m[2 * p + 1]) << 16);
+                }
+            }
+            for j in 0..4 {
+                let mut lo = [_mm256_setzero_si256(); TILE_ROWS];
+                let mut hi = [_mm256_setzero_si256(); TILE_ROWS];
+                for (i, l) in rows.iter().enumerate() {
+                    let sb = &l.qs[g * bb..(g + 1) * bb];
+                    // SAFETY: the super-block holds bb bytes, q_at + 32 * j + 32 <= bb.
+                    let v = unsafe { load256(sb.as_ptr(), q_at + 32 * j) };
+                    lo[i] = _mm256_and_si256(v, low);
+                    hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                    if five {
+                        // SAFETY: a Q5_K super-block's fifth bits are its bytes 16..48.
+                        let qh = unsafe { load256(sb.as_ptr(), 16) };
+                        let bit = |b: i32| {
+                            let q = _mm256_srl_epi16(qh, _mm_cvtsi32_si128(b));
+                            _mm256_slli_epi16(_mm256_and_si256(q, one), 4)
+                        };
+                        lo[i] = _mm256_or_si256(lo[i], bit(2 * j as i32));
+                        hi[i] = _mm256_or_si256(hi[i], bit(2 * j as i32 + 1));
+                    }
+                }
+                let subs = [
+                    (g * SUBS + 2 * j, transpose8(lo)),
+                    (g * SUBS + 2 * j + 1, transpose8(hi)),
+                ];
+                for (sub, rows_k) in subs {
+                    for (k, v) in rows_k.iter().enumerate() {
+                        let at = sub * BLOCK_BYTES + 32 * k;
+                        // SAFETY: w holds nb * 256 bytes and at + 32 <= 256 * (sub + 1).
+                        unsafe { _mm256_storeu_si256(self.w.as_mut_ptr().add(at).cast(), *v) };
+                    }
+                }
+            }
+        }
+        self.nb = nb;
+        self.five = five;
+        true
+    }
+}
+
+/// The products of the K-quant tile's eight rows with `N` tokens' activations in their
+/// `Q8_K` form: `[token][row]`. Per sub-block, the 16-bit sums of its groups (four at a
+/// time for 5-bit weights) times the rows' integer scales by `madd`, added as 32-bit
+/// integers over the super-block, then one float multiply-add per super-block; the minimums
+/// times the activations' sums per 32 likewise, two sub-blocks per `madd`. Zeros if the
+/// tokens' activations do not have the tile's width.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn k_tile_dots<const N: usize>(tile: &KTile, ys: &[Y<'_>; N]) -> [[f32; TILE_ROWS]; N] {
+    let mut res = [[0f32; TILE_ROWS]; N];
+    let nb = tile.nb;
+    let supers = nb / SUBS;
+    if !fits_k(nb, ys)
+        || tile.w.len() < nb * BLOCK_BYTES
+        || tile.sc.len() < nb * TILE_ROWS
+        || tile.mins.len() < supers * 4 * TILE_ROWS
+        || tile.d.len() < supers * TILE_ROWS
+        || tile.dmin.len() < supers * TILE_ROWS
+    {
+        return res;
+    }
+    let per_madd = if tile.five { 4 } else { 8 };
+    let mut acc = [_mm256_setzero_ps(); N];
+    for g in 0..supers {
+        let mut wide = [_mm256_setzero_si256(); N];
+        for sub in g * SUBS..(g + 1) * SUBS {
+            // SAFETY: sc holds nb * 8 u32 (checked above); 8 * sub + 8 <= that.
+            let sc = unsafe { _mm256_loadu_si256(tile.sc.as_ptr().add(TILE_ROWS * sub).cast()) };
+            let mut ints = [_mm256_setzero_si256(); N];
+            for k in 0..BLOCK / 4 {
+                // SAFETY: w holds nb * 256 bytes (checked above).
+                let w = unsafe { load256(tile.w.as_ptr(), sub * BLOCK_BYTES + 32 * k) };
+                for t in 0..N {
+                    // SAFETY: every token's kq holds 32 * nb values (fits_k) and
+                    // 32 * sub + 4 * k + 4 <= 32 * nb.
+                    let y = unsafe {
+                        _mm256_set1_epi32(
+                            ys[t]
+                                .kq
+                                .as_ptr()
+                                .add(BLOCK * sub + 4 * k)
+                                .cast::<i32>()
+                                .read_unaligned(),
+                        )
+                    };
+                    ints[t] = _mm256_add_epi16(ints[t], _mm256_maddubs_epi16(w, y));
+                }
+                if (k + 1) % per_madd == 0 {
+                    for t in 0..N {
+                        wide[t] = _mm256_add_epi32(wide[t], _mm256_madd_epi16(ints[t], sc));
+                        ints[t] = _mm256_setzero_si256();
+                    }
+                }
+            }
+        }
+        // SAFETY: d and dmin hold supers * 8 f32, mins supers * 32 u32 (checked above).
+        let (dv, mv) = unsafe {
+            (
+                _mm256_loadu_ps(tile.d.as_ptr().add(TILE_ROWS * g)),
+                _mm256_loadu_ps(tile.dmin.as_ptr().add(TILE_ROWS * g)),
+            )
+        };
+        for t in 0..N {
+            let kd = _mm256_set1_ps(ys[t].kd[g]);
+            let mut msum = _mm256_setzero_si256();
+            for p in 0..4 {
+                // The activations' sums of sub-blocks 2p and 2p + 1 (each at most
+                // 32 * 128 in magnitude) as the two 16-bit halves of every lane.
+                let (a, b) = (ys[t].ks[g * SUBS + 2 * p], ys[t].ks[g * SUBS + 2 * p + 1]);
+                let pair = (a as u16 as u32 | ((b as u16 as u32) << 16)) as i32;
+                // SAFETY: mins holds supers * 32 u32 (checked above); (4g + p) * 8 + 8 <= that.
+                let m = unsafe {
+                    _mm256_loadu_si256(tile.mins.as_ptr().add((g * 4 + p) * TILE_ROWS).cast())
+                };
+                msum = _mm256_add_epi32(msum, _mm256_madd_epi16(m, _mm256_set1_epi32(pair)));
+            }
+            acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dv, kd), _mm256_cvtepi32_ps(wide[t]), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_mul_ps(mv, kd), _mm256_cvtepi32_ps(msum), acc[t]);
         }
     }
     for t in 0..N {
