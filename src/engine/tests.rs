@@ -584,9 +584,15 @@ fn lean_runs_gemma3_as_candle_s_unquantised_model_does() {
     }
 }
 
-/// A prompt processed as one batch (four-token kernels, attention in runs of 16 tokens across
-/// the pool) gives the logits of the same tokens fed one at a time, in every family (Gemma
-/// 3's sliding-window layers: the prompt's window is the generation steps').
+/// A prompt processed as one batch (eight-token kernels and eight-row tiles, attention in
+/// runs of 16 tokens across the pool) gives the logits of the same tokens fed one at a time,
+/// in every family (Gemma 3's sliding-window layers: the prompt's window is the generation
+/// steps'). F32 weights: within float rounding. Quantised ones: the batch adds the same
+/// products in another order (the prompt kernels keep one accumulator per token, the
+/// generation step two; the tiles sum eight rows at once), and a difference in the last bit
+/// can round an activation to the next 8-bit step in a later layer, so within the bound of
+/// the comparisons with candle at this width (2 % of the largest logit), with the same
+/// greedy token.
 #[test]
 fn lean_batch_equals_token_by_token() {
     use candle_core::quantized::GgmlDType;
@@ -622,9 +628,15 @@ fn lean_batch_equals_token_by_token() {
             .iter()
             .zip(&b)
             .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        let bound = if dtype == GgmlDType::F32 { 1e-5 } else { 2e-2 };
         assert!(
-            diff <= 1e-5 * scale,
+            diff <= bound * scale,
             "{arch} {dtype:?}: max |diff| {diff} (scale {scale})"
+        );
+        assert_eq!(
+            argmax(&a),
+            argmax(&b),
+            "{arch} {dtype:?}: last prompt token"
         );
         // And the next step agrees too.
         let (a, b) = (

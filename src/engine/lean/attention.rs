@@ -5,10 +5,9 @@
 //! softmax summed in f64).
 
 use half::f16;
-use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use super::kernels::{dot_f32, key_scores, weighted_values};
+use super::kernels::{key_scores, weighted_values};
 use super::layer::{Dims, Layer};
 use super::level::Level;
 use super::run::Run;
@@ -24,17 +23,11 @@ pub(super) struct Scratch {
     q16: Vec<f32>,
 }
 
-/// A prompt attention task's buffers: its head's keys and values converted to f32 once.
-#[derive(Debug, Default)]
-pub(super) struct PromptScratch {
-    head: Scratch,
-    keys: Vec<f32>,
-    vals: Vec<f32>,
-}
+/// A prompt attention task's buffers.
+pub(super) type PromptScratch = Scratch;
 
 /// Tokens per attention task in a prompt: enough tasks to share among the threads (a
-/// model may have as few as 3 key/value heads), while each task's conversion of its head's
-/// keys stays small next to its products.
+/// model may have as few as 3 key/value heads).
 const ATTN_TOKENS: usize = 16;
 
 /// The rotary embedding's cos/sin tables, `[pos][head_dim / 2]`.
@@ -249,10 +242,12 @@ pub(super) fn step_attention(
 
 /// The attention of the tokens `q` (`[token][query head][head_dim]`) at positions from `pos`,
 /// into `out` (the same layout), with the rayon pool or on the calling thread. One task per
-/// key/value head (its group of query heads) and run of up to [`ATTN_TOKENS`] tokens, so that
-/// its keys and values are converted once per task. As llama.cpp: the query rounded to f16
-/// against the f16 keys, products summed in f32; softmax in f32 with an f64 sum; the weights
-/// rounded to f16 against the f16 values. `attn_h` holds the results
+/// key/value head (its group of query heads) and run of up to [`ATTN_TOKENS`] tokens, each
+/// query head's attention computed as a generation step's ([`head_attention`]: the keys and
+/// values read in place from the f16 cache by the kernels of the level; converting them to
+/// f32 per task first was a conversion of the whole cache per 16 tokens). As llama.cpp: the
+/// query rounded to f16 against the f16 keys, products summed in f32; softmax in f32 with an
+/// f64 sum; the weights rounded to f16 against the f16 values. `attn_h` holds the results
 /// `[kv head][token][query head of the group][head_dim]` before they are put in place.
 pub(super) fn prompt_attention(
     run: Run<'_>,
@@ -268,33 +263,15 @@ pub(super) fn prompt_attention(
     let (kc, vc) = (&layer.k_cache, &layer.v_cache);
     // `out` is `[token][query head of the group][head_dim]` for tokens from `tok0`.
     let task = |kvh: usize, tok0: usize, out: &mut [f32], sc: &mut PromptScratch| {
-        let PromptScratch { head, keys, vals } = sc;
-        let Scratch { scores, q16 } = head;
-        let upto_all = pos + tok0 + out.len() / (group * hd);
-        keys.resize(upto_all * hd, 0.0);
-        vals.resize(upto_all * hd, 0.0);
         let (k, v) = (head_cache(kc, kvh), head_cache(vc, kvh));
-        if let (Some(k), Some(v)) = (k.get(..upto_all * hd), v.get(..upto_all * hd)) {
-            k.convert_to_f32_slice(keys);
-            v.convert_to_f32_slice(vals);
-        }
         for (i, o) in out.chunks_exact_mut(hd).enumerate() {
             let (tok, h) = (tok0 + i / group, kvh * group + i % group);
             let at = tok * dim + h * hd;
-            round_to_f16(q.get(at..at + hd).unwrap_or_default(), q16);
+            let q = q.get(at..at + hd).unwrap_or_default();
             let upto = pos + tok + 1;
             let first = first_seen(layer.window, upto);
-            scores.clear();
-            let dots = keys.chunks_exact(hd).take(upto).skip(first);
-            scores.extend(dots.map(|k| dot_f32(q16, k) * scale));
-            let inv = softmax(scores);
-            o.fill(0.0);
-            for (s, vr) in scores.iter().zip(vals.chunks_exact(hd).skip(first)) {
-                let w = f16::from_f32(s * inv).to_f32();
-                for (ov, vv) in o.iter_mut().zip(vr) {
-                    *ov += w * vv;
-                }
-            }
+            let kv = (seen(k, first * hd), seen(v, first * hd));
+            head_attention(run.level, q, kv, upto - first, scale, o, sc);
         }
     };
     attn_h.resize(d.kv_heads * t * group * hd, 0.0);

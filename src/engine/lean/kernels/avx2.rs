@@ -41,7 +41,10 @@ pub(super) fn rows_avx2<const N: usize>(kind: Kind, rs: Rows<'_>, ys: &[Y<'_>; N
 
 /// `kernels::key_scores` in AVX2 (`q.len()` a multiple of 8; `out.len()` scores): per key, eight
 /// lanes of products added chunk after chunk, then the lanes summed in order, as
-/// `dot_f16` does, without a call and a conversion buffer per key.
+/// `dot_f16` does, without a call and a conversion buffer per key. Eight keys at a time have
+/// their eight vectors of lanes transposed, so that the in-order sums of the eight keys are
+/// seven vector additions (summing each key's lanes one by one was most of a long prompt's
+/// attention).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(super) fn key_scores(q: &[f32], keys: &[f16], scale: f32, out: &mut [f32]) {
     let hd = q.len();
@@ -49,7 +52,35 @@ pub(super) fn key_scores(q: &[f32], keys: &[f16], scale: f32, out: &mut [f32]) {
         out.fill(0.0);
         return;
     }
-    for (p, o) in out.iter_mut().enumerate() {
+    let eights = out.len() / 8;
+    let sv = _mm256_set1_ps(scale);
+    for e in 0..eights {
+        let mut acc = [_mm256_setzero_ps(); 8];
+        for c in (0..hd).step_by(8) {
+            // SAFETY: c + 8 <= hd values of `q`.
+            let qv = unsafe { _mm256_loadu_ps(q.as_ptr().add(c)) };
+            for (j, a) in acc.iter_mut().enumerate() {
+                // SAFETY: key 8e + j < out.len(), so (8e + j) * hd + c + 8 <= keys.len()
+                // (checked above).
+                let kv = unsafe {
+                    _mm256_cvtph_ps(_mm_loadu_si128(
+                        keys.as_ptr().add((8 * e + j) * hd + c).cast(),
+                    ))
+                };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(qv, kv));
+            }
+        }
+        // Lane j of t[i] is lane i of key j's sums: adding t[0], t[1], ... in order sums each
+        // key's lanes in order.
+        let t = transpose8(acc.map(|a| _mm256_castps_si256(a))).map(|v| _mm256_castsi256_ps(v));
+        let mut sum = _mm256_add_ps(t[0], t[1]);
+        for ti in &t[2..] {
+            sum = _mm256_add_ps(sum, *ti);
+        }
+        // SAFETY: 8e + 8 <= out.len().
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * e), _mm256_mul_ps(sum, sv)) };
+    }
+    for (p, o) in out.iter_mut().enumerate().skip(8 * eights) {
         let mut acc = _mm256_setzero_ps();
         for c in (0..hd).step_by(8) {
             // SAFETY: `c + 8 <= hd` values of `q`, and `p * hd + c + 8 <= keys.len()`
@@ -98,6 +129,48 @@ pub(super) fn weighted_values(w: &[f32], vals: &[f16], o: &mut [f32]) {
             unsafe { _mm256_storeu_ps(o.as_mut_ptr().add(c + 8 * j), *a) };
         }
     }
+}
+
+/// The 8 × 8 transposition of 32-bit lanes: lane `k` of `a[i]` goes to lane `i` of `a[k]`.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn transpose8(a: [__m256i; 8]) -> [__m256i; 8] {
+    let lo32 = |x, y| _mm256_unpacklo_epi32(x, y);
+    let hi32 = |x, y| _mm256_unpackhi_epi32(x, y);
+    // t: pairs of rows, lanes [k, k] for k in (0, 1 | 4, 5) and (2, 3 | 6, 7).
+    let t = [
+        lo32(a[0], a[1]),
+        hi32(a[0], a[1]),
+        lo32(a[2], a[3]),
+        hi32(a[2], a[3]),
+        lo32(a[4], a[5]),
+        hi32(a[4], a[5]),
+        lo32(a[6], a[7]),
+        hi32(a[6], a[7]),
+    ];
+    let lo64 = |x, y| _mm256_unpacklo_epi64(x, y);
+    let hi64 = |x, y| _mm256_unpackhi_epi64(x, y);
+    // u[j] (rows 0-3) and u[4 + j] (rows 4-7): lane k = j in the low half, 4 + j in the high.
+    let u = [
+        lo64(t[0], t[2]),
+        hi64(t[0], t[2]),
+        lo64(t[1], t[3]),
+        hi64(t[1], t[3]),
+        lo64(t[4], t[6]),
+        hi64(t[4], t[6]),
+        lo64(t[5], t[7]),
+        hi64(t[5], t[7]),
+    ];
+    [
+        _mm256_permute2x128_si256::<0x20>(u[0], u[4]),
+        _mm256_permute2x128_si256::<0x20>(u[1], u[5]),
+        _mm256_permute2x128_si256::<0x20>(u[2], u[6]),
+        _mm256_permute2x128_si256::<0x20>(u[3], u[7]),
+        _mm256_permute2x128_si256::<0x31>(u[0], u[4]),
+        _mm256_permute2x128_si256::<0x31>(u[1], u[5]),
+        _mm256_permute2x128_si256::<0x31>(u[2], u[6]),
+        _mm256_permute2x128_si256::<0x31>(u[3], u[7]),
+    ]
 }
 
 /// Sum of the 8 lanes.

@@ -24,7 +24,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{fifth_bytes, load256};
+use super::avx2::{fifth_bytes, load256, transpose8};
 use super::rows::{Lens, fits, fits_k};
 use crate::engine::lean::blocks::{BLOCK, f16_at, fifth_bits, k4_scales_mins};
 use crate::engine::lean::quant::Y;
@@ -51,48 +51,6 @@ pub(super) struct Tile {
     w: Vec<u8>,
     d: Vec<f32>,
     m: Vec<f32>,
-}
-
-/// The 8 × 8 transposition of 32-bit lanes: lane `k` of `a[i]` goes to lane `i` of `a[k]`.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn transpose8(a: [__m256i; 8]) -> [__m256i; 8] {
-    let lo32 = |x, y| _mm256_unpacklo_epi32(x, y);
-    let hi32 = |x, y| _mm256_unpackhi_epi32(x, y);
-    // t: pairs of rows, lanes [k, k] for k in (0, 1 | 4, 5) and (2, 3 | 6, 7).
-    let t = [
-        lo32(a[0], a[1]),
-        hi32(a[0], a[1]),
-        lo32(a[2], a[3]),
-        hi32(a[2], a[3]),
-        lo32(a[4], a[5]),
-        hi32(a[4], a[5]),
-        lo32(a[6], a[7]),
-        hi32(a[6], a[7]),
-    ];
-    let lo64 = |x, y| _mm256_unpacklo_epi64(x, y);
-    let hi64 = |x, y| _mm256_unpackhi_epi64(x, y);
-    // u[j] (rows 0-3) and u[4 + j] (rows 4-7): lane k = j in the low half, 4 + j in the high.
-    let u = [
-        lo64(t[0], t[2]),
-        hi64(t[0], t[2]),
-        lo64(t[1], t[3]),
-        hi64(t[1], t[3]),
-        lo64(t[4], t[6]),
-        hi64(t[4], t[6]),
-        lo64(t[5], t[7]),
-        hi64(t[5], t[7]),
-    ];
-    [
-        _mm256_permute2x128_si256::<0x20>(u[0], u[4]),
-        _mm256_permute2x128_si256::<0x20>(u[1], u[5]),
-        _mm256_permute2x128_si256::<0x20>(u[2], u[6]),
-        _mm256_permute2x128_si256::<0x20>(u[3], u[7]),
-        _mm256_permute2x128_si256::<0x31>(u[0], u[4]),
-        _mm256_permute2x128_si256::<0x31>(u[1], u[5]),
-        _mm256_permute2x128_si256::<0x31>(u[2], u[6]),
-        _mm256_permute2x128_si256::<0x31>(u[3], u[7]),
-    ]
 }
 
 impl Tile {
