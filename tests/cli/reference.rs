@@ -101,9 +101,9 @@ fn tokenizer_matches(fixture_name: &str, gguf: &[u8]) {
 
 #[test]
 fn greedy_decoding_agrees_with_llama_cpp_up_to_its_first_near_tie() {
-    let (rate, backend) = agreement("greedy-smollm2.json", &model_path(), None);
+    let (rate, backend) = agreement("greedy-smollm2.json", &model_path(), Some(NEAR_TIE));
     assert_eq!(backend, "lean");
-    // 96.4% measured here (770/799); the bound leaves room for another CPU of the same kind.
+    // 97.0% measured here (775/799); the bound leaves room for another CPU of the same kind.
     assert!(rate >= 0.94, "teacher-forced agreement {rate:.3} below 94%");
 }
 
@@ -143,10 +143,15 @@ fn gemma3_270m_runs_lean_and_agrees_with_llama_cpp() {
     assert!(rate >= 0.95, "teacher-forced agreement {rate:.3} below 95%");
 }
 
-/// The near tie of the requantised files: candle's stock model, another correct
-/// implementation, disagrees with llama.cpp's top token where llama.cpp's top two logits are
-/// up to 0.54 apart (teacher-forced, Q6_K; the fixtures' own threshold, 0.1, was set on the
-/// shipped Q4_1, whose arithmetic llama.cpp and the lean path share to the integer).
+/// The near tie: candle's stock model, another correct implementation, disagrees with
+/// llama.cpp's top token where llama.cpp's top two logits are up to 0.54 apart (teacher-forced,
+/// Q6_K). On the shipped Q4_1, whose integer sums llama.cpp and the lean path share, the
+/// lean path's gap between llama.cpp's top two tokens differs from llama.cpp's by 0.12 on
+/// average and by up to 0.61 (teacher-forced, 799 positions, measured with the row kernels
+/// and libm's exp; 0.13 and up to 1.0 with the prompt tiles and the polynomial exp, at the
+/// same 97 % top-1 agreement): the order of the float sums alone moves a greedy choice at a
+/// gap of 0.25 (`custom_system`, step 3), so the fixtures' own threshold, 0.1, is not the
+/// bound of a correct implementation of their arithmetic either.
 const NEAR_TIE: f64 = 0.6;
 
 /// A model made by build/make-test-models.
