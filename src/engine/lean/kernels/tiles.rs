@@ -116,6 +116,50 @@ impl Tile {
     }
 }
 
+/// Adds to `wide` each token's products with block `blk` of a tile's weights `w` (its eight
+/// groups of four weights of eight rows), per row (32-bit lane): the 16-bit sums of
+/// `per_madd` groups at a time, multiplied by `mul` in a `madd` (ones, or the rows' integer
+/// scales in both halves of their lanes). `qs`: each token's 8-bit activations, 32 a block.
+/// Nothing is added if `w` or an activation slice does not hold the block.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn block_sums<const N: usize>(
+    w: &[u8],
+    blk: usize,
+    qs: [&[i8]; N],
+    (per_madd, mul): (usize, __m256i),
+    wide: &mut [__m256i; N],
+) {
+    if w.len() < (blk + 1) * BLOCK_BYTES || qs.iter().any(|q| q.len() < (blk + 1) * BLOCK) {
+        return;
+    }
+    let mut ints = [_mm256_setzero_si256(); N];
+    for k in 0..BLOCK / 4 {
+        // SAFETY: w holds (blk + 1) * 256 bytes (checked above).
+        let wk = unsafe { load256(w.as_ptr(), blk * BLOCK_BYTES + 32 * k) };
+        for t in 0..N {
+            // Activations 4k..4k + 4 of the block, in every 32-bit lane (a broadcast load).
+            // SAFETY: every token's qs holds (blk + 1) * 32 values (checked above).
+            let y = unsafe {
+                _mm256_set1_epi32(
+                    qs[t]
+                        .as_ptr()
+                        .add(BLOCK * blk + 4 * k)
+                        .cast::<i32>()
+                        .read_unaligned(),
+                )
+            };
+            ints[t] = _mm256_add_epi16(ints[t], _mm256_maddubs_epi16(wk, y));
+        }
+        if (k + 1) % per_madd == 0 {
+            for t in 0..N {
+                wide[t] = _mm256_add_epi32(wide[t], _mm256_madd_epi16(ints[t], mul));
+                ints[t] = _mm256_setzero_si256();
+            }
+        }
+    }
+}
+
 /// The products of the tile's eight rows with `N` tokens' activations: `[token][row]`. Zeros
 /// if the tokens' activations do not have the tile's width.
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -133,35 +177,10 @@ pub(super) fn tile_dots<const N: usize>(tile: &Tile, ys: &[Y<'_>; N]) -> [[f32; 
     // Groups of four weights added as 16-bit integers before a `madd` to 32 bits.
     let per_madd = if tile.five { 4 } else { 8 };
     let mut acc = [_mm256_setzero_ps(); N];
+    let qs = ys.map(|y| y.qs);
     for b in 0..nb {
-        let mut ints = [_mm256_setzero_si256(); N];
         let mut wide = [_mm256_setzero_si256(); N];
-        for k in 0..BLOCK / 4 {
-            // SAFETY: w holds nb * 256 bytes (checked above); b * 256 + 32 * k + 32 <= that.
-            let w = unsafe { load256(tile.w.as_ptr(), b * BLOCK_BYTES + 32 * k) };
-            for t in 0..N {
-                // Activations 4k..4k + 4 of block b, in every 32-bit lane (a broadcast load).
-                // SAFETY: every token's qs holds 32 * nb values (fits) and
-                // 32 * b + 4 * k + 4 <= 32 * nb.
-                let y = unsafe {
-                    _mm256_set1_epi32(
-                        ys[t]
-                            .qs
-                            .as_ptr()
-                            .add(BLOCK * b + 4 * k)
-                            .cast::<i32>()
-                            .read_unaligned(),
-                    )
-                };
-                ints[t] = _mm256_add_epi16(ints[t], _mm256_maddubs_epi16(w, y));
-            }
-            if (k + 1) % per_madd == 0 {
-                for t in 0..N {
-                    wide[t] = _mm256_add_epi32(wide[t], _mm256_madd_epi16(ints[t], ones));
-                    ints[t] = _mm256_setzero_si256();
-                }
-            }
-        }
+        block_sums(&tile.w, b, qs, (per_madd, ones), &mut wide);
         // SAFETY: d and m hold nb * 8 f32 (checked above); 8 * b + 8 <= that.
         let (dv, mv) = unsafe {
             (
@@ -305,38 +324,14 @@ pub(super) fn k_tile_dots<const N: usize>(tile: &KTile, ys: &[Y<'_>; N]) -> [[f3
         return res;
     }
     let per_madd = if tile.five { 4 } else { 8 };
+    let kq = ys.map(|y| y.kq);
     let mut acc = [_mm256_setzero_ps(); N];
     for g in 0..supers {
         let mut wide = [_mm256_setzero_si256(); N];
         for sub in g * SUBS..(g + 1) * SUBS {
             // SAFETY: sc holds nb * 8 u32 (checked above); 8 * sub + 8 <= that.
             let sc = unsafe { _mm256_loadu_si256(tile.sc.as_ptr().add(TILE_ROWS * sub).cast()) };
-            let mut ints = [_mm256_setzero_si256(); N];
-            for k in 0..BLOCK / 4 {
-                // SAFETY: w holds nb * 256 bytes (checked above).
-                let w = unsafe { load256(tile.w.as_ptr(), sub * BLOCK_BYTES + 32 * k) };
-                for t in 0..N {
-                    // SAFETY: every token's kq holds 32 * nb values (fits_k) and
-                    // 32 * sub + 4 * k + 4 <= 32 * nb.
-                    let y = unsafe {
-                        _mm256_set1_epi32(
-                            ys[t]
-                                .kq
-                                .as_ptr()
-                                .add(BLOCK * sub + 4 * k)
-                                .cast::<i32>()
-                                .read_unaligned(),
-                        )
-                    };
-                    ints[t] = _mm256_add_epi16(ints[t], _mm256_maddubs_epi16(w, y));
-                }
-                if (k + 1) % per_madd == 0 {
-                    for t in 0..N {
-                        wide[t] = _mm256_add_epi32(wide[t], _mm256_madd_epi16(ints[t], sc));
-                        ints[t] = _mm256_setzero_si256();
-                    }
-                }
-            }
+            block_sums(&tile.w, sub, kq, (per_madd, sc), &mut wide);
         }
         // SAFETY: d and dmin hold supers * 8 f32, mins supers * 32 u32 (checked above).
         let (dv, mv) = unsafe {
