@@ -1,6 +1,7 @@
 //! The lean forward pass's hot kernels (criterion): activation quantisation, and a matrix-vector
 //! product of the default model's shapes (1536 x 576 and 576 x 1536) in every block type whose
 //! rows fit (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; the K-quants Q4_K, Q5_K, Q6_K need rows of 256s),
+//! and of 1024 x 2048 in every type,
 //! one row at a time, on one thread, at every kernel level this CPU runs (portable, AVX2,
 //! AVX-512 VNNI), for one token (decode) and four at once (prompt processing).
 #![allow(missing_docs, clippy::unwrap_used, reason = "benchmark harness")]
@@ -13,7 +14,11 @@ use rempart::engine::testing::values;
 
 fn kernels_bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("lean_kernels");
-    for (rows, cols) in [(1536usize, 576usize), (576, 1536)] {
+    // The default model's two shapes, and one of a 2048-wide model's (the 1B shape's width)
+    // that the K-quants' 256-value rows fit: a megabyte or two, so the figure is the
+    // kernel's own speed from cache, to set against the memory bandwidth a generation step
+    // needs.
+    for (rows, cols) in [(1536usize, 576usize), (576, 1536), (1024, 2048)] {
         let x = values(4 * cols, 1);
         g.throughput(Throughput::Elements(cols as u64));
         let mut q = QAct::default();

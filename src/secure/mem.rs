@@ -40,9 +40,15 @@ pub fn memlock_limit() -> String {
     }
 }
 
-/// Locks every page currently mapped (the model's weights once built) with `mlockall(MCL_CURRENT)`.
+/// Locks every page currently mapped (the model's weights once built) with
+/// `mlockall(MCL_CURRENT | MCL_ONFAULT)`: the pages in memory now are locked, and a page of
+/// those mappings not yet touched is locked when it is first written or read, instead of
+/// being read in now. Without `MCL_ONFAULT` the call faulted in every mapped page, the whole
+/// binary (11 MiB of code, much of it never run), each thread's 2 MiB stack, the free top of
+/// the heap: 12 MB of the 1B shape's peak resident memory that held nothing.
 pub fn lock_current() -> std::io::Result<()> {
-    rustix::mm::mlockall(rustix::mm::MlockAllFlags::CURRENT).map_err(Into::into)
+    use rustix::mm::MlockAllFlags;
+    rustix::mm::mlockall(MlockAllFlags::CURRENT | MlockAllFlags::ONFAULT).map_err(Into::into)
 }
 
 impl LockedBuf {

@@ -182,6 +182,9 @@ pub(super) fn store_kv(
         if kc.len() < need {
             let grown = need.div_ceil(KV_STEP * hd) * KV_STEP * hd;
             let grown = grown.min(d.context * hd).max(need);
+            // Exactly: `resize` alone doubles the capacity (768 positions held 1024's room).
+            kc.reserve_exact(grown.saturating_sub(kc.len()));
+            vc.reserve_exact(grown.saturating_sub(vc.len()));
             kc.resize(grown, f16::ZERO);
             vc.resize(grown, f16::ZERO);
         }

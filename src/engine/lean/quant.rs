@@ -212,6 +212,12 @@ impl QAct {
         &mut self.f
     }
 
+    /// Exchanges the f32 values' buffer with `v` (a product's output to be turned into
+    /// these values in place, rather than copied into a buffer of their own).
+    pub fn swap_f(&mut self, v: &mut Vec<f32>) {
+        std::mem::swap(&mut self.f, v);
+    }
+
     /// Quantises the f32 values (see the type's documentation).
     pub fn quantize(&mut self) {
         self.quantize_at(Level::best());
