@@ -19,7 +19,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use super::rows::{Lens, Out, Rows, each_row, fits_for, fits_k};
+use super::rows::{AVX2_PREFETCH_ROWS, Lens, Out, Rows, each_row, fits_for, fits_k};
 use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, f16_at, fifth_bits, k4_scales_mins};
 use crate::engine::lean::quant::Y;
 
@@ -32,10 +32,12 @@ pub(super) fn rows_avx2<const N: usize>(kind: Kind, rs: Rows<'_>, ys: &[Y<'_>; N
         return;
     }
     match kind {
-        Kind::Q8_0 => each_row(rs, out, |l| q8_avx2(l, ys)),
-        Kind::Q4K | Kind::Q5K => each_row(rs, out, |l| k45_avx2(kind == Kind::Q5K, l, ys)),
-        Kind::Q6K => each_row(rs, out, |l| q6k_avx2(l, ys)),
-        _ => each_row(rs, out, |l| q4_avx2(l, ys)),
+        Kind::Q8_0 => each_row(rs, out, AVX2_PREFETCH_ROWS, |l| q8_avx2(l, ys)),
+        Kind::Q4K | Kind::Q5K => each_row(rs, out, AVX2_PREFETCH_ROWS, |l| {
+            k45_avx2(kind == Kind::Q5K, l, ys)
+        }),
+        Kind::Q6K => each_row(rs, out, AVX2_PREFETCH_ROWS, |l| q6k_avx2(l, ys)),
+        _ => each_row(rs, out, AVX2_PREFETCH_ROWS, |l| q4_avx2(l, ys)),
     }
 }
 

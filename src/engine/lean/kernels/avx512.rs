@@ -18,7 +18,7 @@ use std::arch::x86_64::*;
 use half::f16;
 
 use super::avx2::load256;
-use super::rows::{Lens, Out, Rows, each_row, fits_for, fits_k};
+use super::rows::{Lens, Out, PREFETCH_ROWS, Rows, each_row, fits_for, fits_k};
 use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, f16_at, k4_scales_mins};
 use crate::engine::lean::quant::Y;
 
@@ -31,9 +31,9 @@ pub(super) fn rows_512<const N: usize>(kind: Kind, rs: Rows<'_>, ys: &[Y<'_>; N]
         return;
     }
     match kind {
-        Kind::Q8_0 => each_row(rs, out, |l| q8_512(l, ys)),
-        k if k.is_k() => each_row(rs, out, |l| k_512(k, l, ys)),
-        _ => each_row(rs, out, |l| q4_512(l, ys)),
+        Kind::Q8_0 => each_row(rs, out, PREFETCH_ROWS, |l| q8_512(l, ys)),
+        k if k.is_k() => each_row(rs, out, PREFETCH_ROWS, |l| k_512(k, l, ys)),
+        _ => each_row(rs, out, PREFETCH_ROWS, |l| q4_512(l, ys)),
     }
 }
 

@@ -4,7 +4,8 @@
 //! step's attention sums over the f16 KV cache ([`key_scores`], [`weighted_values`]). This
 //! module chooses the code for a [`Level`]; the code itself is in `portable`, `avx2` and
 //! `avx512`, and `rows` holds what they share: the checked slices of a matrix's rows and the
-//! row loop, which prefetches the rows ahead.
+//! row loop, which prefetches the rows ahead for the AVX-512 and portable kernels (not for
+//! AVX2's, which it slowed: `rows::AVX2_PREFETCH_ROWS`).
 //!
 //! Three instruction-set levels, chosen once at run time ([`Level::best`]): AVX-512 with VNNI
 //! (one `vpdpbusd` per pair of blocks and token, the scales of 16 blocks converted at once),
@@ -32,7 +33,7 @@ use half::f16;
 
 pub use self::portable::{axpy_f16, dot_bf16, dot_f16, dot_f32};
 use self::portable::{k_portable, q4_portable, q8_portable};
-use self::rows::{Out, Rows, each_row};
+use self::rows::{Out, PREFETCH_ROWS, Rows, each_row};
 // The kernels' inputs, also reachable here (their paths before the modules were split).
 pub use super::blocks::{BLOCK, Kind};
 pub use super::level::Level;
@@ -102,9 +103,9 @@ impl Packed {
             // SAFETY: `best()` detected AVX2, FMA and F16C; lengths checked in `rs`.
             Level::Avx2 => unsafe { avx2::rows_avx2(kind, rs, ys, out) },
             _ => match kind {
-                Kind::Q8_0 => each_row(rs, out, |l| q8_portable(l, ys)),
-                k if k.is_k() => each_row(rs, out, |l| k_portable(k, l, ys)),
-                _ => each_row(rs, out, |l| q4_portable(l, ys)),
+                Kind::Q8_0 => each_row(rs, out, PREFETCH_ROWS, |l| q8_portable(l, ys)),
+                k if k.is_k() => each_row(rs, out, PREFETCH_ROWS, |l| k_portable(k, l, ys)),
+                _ => each_row(rs, out, PREFETCH_ROWS, |l| q4_portable(l, ys)),
             },
         }
     }

@@ -14,23 +14,37 @@ use crate::engine::lean::blocks::{BLOCK, Kind, SUPER};
 use crate::engine::lean::pack::Packed;
 use crate::engine::lean::quant::Y;
 
-/// Rows ahead whose weights are prefetched: the weights stream from memory once per token,
-/// and the hardware prefetcher alone left the kernels waiting on their loads (`perf
-/// annotate`: most samples on the first use of each loaded block; with it, one-thread
-/// generation went from about 69 to 80 tokens/s here).
-const PREFETCH_ROWS: usize = 4;
+/// Rows ahead whose weights are prefetched by the AVX-512 and portable kernels: the weights
+/// stream from memory once per token, and on the VMs those kernels were measured on the
+/// hardware prefetcher alone left them waiting on their loads (`perf annotate`: most samples
+/// on the first use of each loaded block; with it, one-thread generation went from about 69
+/// to 80 tokens/s).
+pub(super) const PREFETCH_ROWS: usize = 4;
 
-/// Runs `kernel` on every row of `rs`, prefetching the rows ahead, into `out`. Inlined into
-/// each level's caller, so that the kernel is compiled with that level's features.
+/// Rows ahead prefetched by the AVX2 kernels: none. On the AVX2-only EPYC VM of 2026-12-06
+/// the prefetches slowed generation (tokens/s per alternating round, 2 threads, tg64, the
+/// prefetch four rows ahead against none): the 1B Q4_0 shape 25.5/22.4/22.3/21.1/25.4/25.4
+/// against 26.3/27.3/24.3/29.4/29.8/29.3, the 1B Q4_K_M 22.7/22.0/24.1/21.7 against
+/// 24.8/28.0/26.3/25.6, SmolLM2 Q4_1 127/123/119/117 against 163/141/131/165, the 7B
+/// shape's tg32 3.7/3.8 against 4.5/4.7 (a `_MM_HINT_T0` prefetch instead of the
+/// non-temporal one, or eight or sixteen rows ahead, was no better).
+pub(super) const AVX2_PREFETCH_ROWS: usize = 0;
+
+/// Runs `kernel` on every row of `rs`, prefetching the weights of the row `ahead` rows on
+/// (none when it is 0), into `out`. Inlined into each level's caller, so that the kernel is
+/// compiled with that level's features.
 #[inline(always)]
 pub(super) fn each_row<const N: usize>(
     rs: Rows<'_>,
     mut out: Out<'_>,
+    ahead: usize,
     kernel: impl Fn(Lens<'_>) -> [f32; N],
 ) {
     for i in 0..rs.rows {
         #[cfg(target_arch = "x86_64")]
-        if let Some(next) = rs.ahead(i + PREFETCH_ROWS) {
+        if ahead > 0
+            && let Some(next) = rs.ahead(i + ahead)
+        {
             prefetch(next);
         }
         if let Some(l) = rs.row(i) {
