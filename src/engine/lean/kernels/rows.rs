@@ -1,6 +1,7 @@
 //! What the kernels of every level share: a quantised matrix's rows as slices whose lengths
 //! were checked against the activations ([`Rows`], one row a [`Lens`]), where the results go
-//! ([`Out`]), and the loop over the rows ([`each_row`]), which prefetches the rows ahead.
+//! ([`Out`]), and the loop over the rows ([`each_row`]), which prefetches the rows ahead where
+//! the level does.
 //!
 //! # Safety
 //! The one `unsafe` here is a cache prefetch hint; the lengths checked here are what the SIMD
