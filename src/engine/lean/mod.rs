@@ -13,10 +13,11 @@
 //!   ([`quant::QAct`]); each row range's dot products are block kernels ([`kernels`]:
 //!   AVX-512 VNNI or AVX2 chosen at run time, a portable loop elsewhere), the AVX-512 and
 //!   portable ones with the rows ahead prefetched (also past the end of a task's rows, into
-//!   the next task's; on the AVX2 VM measured, the hardware prefetcher alone was faster); rows are split
-//!   across the rayon pool for a prompt, and across a [`team::Team`] for a generation step,
-//!   whose ~150 short regions rayon's hand-offs slowed down (each thread takes a contiguous
-//!   share of a region's tasks, then helps the others from the back of theirs);
+//!   the next task's; on the AVX2 VM measured, the hardware prefetcher alone was faster);
+//!   rows are split across the rayon pool for a prompt, and across a [`team::Team`] for a
+//!   generation step, whose ~150 short regions rayon's hand-offs slowed down (each thread
+//!   takes a contiguous share of a region's tasks, then helps the others from the back of
+//!   theirs);
 //! - products that share an input (q, k, v; gate, up) run in one parallel region;
 //! - a generation step's attention is one task per query head, reading its key/value head's
 //!   f16 cache directly (stored per head, so that the positions stream from memory);

@@ -112,9 +112,9 @@ impl Packed {
 
     /// A prompt's products of rows `rows` with every token of `x`, into `out` (`[row][token]`,
     /// rows from `rows.start`), in tiles of eight rows (see `tiles`): done, and `true`, for
-    /// `Q4_*`, `Q5_*`, `Q4_K` and `Q5_K` matrices at the AVX2 level, whole tiles of rows and at least
-    /// [`TILE_MIN_TOKENS`] tokens; `false`, and `out` to be written by [`Self::matvec`],
-    /// otherwise.
+    /// `Q4_*`, `Q5_*`, `Q4_K` and `Q5_K` matrices at the AVX2 level, whole tiles of rows and at
+    /// least [`TILE_MIN_TOKENS`] tokens; `false`, and `out` to be written by
+    /// [`Self::matvec`], otherwise.
     pub fn prompt_tiles(
         &self,
         level: Level,

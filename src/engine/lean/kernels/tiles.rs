@@ -9,8 +9,9 @@
 //! `maddubs` multiplies them with all eight rows, and the eight groups of a block are added
 //! as 16-bit integers (4-bit weights times 8-bit activations: at most 8 · 2 · 15 · 127 =
 //! 30 480, within `i16`; 5-bit weights four groups at a time, 4 · 2 · 31 · 127 = 31 496)
-//! before a single `madd`, conversion and multiply-add for the eight rows. The unpacking (a nibble split and an 8 × 8 transposition of 32-bit lanes per pair
-//! of blocks) is paid once per task and shared by all of the prompt's tokens.
+//! before a single `madd`, conversion and multiply-add for the eight rows. The unpacking (a
+//! nibble split and an 8 × 8 transposition of 32-bit lanes per pair of blocks) is paid once
+//! per task and shared by all of the prompt's tokens.
 //!
 //! # Safety
 //! The `unsafe` here is unaligned loads and stores within slices whose lengths the functions
