@@ -3,7 +3,8 @@
 //! rows fit (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; the K-quants Q4_K, Q5_K, Q6_K need rows of 256s),
 //! and of 1024 x 2048 in every type,
 //! one row at a time, on one thread, at every kernel level this CPU runs (portable, AVX2,
-//! AVX-512 VNNI), for one token (decode) and four at once (prompt processing).
+//! AVX-512 VNNI), for one token (decode) and four at once (prompt processing); Q4_0 and Q4_1
+//! striped (as a model's matrices are) and not (`_unstriped`).
 #![allow(missing_docs, clippy::unwrap_used, reason = "benchmark harness")]
 
 use candle_core::quantized::QTensor;
@@ -41,17 +42,25 @@ fn kernels_bench(c: &mut Criterion) {
                 .data()
                 .unwrap()
                 .into_owned();
-            let p = Packed::from_ggml(kind, rows, cols, &data).unwrap();
+            // Striped where the kind is (as a model's matrices are), and also not, to compare.
+            let mut layouts = vec![(Packed::from_ggml(kind, rows, cols, &data).unwrap(), "")];
+            if layouts[0].0.striped() {
+                let flat = Packed::from_ggml_as(kind, rows, cols, &data, false).unwrap();
+                layouts.push((flat, "_unstriped"));
+            }
             let mut out = vec![0f32; 4 * rows];
-            for level in Level::available() {
-                g.throughput(Throughput::Bytes(data.len() as u64));
-                g.bench_function(format!("matvec_{kind:?}_{rows}x{cols}_{level:?}"), |b| {
-                    b.iter(|| p.matvec(level, 0..rows, &[ys[0]], &mut out, (1, 0)));
-                });
-                g.throughput(Throughput::Bytes(4 * data.len() as u64));
-                g.bench_function(format!("matmul4_{kind:?}_{rows}x{cols}_{level:?}"), |b| {
-                    b.iter(|| p.matvec(level, 0..rows, &ys, &mut out, (4, 0)));
-                });
+            for (p, layout) in &layouts {
+                for level in Level::available() {
+                    let name = format!("{kind:?}_{rows}x{cols}_{level:?}{layout}");
+                    g.throughput(Throughput::Bytes(data.len() as u64));
+                    g.bench_function(format!("matvec_{name}"), |b| {
+                        b.iter(|| p.matvec(level, 0..rows, &[ys[0]], &mut out, (1, 0)));
+                    });
+                    g.throughput(Throughput::Bytes(4 * data.len() as u64));
+                    g.bench_function(format!("matmul4_{name}"), |b| {
+                        b.iter(|| p.matvec(level, 0..rows, &ys, &mut out, (4, 0)));
+                    });
+                }
             }
         }
     }

@@ -107,7 +107,8 @@ fn main() -> Result<(), String> {
         buf.get_mut(at..at + b.len())
             .ok_or("arena too small")?
             .copy_from_slice(b);
-        layouts.push(pack_in_place(k, r, c, buf, at..at + b.len())?);
+        // Striped where the kind allows, as the lean pass packs them.
+        layouts.push(pack_in_place(k, r, c, buf, (at..at + b.len(), true))?);
     }
     let store = Arc::new(Store::Arena(arena));
     let mats: Vec<Packed> = layouts

@@ -190,8 +190,19 @@ impl<'a> Builder<'a> {
         Ok((info, at))
     }
 
-    /// Matrix `name` (`rows` x `cols`), repacked in place.
+    /// Matrix `name` (`rows` x `cols`), repacked in place (striped where it can be).
     fn matrix(&mut self, name: &str, rows: usize, cols: usize) -> Result<Layout, Error> {
+        self.matrix_as(name, rows, cols, true)
+    }
+
+    /// Matrix `name` (`rows` x `cols`), repacked in place, striped only with `stripes`.
+    fn matrix_as(
+        &mut self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        stripes: bool,
+    ) -> Result<Layout, Error> {
         let (info, at) = self.claim(name)?;
         let kind = Kind::from_ggml(info.ggml_dtype)
             .ok_or_else(|| Error::Gguf(format!("{name}: block type {:?}", info.ggml_dtype)))?;
@@ -201,7 +212,7 @@ impl<'a> Builder<'a> {
                 info.shape.dims()
             )));
         }
-        let l = pack::pack_in_place(kind, rows, cols, self.bytes, at.clone())
+        let l = pack::pack_in_place(kind, rows, cols, self.bytes, (at.clone(), stripes))
             .map_err(|e| Error::Gguf(format!("{name}: {e}")))?;
         self.packed.push(at);
         Ok(l)
@@ -211,7 +222,9 @@ impl<'a> Builder<'a> {
     /// repacked in place and read as one matrix per part.
     fn fused(&mut self, name: &str, parts: &[usize], cols: usize) -> Result<Vec<Layout>, Error> {
         let rows = parts.iter().sum();
-        let whole = self.matrix(name, rows, cols)?;
+        // Striped only if every part is whole stripes (each is read as a matrix of its own).
+        let stripes = parts.iter().all(|n| n.is_multiple_of(pack::STRIPE));
+        let whole = self.matrix_as(name, rows, cols, stripes)?;
         let mut at = 0;
         parts
             .iter()

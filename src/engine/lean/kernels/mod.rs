@@ -3,7 +3,8 @@
 //! 8-bit blocks ([`Y`], see [`super::quant`]) at a time ([`Packed::matvec`]), and a generation
 //! step's attention sums over the f16 KV cache ([`key_scores`], [`weighted_values`]). This
 //! module chooses the code for a [`Level`]; the code itself is in `portable`, `avx2` and
-//! `avx512`, and `rows` holds what they share: the checked slices of a matrix's rows and the
+//! `avx512` (and `stripes` for striped matrices, whose rows are interleaved eight at a time),
+//! and `rows` holds what they share: the checked slices of a matrix's rows and the
 //! row loop, which prefetches the rows ahead for the AVX-512 and portable kernels (not for
 //! AVX2's, which it slowed: `rows::AVX2_PREFETCH_ROWS`).
 //!
@@ -24,6 +25,7 @@ mod avx2;
 mod avx512;
 mod portable;
 mod rows;
+mod stripes;
 #[cfg(target_arch = "x86_64")]
 mod tiles;
 
@@ -34,6 +36,8 @@ use half::f16;
 pub use self::portable::{axpy_f16, dot_bf16, dot_f16, dot_f32};
 use self::portable::{k_portable, q4_portable, q8_portable};
 use self::rows::{Out, PREFETCH_ROWS, Rows, each_row};
+use self::stripes::{Stripe, Stripes, covering, stripe_portable};
+use super::pack::STRIPE;
 // The kernels' inputs, also reachable here (their paths before the modules were split).
 pub use super::blocks::{BLOCK, Kind};
 pub use super::level::Level;
@@ -89,6 +93,13 @@ impl Packed {
             }
             return;
         }
+        if self.striped() {
+            match Stripes::new(self) {
+                Some(st) => striped_matvec(level, st, rows, ys, &mut out),
+                None => out.out.fill(0.0),
+            }
+            return;
+        }
         let Some(rs) = Rows::new(self, rows, ys) else {
             out.out.fill(0.0);
             return;
@@ -128,7 +139,9 @@ impl Packed {
             let t = x.tokens();
             let y0 = [x.token(0)];
             let kind = self.kind();
+            // Striped matrices need no tiles: their own kernel is the tiles' (see `stripes`).
             if level.min(Level::best()) != Level::Avx2
+                || self.striped()
                 || !matches!(
                     kind,
                     Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 | Kind::Q4K | Kind::Q5K
@@ -209,6 +222,65 @@ impl Packed {
     }
 }
 
+/// [`Packed::matvec`] of a striped matrix at `level` (at most what the CPU runs): each
+/// stripe holding rows of `rows` at once, the rows of `rows` written.
+#[allow(
+    unsafe_code,
+    reason = "calls of SIMD kernels at a level detected on this CPU"
+)]
+fn striped_matvec<const N: usize>(
+    level: Level,
+    st: Stripes<'_>,
+    rows: Range<usize>,
+    ys: &[Y<'_>; N],
+    out: &mut Out<'_>,
+) {
+    for s in covering(&rows) {
+        let Some(one) = st.stripe(s) else {
+            continue;
+        };
+        let res = match level {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: at either level `best()` detected AVX2, FMA and F16C (AVX-512 runs the
+            // AVX2 kernel: the stripes' products need no wider vectors).
+            Level::Avx512 | Level::Avx2 => unsafe { stripe_avx2_by_fours(one, ys) },
+            _ => stripe_portable(one, ys),
+        };
+        for (i, r) in (s * STRIPE..(s + 1) * STRIPE).enumerate() {
+            if rows.contains(&r) {
+                out.put::<N>(r - rows.start, std::array::from_fn(|t| res[t][i]));
+            }
+        }
+    }
+}
+
+/// `stripes::stripe_avx2` of any number of tokens: four at a time (their vectors fill the
+/// registers), then one at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn stripe_avx2_by_fours<const N: usize>(one: Stripe<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
+    use self::stripes::stripe_avx2;
+    if N <= 4 {
+        return stripe_avx2(one, ys);
+    }
+    let mut res = [[0f32; STRIPE]; N];
+    let mut t = 0;
+    while t < N {
+        if let Some(four) = ys
+            .get(t..t + 4)
+            .and_then(|f| <&[Y<'_>; 4]>::try_from(f).ok())
+        {
+            res[t..t + 4].copy_from_slice(&stripe_avx2(one, four));
+            t += 4;
+        } else {
+            let [r] = stripe_avx2(one, &[ys[t]]);
+            res[t] = r;
+            t += 1;
+        }
+    }
+    res
+}
+
 /// Attention scores of one query head: `out[p] = dot_f16(q, key p) * scale` for the first
 /// `n` keys of `keys` (`[position][q.len()]`), bit for bit as [`dot_f16`] computes them, with
 /// the code of `level` (lowered to what the CPU runs). Fewer keys than `n` give fewer scores.
@@ -263,6 +335,7 @@ pub fn weighted_values(level: Level, w: &[f32], vals: &[f16], o: &mut [f32]) {
 mod tests {
     use super::*;
     use crate::engine::lean::blocks::SUPER;
+    use crate::engine::lean::pack::Layout;
     use crate::engine::lean::quant::tests::rand_f32;
 
     /// A random `rows` x `cols` matrix quantised by candle.
@@ -289,10 +362,11 @@ mod tests {
     fn packed_dots_match_candle_blocks_at_every_level() {
         use candle_core::Device;
         let mut seed = 7;
-        for (dtype, kind) in kinds() {
+        // Six rows, and sixteen: two stripes where the kind is striped.
+        for ((dtype, kind), rows) in kinds().flat_map(|k| [(k, 6), (k, 16)]) {
             // 18 blocks per row, as the default model's width 576: a 16-block chunk and a
             // pair; three super-blocks for the K-quants.
-            let (rows, cols) = (6, if kind.is_k() { 768 } else { 576 });
+            let cols = if kind.is_k() { 768 } else { 576 };
             let q = candle_quantized(dtype, rows, cols, &mut seed);
             let bytes = q.data().unwrap().into_owned();
             let wd = q
@@ -302,6 +376,11 @@ mod tests {
                 .unwrap();
             let p = Packed::from_ggml(kind, rows, cols, &bytes).unwrap();
             assert_eq!(p.bytes(), bytes.len(), "{kind:?}: repacking adds no bytes");
+            assert_eq!(
+                p.striped(),
+                rows == 16 && matches!(kind, Kind::Q4_0 | Kind::Q4_1),
+                "{kind:?} {rows} rows"
+            );
             let x = QAct::new(rand_f32(8 * cols, &mut seed), cols);
             let ys: [Y<'_>; 8] = std::array::from_fn(|t| x.token(t));
             for (r, wr) in wd.iter().enumerate() {
@@ -356,13 +435,14 @@ mod tests {
         let mut seed = 5;
         let cols = 1536;
         let x = QAct::new(rand_f32(cols, &mut seed), cols);
-        for (dtype, kind) in kinds() {
-            let bytes = candle_quantized(dtype, 3, cols, &mut seed)
+        // Three rows, and a stripe of eight where the kind is striped.
+        for ((dtype, kind), rows) in kinds().flat_map(|k| [(k, 3), (k, 8)]) {
+            let bytes = candle_quantized(dtype, rows, cols, &mut seed)
                 .data()
                 .unwrap()
                 .into_owned();
-            let p = Packed::from_ggml(kind, 3, cols, &bytes).unwrap();
-            for r in 0..3 {
+            let p = Packed::from_ggml(kind, rows, cols, &bytes).unwrap();
+            for r in 0..rows {
                 let [portable] = p.dots(Level::Portable, r, &[x.token(0)]);
                 for level in Level::available() {
                     let [fast] = p.dots(level, r, &[x.token(0)]);
@@ -389,11 +469,16 @@ mod tests {
                 .data()
                 .unwrap()
                 .into_owned();
-            let p = Packed::from_ggml(kind, rows, cols, &bytes).unwrap();
+            // Unstriped: a striped matrix is multiplied by its own kernels (checked below).
+            let p = Packed::from_ggml_as(kind, rows, cols, &bytes, false).unwrap();
+            let striped = Packed::from_ggml(kind, rows, cols, &bytes).unwrap();
             for t in [TILE_MIN_TOKENS - 1, TILE_MIN_TOKENS, 11] {
                 let x = QAct::new(rand_f32(t * cols, &mut seed), cols);
                 for level in Level::available() {
                     let mut out = vec![f32::NAN; 16 * t];
+                    if striped.striped() {
+                        assert!(!striped.prompt_tiles(level, 8..24, &x, &mut out));
+                    }
                     let done = p.prompt_tiles(level, 8..24, &x, &mut out);
                     let tiled = level == Level::Avx2
                         && matches!(
@@ -432,6 +517,85 @@ mod tests {
         let p = Packed::from_ggml(Kind::Q4_0, 12, cols, &bytes).unwrap();
         let x = QAct::new(rand_f32(8 * cols, &mut seed), cols);
         assert!(!p.prompt_tiles(Level::best(), 0..12, &x, &mut vec![0.0; 12 * 8]));
+    }
+
+    /// A striped matrix gives its unstriped layout's weights and products: the portable
+    /// kernels' bit for bit (the same sums in the same order), the SIMD ones' within the
+    /// order of the float additions; for row ranges that cut stripes, and one, four and eight
+    /// tokens at once. Its rows are read as whole stripes only.
+    #[test]
+    fn striped_matrices_give_the_unstriped_products() {
+        let mut seed = 13;
+        let (rows, cols) = (24, 576);
+        for kind in [Kind::Q4_0, Kind::Q4_1] {
+            let bytes = candle_quantized(kind.ggml(), rows, cols, &mut seed)
+                .data()
+                .unwrap()
+                .into_owned();
+            let flat = Packed::from_ggml_as(kind, rows, cols, &bytes, false).unwrap();
+            let striped = Packed::from_ggml(kind, rows, cols, &bytes).unwrap();
+            assert!(striped.striped() && !flat.striped());
+            assert_ne!(
+                striped.qs(),
+                flat.qs(),
+                "{kind:?}: the layouts differ (the bytes moved)"
+            );
+            let (mut a, mut b) = (vec![0f32; cols], vec![0f32; cols]);
+            for r in 0..rows {
+                flat.dequantize_row(r, &mut a);
+                striped.dequantize_row(r, &mut b);
+                assert_eq!(a, b, "{kind:?} row {r} dequantised");
+            }
+            let x = QAct::new(rand_f32(8 * cols, &mut seed), cols);
+            let ys: [Y<'_>; 8] = std::array::from_fn(|t| x.token(t));
+            for level in Level::available() {
+                for range in [0..rows, 3..13, 16..24, 5..6] {
+                    let n = range.len();
+                    let mut want = vec![f32::NAN; n * 8];
+                    flat.matvec(level, range.clone(), &ys, &mut want, (8, 0));
+                    for (group, at) in [(8, 0), (4, 4), (1, 3)] {
+                        let mut got = vec![f32::NAN; n * 8];
+                        match group {
+                            8 => striped.matvec(level, range.clone(), &ys, &mut got, (8, 0)),
+                            4 => {
+                                let four = [ys[4], ys[5], ys[6], ys[7]];
+                                striped.matvec(level, range.clone(), &four, &mut got, (8, at));
+                            }
+                            _ => striped.matvec(level, range.clone(), &[ys[3]], &mut got, (8, at)),
+                        }
+                        for i in 0..n {
+                            for tok in at..at + group {
+                                let (w, g) = (want[i * 8 + tok], got[i * 8 + tok]);
+                                let ok = if level == Level::Portable {
+                                    w.to_bits() == g.to_bits()
+                                } else {
+                                    (g - w).abs() <= 1e-4 * (1.0 + w.abs())
+                                };
+                                assert!(
+                                    ok,
+                                    "{kind:?} {level:?} rows {range:?} row {i} token {tok} \
+                                     ({group} at once): {g} vs {w}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+            // Parts of a fused matrix are whole stripes.
+            let l = Layout {
+                kind,
+                rows,
+                cols,
+                d: 0..0,
+                m: 0..0,
+                h: 0..0,
+                qs: 0..0,
+                f: 0..0,
+                striped: true,
+            };
+            assert!(l.row_range(8..24).is_some());
+            assert!(l.row_range(4..24).is_none() && l.row_range(0..12).is_none());
+        }
     }
 
     #[test]

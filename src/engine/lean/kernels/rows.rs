@@ -126,6 +126,7 @@ impl<'a> Rows<'a> {
         let span = rows.start..(rows.end + PREFETCH_ROWS).min(p.rows()).max(rows.end);
         let scales = span.start * nb..span.end * nb;
         if kind.is_float()
+            || p.striped()
             || !nb.is_multiple_of(2)
             || !p.cols().is_multiple_of(kind.row_multiple())
             || !fits_for(kind, nb, ys)

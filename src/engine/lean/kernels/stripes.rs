@@ -1,0 +1,241 @@
+//! The kernels of striped matrices (`Q4_0`, `Q4_1` in stripes of eight rows, see
+//! [`Layout::striped`]): the products of a stripe's eight rows with up to four tokens'
+//! activations at once, as eight lanes of one vector per token.
+//!
+//! The row kernels (`avx2::blocks_avx2`) sum each block's 32 products of one row in the lanes
+//! of a vector: every block then costs a `maddubs`, a `madd`, a conversion and a multiply-add
+//! per row and token, and the `madd`s and `maddubs`es share the vector multiplier, which
+//! bounded a generation step below the memory's speed. Here lane `i` is row `i` of the
+//! stripe: a 32-byte load gives weights `8j..8j + 4` and `8j + 4..8j + 8` of the eight rows,
+//! each multiplied by its four activations broadcast to every lane (one `maddubs` for eight
+//! rows), the eight products of a block added as 16-bit integers (4-bit weights times 8-bit
+//! activations: at most 8 · 2 · 15 · 128 = 30 720, within `i16`) before one `madd`,
+//! conversion and multiply-add for the eight rows. This is what the prompt tiles (`tiles`) do
+//! after unpacking a task's rows; striped at load, a generation step needs no unpacking.
+//!
+//! # Safety
+//! The `unsafe` here is unaligned loads within slices whose lengths [`Stripes::stripe`] and
+//! the kernel check first (and say so next to each); the AVX2 kernel runs only where
+//! `Level::best` detected AVX2, FMA and F16C.
+//!
+//! [`Layout::striped`]: crate::engine::lean::pack::Layout::striped
+
+#![cfg_attr(
+    target_arch = "x86_64",
+    allow(
+        unsafe_code,
+        reason = "SIMD kernels; each block says why it is in bounds and supported"
+    )
+)]
+
+use std::ops::Range;
+
+use half::f16;
+
+use super::rows::fits;
+use crate::engine::lean::blocks::{BLOCK, Kind};
+use crate::engine::lean::pack::{Packed, STRIPE, STRIPE_BLOCK_BYTES, stripe_nibble};
+use crate::engine::lean::quant::Y;
+
+/// Whole stripes of a striped matrix, with their lengths checked: `nb` blocks per row, and
+/// per stripe `8 * nb` scales `d` (and `Q4_1` minimums `m`) and `128 * nb` bytes of weights.
+#[derive(Clone, Copy)]
+pub(super) struct Stripes<'a> {
+    nb: usize,
+    d: &'a [f16],
+    m: Option<&'a [f16]>,
+    qs: &'a [u8],
+}
+
+/// One stripe's parts, from [`Stripes::stripe`]: `8 * nb` scales (and minimums), `128 * nb`
+/// bytes of weights.
+#[derive(Clone, Copy)]
+pub(super) struct Stripe<'a> {
+    pub(super) nb: usize,
+    pub(super) d: &'a [f16],
+    pub(super) m: Option<&'a [f16]>,
+    pub(super) qs: &'a [u8],
+}
+
+impl<'a> Stripes<'a> {
+    /// The stripes of `p`, if it is a striped matrix whose parts have their lengths.
+    pub(super) fn new(p: &'a Packed) -> Option<Self> {
+        let nb = p.cols() / BLOCK;
+        let blocks = p.rows().checked_mul(nb)?;
+        let four = matches!(p.kind(), Kind::Q4_0 | Kind::Q4_1);
+        if !p.striped() || !four || !p.rows().is_multiple_of(STRIPE) || nb == 0 {
+            return None;
+        }
+        Some(Self {
+            nb,
+            d: p.d().get(..blocks)?,
+            m: if p.kind() == Kind::Q4_1 {
+                Some(p.m().get(..blocks)?)
+            } else {
+                None
+            },
+            qs: p.qs().get(..blocks / STRIPE * STRIPE_BLOCK_BYTES)?,
+        })
+    }
+
+    /// Stripe `s`, `None` past the last.
+    pub(super) fn stripe(&self, s: usize) -> Option<Stripe<'a>> {
+        let per = STRIPE * self.nb;
+        let scales = s * per..(s + 1) * per;
+        Some(Stripe {
+            nb: self.nb,
+            d: self.d.get(scales.clone())?,
+            m: match self.m {
+                Some(m) => Some(m.get(scales)?),
+                None => None,
+            },
+            qs: self
+                .qs
+                .get(s * self.nb * STRIPE_BLOCK_BYTES..(s + 1) * self.nb * STRIPE_BLOCK_BYTES)?,
+        })
+    }
+}
+
+/// The stripes holding rows `rows` (the first and last may hold rows outside it).
+pub(super) fn covering(rows: &Range<usize>) -> Range<usize> {
+    rows.start / STRIPE..rows.end.div_ceil(STRIPE)
+}
+
+/// A stripe's products with `N` tokens' activations, `[token][row of the stripe]`, in plain
+/// Rust: per block and row, the integer sum of the 32 products, then its scale's product and
+/// the offset's (`Q4_1`'s minimum, or `Q4_0`'s -8 times the scale) times the activations'
+/// sum, as the row kernel `q4_portable` computes them. Zeros if the tokens' activations do
+/// not have the stripe's width.
+pub(super) fn stripe_portable<const N: usize>(
+    st: Stripe<'_>,
+    ys: &[Y<'_>; N],
+) -> [[f32; STRIPE]; N] {
+    let mut out = [[0f32; STRIPE]; N];
+    if !fits(st.nb, ys) {
+        return out;
+    }
+    for (o, y) in out.iter_mut().zip(ys) {
+        for (b, q) in st
+            .qs
+            .chunks_exact(STRIPE_BLOCK_BYTES)
+            .enumerate()
+            .take(st.nb)
+        {
+            let yq = y.qs.get(b * BLOCK..(b + 1) * BLOCK).unwrap_or_default();
+            let (yd, ysum) = (
+                y.d.get(b).copied().unwrap_or(0.0),
+                y.s.get(b).copied().unwrap_or(0.0),
+            );
+            for (i, ov) in o.iter_mut().enumerate() {
+                let isum: i32 = yq
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| {
+                        let (byte, shift) = stripe_nibble(i, k);
+                        let n = (q.get(byte).copied().unwrap_or(0) >> shift) & 0x0F;
+                        i32::from(n) * i32::from(*v)
+                    })
+                    .sum();
+                let at = b * STRIPE + i;
+                let dv = st.d.get(at).map_or(0.0, |v| v.to_f32());
+                let mv =
+                    st.m.map_or(-8.0 * dv, |m| m.get(at).map_or(0.0, |v| v.to_f32()));
+                *ov += dv * yd * isum as f32 + mv * ysum;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(super) use self::x86::stripe_avx2;
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{STRIPE, STRIPE_BLOCK_BYTES, Stripe, fits};
+    use crate::engine::lean::blocks::BLOCK;
+    use crate::engine::lean::kernels::avx2::load256;
+    use crate::engine::lean::quant::Y;
+
+    /// A stripe's products with `N` (at most 4) tokens' activations, AVX2 (see the module
+    /// documentation): `[token][row of the stripe]`. Zeros if the tokens' activations do not
+    /// have the stripe's width or `N` is over 4 (their vectors would not stay in registers).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(in crate::engine::lean::kernels) fn stripe_avx2<const N: usize>(
+        st: Stripe<'_>,
+        ys: &[Y<'_>; N],
+    ) -> [[f32; STRIPE]; N] {
+        let mut res = [[0f32; STRIPE]; N];
+        let nb = st.nb;
+        if N > 4
+            || !fits(nb, ys)
+            || st.d.len() < nb * STRIPE
+            || st.m.is_some_and(|m| m.len() < nb * STRIPE)
+            || st.qs.len() < nb * STRIPE_BLOCK_BYTES
+        {
+            return res;
+        }
+        let low = _mm256_set1_epi8(0x0F);
+        let ones = _mm256_set1_epi16(1);
+        // Per token, the scaled sums and the offsets' products in two accumulators, so that
+        // each block's two multiply-adds do not wait on each other.
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut off = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            // SAFETY: d (and m) hold 8 * nb f16 (checked above): 16 bytes from 8b.
+            let dv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(st.d.as_ptr().add(8 * b).cast()) });
+            // `Q4_1`'s minimums times the activations' sums; `Q4_0`'s offset, -8 times the
+            // scale, as the scale times -8 times the sums (-8 is a power of two: the same
+            // product).
+            let (mv, k) = match st.m {
+                // SAFETY: as above.
+                Some(m) => (
+                    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(m.as_ptr().add(8 * b).cast()) }),
+                    1.0,
+                ),
+                None => (dv, -8.0),
+            };
+            let mut ints = [_mm256_setzero_si256(); N];
+            for j in 0..BLOCK / 8 {
+                // SAFETY: qs holds 128 * nb bytes (checked above); 128b + 32j + 32 <= that.
+                let v = unsafe { load256(st.qs.as_ptr(), STRIPE_BLOCK_BYTES * b + 32 * j) };
+                let lo = _mm256_and_si256(v, low);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                for t in 0..N {
+                    // Activations 8j..8j + 4 and 8j + 4..8j + 8 of the block, each in every
+                    // 32-bit lane (broadcast loads).
+                    // SAFETY: every token's qs holds 32 * nb values (`fits`), and
+                    // 32b + 8j + 8 <= 32 * nb.
+                    let (ya, yb) = unsafe {
+                        let p = ys[t].qs.as_ptr().add(BLOCK * b + 8 * j).cast::<i32>();
+                        (
+                            _mm256_set1_epi32(p.read_unaligned()),
+                            _mm256_set1_epi32(p.add(1).read_unaligned()),
+                        )
+                    };
+                    let pair = _mm256_add_epi16(
+                        _mm256_maddubs_epi16(lo, ya),
+                        _mm256_maddubs_epi16(hi, yb),
+                    );
+                    ints[t] = _mm256_add_epi16(ints[t], pair);
+                }
+            }
+            for t in 0..N {
+                let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(ints[t], ones));
+                // `fits`: d and s hold nb values.
+                let (yd, ysum) = (ys[t].d[b], ys[t].s[b]);
+                acc[t] = _mm256_fmadd_ps(_mm256_mul_ps(dv, _mm256_set1_ps(yd)), sums, acc[t]);
+                off[t] = _mm256_fmadd_ps(mv, _mm256_set1_ps(k * ysum), off[t]);
+            }
+        }
+        for t in 0..N {
+            // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
+            unsafe {
+                _mm256_storeu_ps(res[t].as_mut_ptr(), _mm256_add_ps(acc[t], off[t]));
+            }
+        }
+        res
+    }
+}
