@@ -137,7 +137,7 @@ fn gemma3_270m_runs_lean_and_agrees_with_llama_cpp() {
     let (rate, backend) = agreement(
         "greedy-gemma3-270m-Q4_K_M.json",
         &requantised_path("gemma-3-270m-q4_k_m.gguf"),
-        Some(NEAR_TIE),
+        Some(GEMMA_NEAR_TIE),
     );
     assert_eq!(backend, "lean");
     assert!(rate >= 0.95, "teacher-forced agreement {rate:.3} below 95%");
@@ -153,6 +153,18 @@ fn gemma3_270m_runs_lean_and_agrees_with_llama_cpp() {
 /// gap of 0.25 (`custom_system`, step 3), so the fixtures' own threshold, 0.1, is not the
 /// bound of a correct implementation of their arithmetic either.
 const NEAR_TIE: f64 = 0.6;
+
+/// The near tie of Gemma 3 270M, whose 18 layers and logits of about 20 move further with the
+/// order of the float sums: teacher-forced over the fixture's 1024 positions, the lean path's
+/// gap between llama.cpp's top two tokens differs from llama.cpp's by 0.143 on average and up
+/// to 1.03 with the row kernels of `Q4_K` (before its matrices were striped), 0.140 and up to
+/// 1.14 with the striped matrices' kernel, at the same 99.4 % and 99.3 % top-1 agreement
+/// (measured 2026-12-06 with a throwaway test over `greedy-gemma3-270m-Q4_K_M.json`). At
+/// 0.6, `story_request` step 12 (llama.cpp's gap 0.86) passed with the row kernels by 0.19
+/// and flipped with the stripes' by 0.17: neither is the bound of a correct implementation of
+/// this arithmetic. Steps where llama.cpp's gap is under the largest measured difference, 1.2
+/// with a margin, are left to the teacher-forced agreement.
+const GEMMA_NEAR_TIE: f64 = 1.2;
 
 /// A model made by build/make-test-models.
 fn requantised_path(name: &str) -> PathBuf {

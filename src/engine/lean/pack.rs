@@ -16,12 +16,12 @@
 //! One 32-byte load, a mask and a shift then give the 64 weights of the pair in order, ready
 //! to multiply with the activations as they are stored.
 //!
-//! `Q4_0` and `Q4_1` matrices whose rows are whole stripes of eight ([`STRIPE`]) are striped
-//! instead ([`Layout::striped`], [`stripe_nibble`]): each block's scales, minimums and nibbles
-//! of eight rows side by side, so that one vector's lanes are eight rows (the kernels of
-//! `kernels::stripes`). Their kernel computes a generation step's products with half the
-//! operations per weight of the row kernels (`cargo bench --bench lean_kernels --
-//! 1024x2048_Avx2`: one token, Q4_0 92 → 46 µs).
+//! `Q4_0`, `Q4_1` and `Q4_K` matrices whose rows are whole stripes of eight ([`STRIPE`]) are
+//! striped instead ([`Layout::striped`], [`stripe_nibble`]): each block's scales, minimums
+//! and nibbles of eight rows side by side, so that one vector's lanes are eight rows (the
+//! kernels of `kernels::stripes`). Their kernel computes a generation step's products with
+//! fewer operations per weight than the row kernels (`cargo bench --bench lean_kernels --
+//! 1024x2048_Avx2`: one token, Q4_0 92 → 46 µs, Q4_K 81 → 62 µs).
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -116,9 +116,10 @@ pub struct Layout {
     pub qs: Range<usize>,
     /// F32 weights.
     pub f: Range<usize>,
-    /// The rows in stripes of [`STRIPE`] (`Q4_0`, `Q4_1`; see [`stripe_nibble`]): `d` and
-    /// `m` are then `[stripe][block][row of the stripe]`, and `qs` holds
-    /// [`STRIPE_BLOCK_BYTES`] per stripe and block.
+    /// The rows in stripes of [`STRIPE`] (`Q4_0`, `Q4_1`, `Q4_K`; see [`stripe_nibble`]):
+    /// for `Q4_*`, `d` and `m` are then `[stripe][block][row of the stripe]`, and `qs` holds
+    /// [`STRIPE_BLOCK_BYTES`] per stripe and block; for `Q4_K`, `qs` holds each stripe's
+    /// super-blocks, eight rows' worth each (see `stripe_q4k_row`).
     pub striped: bool,
 }
 
@@ -176,8 +177,9 @@ impl Layout {
 /// `bytes`, into the kernels' layout in the same bytes: the scales of every block first
 /// (native-endian f16), then for `Q4_1` the minimums, then the quantised weights, with the
 /// nibbles of each pair of blocks interleaved (byte j = weight j of the first block | weight
-/// j of the second << 4); F32 weights become native-endian in place. With `stripes`, `Q4_0`
-/// and `Q4_1` matrices of whole stripes of rows are striped instead ([`Layout::striped`]).
+/// j of the second << 4); F32 weights become native-endian in place. With `stripes`, `Q4_0`,
+/// `Q4_1` and `Q4_K` matrices of whole stripes of rows are striped instead
+/// ([`Layout::striped`]).
 /// Refuses shapes the kernels cannot run and sizes or alignments that do not match, saying
 /// which.
 pub fn pack_in_place(
@@ -320,6 +322,25 @@ pub fn pack_in_place(
             }
             l.qs = end..at.end;
         }
+        Kind::Q4K if stripes && rows.is_multiple_of(STRIPE) => {
+            // A stripe's eight rows take the same bytes in both layouts: each is copied
+            // aside (kilobytes, not the matrix) and rewritten in place.
+            let supers = cols / SUPER;
+            let mut rows8 = Zeroizing::new(vec![0u8; STRIPE * supers * bb]);
+            for stripe in region.chunks_exact_mut(STRIPE * supers * bb) {
+                rows8.copy_from_slice(stripe);
+                for (b, sb) in rows8.chunks_exact(bb).enumerate() {
+                    // Super-block `b` of the eight rows is super-block `c` of row `i`.
+                    let (i, c) = (b / supers, b % supers);
+                    let mut gguf = [0u8; Q4K_BYTES];
+                    gguf.copy_from_slice(sb);
+                    let to = c * STRIPE * bb;
+                    stripe_q4k_row(&gguf, i, &mut stripe[to..to + STRIPE * bb]);
+                }
+            }
+            l.qs = at;
+            l.striped = true;
+        }
         Kind::Q4K | Kind::Q5K | Kind::Q6K => l.qs = at,
         Kind::F16 | Kind::BF16 => {
             for c in region.chunks_exact_mut(2) {
@@ -344,6 +365,71 @@ pub fn pack_in_place(
         }
     }
     Ok(l)
+}
+
+/// Bytes of a GGUF `Q4_K` super-block.
+pub const Q4K_BYTES: usize = 144;
+
+/// Writes a GGUF `Q4_K` super-block `sb` as row `i` of its stripe's super-block `dst`
+/// ([`STRIPE`] times [`Q4K_BYTES`]): the eight rows' `d` (f16, bytes 0..16), `dmin` (16..32),
+/// their 12 scale bytes as three 32-bit words each, the first words of the eight rows
+/// (32..64), then the second (64..96) and third (96..128), so that one load gives a word of
+/// all eight rows and the scales decode eight rows at a time; then each sub-block of 32
+/// weights as a `Q4_0` stripe's block (128 bytes, [`stripe_nibble`]).
+fn stripe_q4k_row(sb: &[u8; Q4K_BYTES], i: usize, dst: &mut [u8]) {
+    // A fixed size and row, so that the indices below need no checks.
+    let Some(dst) = dst.get_mut(..STRIPE * Q4K_BYTES) else {
+        return;
+    };
+    let Ok(dst) = <&mut [u8; STRIPE * Q4K_BYTES]>::try_from(dst) else {
+        return;
+    };
+    let i = i % STRIPE;
+    dst[2 * i..2 * i + 2].copy_from_slice(&sb[0..2]);
+    dst[16 + 2 * i..18 + 2 * i].copy_from_slice(&sb[2..4]);
+    for w in 0..3 {
+        let at = 32 * (w + 1) + 4 * i;
+        dst[at..at + 4].copy_from_slice(&sb[4 + 4 * w..8 + 4 * w]);
+    }
+    // Sub-block `sub`'s weights are the low nibbles (even `sub`) or the high ones (odd) of
+    // the 32 bytes of group `sub / 2`.
+    // Eight bytes at a time: the nibbles of bytes 0..4 of a word, and those of bytes 4..8
+    // above them.
+    for sub in 0..SUPER / BLOCK {
+        let (from, shift) = (16 + 32 * (sub / 2), 4 * (sub % 2));
+        let to = 128 + STRIPE_BLOCK_BYTES * sub + 4 * i;
+        for j in 0..4 {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&sb[from + 8 * j..from + 8 * j + 8]);
+            let v = u64::from_le_bytes(word) >> shift;
+            let (lo, hi) = (v & 0x0F0F_0F0F, (v >> 32) & 0x0F0F_0F0F);
+            dst[to + 32 * j..to + 32 * j + 4]
+                .copy_from_slice(&((lo | (hi << 4)) as u32).to_le_bytes());
+        }
+    }
+}
+
+/// The GGUF `Q4_K` super-block of row `i` of a stripe's super-block `st` (the inverse of
+/// [`stripe_q4k_row`]); zeros if `st` is short.
+pub fn unstripe_q4k_row(st: &[u8], i: usize) -> [u8; Q4K_BYTES] {
+    let mut sb = [0u8; Q4K_BYTES];
+    if st.len() < STRIPE * Q4K_BYTES || i >= STRIPE {
+        return sb;
+    }
+    sb[0..2].copy_from_slice(&st[2 * i..2 * i + 2]);
+    sb[2..4].copy_from_slice(&st[16 + 2 * i..18 + 2 * i]);
+    for w in 0..3 {
+        let at = 32 * (w + 1) + 4 * i;
+        sb[4 + 4 * w..8 + 4 * w].copy_from_slice(&st[at..at + 4]);
+    }
+    for k in 0..SUPER {
+        let (sub, r) = (k / BLOCK, k % BLOCK);
+        let (byte, shift) = stripe_nibble(i, r);
+        let n = (st[128 + STRIPE_BLOCK_BYTES * sub + byte] >> shift) & 0x0F;
+        let (g, r64) = (k / 64, k % 64);
+        sb[16 + 32 * g + r64 % 32] |= if r64 < 32 { n } else { n << 4 };
+    }
+    sb
 }
 
 /// The weight of index `k` (0..32) of a GGUF `Q4_*` block's 16 nibble bytes.
@@ -582,6 +668,19 @@ impl Packed {
     /// [`Self::dequantize_row`] of a striped matrix.
     fn dequantize_striped_row(&self, r: usize, out: &mut [f32]) {
         let nb = self.cols() / BLOCK;
+        if self.kind() == Kind::Q4K {
+            let supers = self.cols() / SUPER;
+            let per = STRIPE * Q4K_BYTES;
+            for (c, o) in out.chunks_exact_mut(SUPER).enumerate().take(supers) {
+                let at = (r / STRIPE * supers + c) * per;
+                let st = self.qs().get(at..at + per).unwrap_or_default();
+                let k = decode_k(Kind::Q4K, &unstripe_q4k_row(st, r % STRIPE));
+                for (i, ov) in o.iter_mut().enumerate() {
+                    *ov = k.scale[i / 16] * f32::from(k.q[i]) - k.min[i / BLOCK];
+                }
+            }
+            return;
+        }
         let (i, stripe) = (r % STRIPE, r / STRIPE);
         let (d, m, qs) = (self.d(), self.m(), self.qs());
         for (c, o) in out.chunks_exact_mut(BLOCK).enumerate().take(nb) {

@@ -139,9 +139,15 @@ impl Packed {
             let t = x.tokens();
             let y0 = [x.token(0)];
             let kind = self.kind();
-            // Striped matrices need no tiles: their own kernel is the tiles' (see `stripes`).
+            // Striped `Q4_*` matrices need no tiles: their own kernel is the tiles' (see
+            // `stripes`), and faster than a tile's unpacking and transposition for prompts
+            // too. Striped `Q4_K` ones are unpacked stripe by stripe (no transposition): the
+            // tiles' sums of a prompt's tokens spend less per weight than the stripes' kernel,
+            // which also unpacks the nibbles and adds the minimums per sub-block and token.
+            let striped_k = self.striped() && kind == Kind::Q4K;
             if level.min(Level::best()) != Level::Avx2
-                || self.striped()
+                || (self.striped() && !striped_k)
+                || (striped_k && !rows.start.is_multiple_of(TILE_ROWS))
                 || !matches!(
                     kind,
                     Kind::Q4_0 | Kind::Q4_1 | Kind::Q5_0 | Kind::Q5_1 | Kind::Q4K | Kind::Q5K
@@ -152,13 +158,27 @@ impl Packed {
             {
                 return false;
             }
-            let Some(rs) = Rows::new(self, rows.clone(), &y0) else {
-                return false;
+            let (rs, stripes) = if striped_k {
+                (None, Stripes::new(self))
+            } else {
+                (Rows::new(self, rows.clone(), &y0), None)
             };
+            if rs.is_none() && stripes.is_none() {
+                return false;
+            }
             let (mut tile, mut k_tile) = (Tile::default(), KTile::default());
             for r0 in (0..rows.len()).step_by(TILE_ROWS) {
-                let lens: Vec<_> = (r0..r0 + TILE_ROWS).filter_map(|i| rs.row(i)).collect();
-                let filled = if kind.is_k() {
+                let lens: Vec<_> = rs
+                    .iter()
+                    .flat_map(|rs| (r0..r0 + TILE_ROWS).filter_map(|i| rs.row(i)))
+                    .collect();
+                let filled = if let Some(st) = &stripes {
+                    match st.stripe((rows.start + r0) / TILE_ROWS) {
+                        // SAFETY: as below.
+                        Some(one) => unsafe { k_tile.fill_k4_stripe(one.qs, one.nb) },
+                        None => false,
+                    }
+                } else if kind.is_k() {
                     // SAFETY: the level is AVX2, detected on this CPU by `best()` (with FMA
                     // and F16C); `fill` and the kernels below check the lengths they read.
                     unsafe { k_tile.fill(kind == Kind::Q5K, &lens) }
@@ -378,7 +398,7 @@ mod tests {
             assert_eq!(p.bytes(), bytes.len(), "{kind:?}: repacking adds no bytes");
             assert_eq!(
                 p.striped(),
-                rows == 16 && matches!(kind, Kind::Q4_0 | Kind::Q4_1),
+                rows == 16 && matches!(kind, Kind::Q4_0 | Kind::Q4_1 | Kind::Q4K),
                 "{kind:?} {rows} rows"
             );
             let x = QAct::new(rand_f32(8 * cols, &mut seed), cols);
@@ -469,41 +489,48 @@ mod tests {
                 .data()
                 .unwrap()
                 .into_owned();
-            // Unstriped: a striped matrix is multiplied by its own kernels (checked below).
+            // Unstriped, and striped where the kind is: striped `Q4_*` matrices are multiplied
+            // by their own kernels (checked below), striped `Q4_K` ones in tiles too.
             let p = Packed::from_ggml_as(kind, rows, cols, &bytes, false).unwrap();
             let striped = Packed::from_ggml(kind, rows, cols, &bytes).unwrap();
             for t in [TILE_MIN_TOKENS - 1, TILE_MIN_TOKENS, 11] {
                 let x = QAct::new(rand_f32(t * cols, &mut seed), cols);
                 for level in Level::available() {
-                    let mut out = vec![f32::NAN; 16 * t];
-                    if striped.striped() {
-                        assert!(!striped.prompt_tiles(level, 8..24, &x, &mut out));
-                    }
-                    let done = p.prompt_tiles(level, 8..24, &x, &mut out);
-                    let tiled = level == Level::Avx2
-                        && matches!(
-                            kind,
-                            Kind::Q4_0
-                                | Kind::Q4_1
-                                | Kind::Q5_0
-                                | Kind::Q5_1
-                                | Kind::Q4K
-                                | Kind::Q5K
-                        )
-                        && t >= TILE_MIN_TOKENS;
-                    assert_eq!(done, tiled, "{kind:?} {level:?} {t} tokens");
-                    if !done {
-                        continue;
-                    }
-                    for (i, r) in (8..24).enumerate() {
-                        for tok in 0..t {
-                            let [want] = p.dots(level, r, &[x.token(tok)]);
-                            let got = out[i * t + tok];
-                            assert!(
-                                (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
-                                "{kind:?} row {r} token {tok}: {got} vs {want}"
-                            );
+                    for m in [&p, &striped] {
+                        let mut out = vec![f32::NAN; 16 * t];
+                        let done = m.prompt_tiles(level, 8..24, &x, &mut out);
+                        let tiled = level == Level::Avx2
+                            && matches!(
+                                kind,
+                                Kind::Q4_0
+                                    | Kind::Q4_1
+                                    | Kind::Q5_0
+                                    | Kind::Q5_1
+                                    | Kind::Q4K
+                                    | Kind::Q5K
+                            )
+                            && (!m.striped() || kind == Kind::Q4K)
+                            && t >= TILE_MIN_TOKENS;
+                        let what = if m.striped() { "striped" } else { "unstriped" };
+                        assert_eq!(done, tiled, "{kind:?} {what} {level:?} {t} tokens");
+                        if !done {
+                            continue;
                         }
+                        for (i, r) in (8..24).enumerate() {
+                            for tok in 0..t {
+                                let [want] = p.dots(level, r, &[x.token(tok)]);
+                                let got = out[i * t + tok];
+                                assert!(
+                                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                                    "{kind:?} {what} row {r} token {tok}: {got} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                    // A striped matrix's tiles start at a stripe.
+                    if striped.striped() {
+                        let mut out = vec![0.0; 8 * t];
+                        assert!(!striped.prompt_tiles(level, 4..12, &x, &mut out));
                     }
                 }
             }
@@ -526,8 +553,9 @@ mod tests {
     #[test]
     fn striped_matrices_give_the_unstriped_products() {
         let mut seed = 13;
-        let (rows, cols) = (24, 576);
-        for kind in [Kind::Q4_0, Kind::Q4_1] {
+        let rows = 24;
+        for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q4K] {
+            let cols = if kind.is_k() { 768 } else { 576 };
             let bytes = candle_quantized(kind.ggml(), rows, cols, &mut seed)
                 .data()
                 .unwrap()

@@ -1,4 +1,4 @@
-//! The kernels of striped matrices (`Q4_0`, `Q4_1` in stripes of eight rows, see
+//! The kernels of striped matrices (`Q4_0`, `Q4_1` and `Q4_K` in stripes of eight rows, see
 //! [`Layout::striped`]): the products of a stripe's eight rows with up to four tokens'
 //! activations at once, as eight lanes of one vector per token.
 //!
@@ -12,6 +12,8 @@
 //! activations: at most 8 · 2 · 15 · 128 = 30 720, within `i16`) before one `madd`,
 //! conversion and multiply-add for the eight rows. This is what the prompt tiles (`tiles`) do
 //! after unpacking a task's rows; striped at load, a generation step needs no unpacking.
+//! `Q4_K` sub-blocks of 32 are multiplied as `Q4_0` blocks, then by the eight rows' integer
+//! scales in the `madd`, added up as integers over the super-block (as ggml does per row).
 //!
 //! # Safety
 //! The `unsafe` here is unaligned loads within slices whose lengths [`Stripes::stripe`] and
@@ -32,15 +34,18 @@ use std::ops::Range;
 
 use half::f16;
 
-use super::rows::fits;
-use crate::engine::lean::blocks::{BLOCK, Kind};
-use crate::engine::lean::pack::{Packed, STRIPE, STRIPE_BLOCK_BYTES, stripe_nibble};
+use super::rows::{fits, fits_k};
+use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, decode_k};
+use crate::engine::lean::pack::{
+    Packed, Q4K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, stripe_nibble, unstripe_q4k_row,
+};
 use crate::engine::lean::quant::Y;
 
 /// Whole stripes of a striped matrix, with their lengths checked: `nb` blocks per row, and
 /// per stripe `8 * nb` scales `d` (and `Q4_1` minimums `m`) and `128 * nb` bytes of weights.
 #[derive(Clone, Copy)]
 pub(super) struct Stripes<'a> {
+    kind: Kind,
     nb: usize,
     d: &'a [f16],
     m: Option<&'a [f16]>,
@@ -51,6 +56,7 @@ pub(super) struct Stripes<'a> {
 /// bytes of weights.
 #[derive(Clone, Copy)]
 pub(super) struct Stripe<'a> {
+    pub(super) kind: Kind,
     pub(super) nb: usize,
     pub(super) d: &'a [f16],
     pub(super) m: Option<&'a [f16]>,
@@ -62,11 +68,25 @@ impl<'a> Stripes<'a> {
     pub(super) fn new(p: &'a Packed) -> Option<Self> {
         let nb = p.cols() / BLOCK;
         let blocks = p.rows().checked_mul(nb)?;
-        let four = matches!(p.kind(), Kind::Q4_0 | Kind::Q4_1);
+        let kind = p.kind();
+        let four = matches!(kind, Kind::Q4_0 | Kind::Q4_1 | Kind::Q4K);
         if !p.striped() || !four || !p.rows().is_multiple_of(STRIPE) || nb == 0 {
             return None;
         }
+        if kind == Kind::Q4K {
+            if !p.cols().is_multiple_of(SUPER) {
+                return None;
+            }
+            return Some(Self {
+                kind,
+                nb,
+                d: &[],
+                m: None,
+                qs: p.qs().get(..blocks / (SUPER / BLOCK) * Q4K_BYTES)?,
+            });
+        }
         Some(Self {
+            kind,
             nb,
             d: p.d().get(..blocks)?,
             m: if p.kind() == Kind::Q4_1 {
@@ -80,9 +100,20 @@ impl<'a> Stripes<'a> {
 
     /// Stripe `s`, `None` past the last.
     pub(super) fn stripe(&self, s: usize) -> Option<Stripe<'a>> {
+        if self.kind == Kind::Q4K {
+            let per = self.nb / (SUPER / BLOCK) * STRIPE * Q4K_BYTES;
+            return Some(Stripe {
+                kind: self.kind,
+                nb: self.nb,
+                d: &[],
+                m: None,
+                qs: self.qs.get(s * per..(s + 1) * per)?,
+            });
+        }
         let per = STRIPE * self.nb;
         let scales = s * per..(s + 1) * per;
         Some(Stripe {
+            kind: self.kind,
             nb: self.nb,
             d: self.d.get(scales.clone())?,
             m: match self.m {
@@ -111,6 +142,9 @@ pub(super) fn stripe_portable<const N: usize>(
     ys: &[Y<'_>; N],
 ) -> [[f32; STRIPE]; N] {
     let mut out = [[0f32; STRIPE]; N];
+    if st.kind == Kind::Q4K {
+        return k4_stripe_portable(st, ys);
+    }
     if !fits(st.nb, ys) {
         return out;
     }
@@ -147,6 +181,42 @@ pub(super) fn stripe_portable<const N: usize>(
     out
 }
 
+/// A `Q4_K` stripe's products in plain Rust: each row's super-blocks rebuilt in GGUF form and
+/// computed as the row kernel `k_portable` computes them (the same sums in the same order).
+/// Zeros if the tokens' activations do not have the stripe's width.
+fn k4_stripe_portable<const N: usize>(st: Stripe<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
+    let mut out = [[0f32; STRIPE]; N];
+    if !fits_k(st.nb, ys) {
+        return out;
+    }
+    let subs = SUPER / BLOCK;
+    for (g, sts) in st.qs.chunks_exact(STRIPE * Q4K_BYTES).enumerate() {
+        for i in 0..STRIPE {
+            let k = decode_k(Kind::Q4K, &unstripe_q4k_row(sts, i));
+            for (o, y) in out.iter_mut().zip(ys) {
+                let yq = y.kq.get(g * SUPER..(g + 1) * SUPER).unwrap_or_default();
+                let ks = y.ks.get(g * subs..(g + 1) * subs).unwrap_or_default();
+                let kd = y.kd.get(g).copied().unwrap_or(0.0);
+                let ints: i32 =
+                    k.q.chunks_exact(16)
+                        .zip(yq.chunks_exact(16))
+                        .zip(k.sc)
+                        .map(|((q, yq), sc)| {
+                            sc * q
+                                .iter()
+                                .zip(yq)
+                                .map(|(a, b)| i32::from(*a) * i32::from(*b))
+                                .sum::<i32>()
+                        })
+                        .sum();
+                let mins: i32 = k.m.iter().zip(ks).map(|(m, s)| m * s).sum();
+                o[i] += k.d * kd * ints as f32 - k.dmin * kd * mins as f32;
+            }
+        }
+    }
+    out
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(super) use self::x86::stripe_avx2;
 
@@ -154,8 +224,8 @@ pub(super) use self::x86::stripe_avx2;
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{STRIPE, STRIPE_BLOCK_BYTES, Stripe, fits};
-    use crate::engine::lean::blocks::BLOCK;
+    use super::{Q4K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, Stripe, fits, fits_k};
+    use crate::engine::lean::blocks::{BLOCK, Kind, SUPER};
     use crate::engine::lean::kernels::avx2::load256;
     use crate::engine::lean::quant::Y;
 
@@ -167,6 +237,9 @@ mod x86 {
         st: Stripe<'_>,
         ys: &[Y<'_>; N],
     ) -> [[f32; STRIPE]; N] {
+        if st.kind == Kind::Q4K {
+            return k4_stripe_avx2(st, ys);
+        }
         let mut res = [[0f32; STRIPE]; N];
         let nb = st.nb;
         if N > 4
@@ -234,6 +307,139 @@ mod x86 {
             // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
             unsafe {
                 _mm256_storeu_ps(res[t].as_mut_ptr(), _mm256_add_ps(acc[t], off[t]));
+            }
+        }
+        res
+    }
+
+    /// The `shuffle_epi8` control that puts byte `b` (below 4) of each 32-bit lane in its
+    /// low 16 bits, and also in its high 16 bits with `both` (else zeros there).
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn lane_byte(b: usize, both: bool) -> __m256i {
+        let ctl = |lane: usize| {
+            let at = (4 * lane + b) as u8;
+            let high = if both { at } else { 0x80 };
+            i32::from_le_bytes([at, 0x80, high, 0x80])
+        };
+        _mm256_setr_epi32(
+            ctl(0),
+            ctl(1),
+            ctl(2),
+            ctl(3),
+            ctl(0),
+            ctl(1),
+            ctl(2),
+            ctl(3),
+        )
+    }
+
+    /// A `Q4_K` stripe's products with `N` (at most 4) tokens' activations in their `Q8_K`
+    /// form, AVX2 (see `pack::stripe_q4k_row` for the layout): per super-block, the eight
+    /// rows' sub-block scales and minimums decoded at once from their scale words (as
+    /// `blocks::k4_scales_mins` decodes one row's); per sub-block, its products added as
+    /// 16-bit integers (as `Q4_0`'s blocks), then multiplied by the eight rows' scales in one
+    /// `madd` and added up as 32-bit integers over the super-block, the minimums times the
+    /// activations' sums per 32 likewise; one float product of each per super-block and
+    /// token. Zeros if the tokens' activations do not have the stripe's width or `N` is over
+    /// 4.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn k4_stripe_avx2<const N: usize>(st: Stripe<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
+        const SUBS: usize = SUPER / BLOCK;
+        let mut res = [[0f32; STRIPE]; N];
+        let supers = st.nb / SUBS;
+        let per = STRIPE * Q4K_BYTES;
+        if N > 4 || !fits_k(st.nb, ys) || st.qs.len() < supers * per {
+            return res;
+        }
+        let low = _mm256_set1_epi8(0x0F);
+        let (m6, m4, m2) = (
+            _mm256_set1_epi32(0x3f3f_3f3f),
+            _mm256_set1_epi32(0x0f0f_0f0f),
+            _mm256_set1_epi32(0x3030_3030),
+        );
+        let mut acc = [_mm256_setzero_ps(); N];
+        let mut off = [_mm256_setzero_ps(); N];
+        let p = st.qs.as_ptr();
+        for g in 0..supers {
+            let base = g * per;
+            // SAFETY: qs holds supers * 1152 bytes (checked above) and base + 128 <= that.
+            let (dv, dm, a, m, c) = unsafe {
+                (
+                    _mm256_cvtph_ps(_mm_loadu_si128(p.add(base).cast())),
+                    _mm256_cvtph_ps(_mm_loadu_si128(p.add(base + 16).cast())),
+                    load256(p, base + 32),
+                    load256(p, base + 64),
+                    load256(p, base + 96),
+                )
+            };
+            // Per row (32-bit lane), the scales and minimums of sub-blocks 0..4 and 4..8 as
+            // bytes: the low six bits of words a (scales) and m (minimums) for 0..4; for
+            // 4..8, the nibbles of word c with the top two bits of a's or m's bytes above.
+            let s_lo = _mm256_and_si256(a, m6);
+            let s_hi = _mm256_or_si256(
+                _mm256_and_si256(c, m4),
+                _mm256_and_si256(_mm256_srli_epi32(a, 2), m2),
+            );
+            let m_lo = _mm256_and_si256(m, m6);
+            let m_hi = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi32(c, 4), m4),
+                _mm256_and_si256(_mm256_srli_epi32(m, 2), m2),
+            );
+            let mut ints = [_mm256_setzero_si256(); N];
+            let mut mins = [_mm256_setzero_si256(); N];
+            for sub in 0..SUBS {
+                let (sv, mv) = if sub < 4 { (s_lo, m_lo) } else { (s_hi, m_hi) };
+                let sc = _mm256_shuffle_epi8(sv, lane_byte(sub % 4, true));
+                let mn = _mm256_shuffle_epi8(mv, lane_byte(sub % 4, false));
+                let mut sums = [_mm256_setzero_si256(); N];
+                for j in 0..BLOCK / 8 {
+                    let at = base + 128 + STRIPE_BLOCK_BYTES * sub + 32 * j;
+                    // SAFETY: at + 32 <= base + 1152 <= qs.len() (checked above).
+                    let v = unsafe { load256(p, at) };
+                    let lo = _mm256_and_si256(v, low);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                    for t in 0..N {
+                        // SAFETY: every token's kq holds 256 * supers values (`fits_k`), and
+                        // 256g + 32 sub + 8j + 8 <= 256 (g + 1).
+                        let (ya, yb) = unsafe {
+                            let q = ys[t]
+                                .kq
+                                .as_ptr()
+                                .add(SUPER * g + BLOCK * sub + 8 * j)
+                                .cast::<i32>();
+                            (
+                                _mm256_set1_epi32(q.read_unaligned()),
+                                _mm256_set1_epi32(q.add(1).read_unaligned()),
+                            )
+                        };
+                        let pair = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(lo, ya),
+                            _mm256_maddubs_epi16(hi, yb),
+                        );
+                        sums[t] = _mm256_add_epi16(sums[t], pair);
+                    }
+                }
+                for t in 0..N {
+                    ints[t] = _mm256_add_epi32(ints[t], _mm256_madd_epi16(sums[t], sc));
+                    // The activations' sum of the sub-block (|sum| <= 32 * 128, an i16) times
+                    // each row's minimum, in the low half of the lane.
+                    let ks = _mm256_set1_epi32(ys[t].ks[SUBS * g + sub]);
+                    mins[t] = _mm256_add_epi32(mins[t], _mm256_madd_epi16(mn, ks));
+                }
+            }
+            for t in 0..N {
+                let kd = _mm256_set1_ps(ys[t].kd[g]);
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(dv, kd), _mm256_cvtepi32_ps(ints[t]), acc[t]);
+                off[t] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(dm, kd), _mm256_cvtepi32_ps(mins[t]), off[t]);
+            }
+        }
+        for t in 0..N {
+            // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
+            unsafe {
+                _mm256_storeu_ps(res[t].as_mut_ptr(), _mm256_sub_ps(acc[t], off[t]));
             }
         }
         res

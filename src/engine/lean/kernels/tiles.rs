@@ -28,6 +28,7 @@ use std::arch::x86_64::*;
 use super::avx2::{fifth_bytes, load256, transpose8};
 use super::rows::{Lens, fits, fits_k};
 use crate::engine::lean::blocks::{BLOCK, f16_at, fifth_bits, k4_scales_mins};
+use crate::engine::lean::pack::{Q4K_BYTES, STRIPE_BLOCK_BYTES};
 use crate::engine::lean::quant::Y;
 
 /// Rows per tile: the lanes of a vector of f32.
@@ -300,6 +301,69 @@ impl KTile {
         }
         self.nb = nb;
         self.five = five;
+        true
+    }
+}
+
+impl KTile {
+    /// Unpacks a striped `Q4_K` matrix's stripe `st` (its eight rows' super-blocks, see
+    /// `pack::stripe_q4k_row`) of `nb` sub-blocks per row: the weights need no
+    /// transposition, only their nibbles split. `false` (and the tile left unusable) if `st`
+    /// is not whole super-blocks of that width.
+    #[target_feature(enable = "avx2,f16c")]
+    pub(super) fn fill_k4_stripe(&mut self, st: &[u8], nb: usize) -> bool {
+        let supers = nb / SUBS;
+        let per = TILE_ROWS * Q4K_BYTES;
+        self.nb = 0;
+        if !nb.is_multiple_of(SUBS) || st.len() < supers * per {
+            return false;
+        }
+        self.w.resize(nb * BLOCK_BYTES, 0);
+        self.sc.resize(nb * TILE_ROWS, 0);
+        self.mins.resize(supers * 4 * TILE_ROWS, 0);
+        self.d.resize(supers * TILE_ROWS, 0.0);
+        self.dmin.resize(supers * TILE_ROWS, 0.0);
+        let low = _mm256_set1_epi8(0x0F);
+        for g in 0..supers {
+            let sts = &st[g * per..(g + 1) * per];
+            for i in 0..TILE_ROWS {
+                let at = g * TILE_ROWS + i;
+                self.d[at] = f16_at(sts, 2 * i);
+                self.dmin[at] = f16_at(sts, 16 + 2 * i);
+                // Row i's 12 scale bytes (its three words), where `k4_scales_mins` reads them.
+                let mut sb = [0u8; 16];
+                for w in 0..3 {
+                    let from = 32 * (w + 1) + 4 * i;
+                    sb[4 + 4 * w..8 + 4 * w].copy_from_slice(&sts[from..from + 4]);
+                }
+                let (scales, mins) = k4_scales_mins(&sb);
+                let (s, m) = (scales.to_le_bytes(), mins.to_le_bytes());
+                for (j, sj) in s.iter().enumerate() {
+                    self.sc[(g * SUBS + j) * TILE_ROWS + i] = u32::from(*sj) * 0x1_0001;
+                }
+                for p in 0..4 {
+                    self.mins[(g * 4 + p) * TILE_ROWS + i] =
+                        u32::from(m[2 * p]) | (u32::from(m[2 * p + 1]) << 16);
+                }
+            }
+            for sub in 0..SUBS {
+                for j in 0..4 {
+                    // SAFETY: sts holds 1152 bytes; 128 + 128 * sub + 32 * j + 32 <= that.
+                    let v =
+                        unsafe { load256(sts.as_ptr(), 128 + STRIPE_BLOCK_BYTES * sub + 32 * j) };
+                    let lo = _mm256_and_si256(v, low);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
+                    let at = (g * SUBS + sub) * BLOCK_BYTES + 64 * j;
+                    // SAFETY: w holds nb * 256 bytes and at + 64 <= 256 * (g * 8 + sub + 1).
+                    unsafe {
+                        _mm256_storeu_si256(self.w.as_mut_ptr().add(at).cast(), lo);
+                        _mm256_storeu_si256(self.w.as_mut_ptr().add(at + 32).cast(), hi);
+                    }
+                }
+            }
+        }
+        self.nb = nb;
+        self.five = false;
         true
     }
 }
