@@ -410,7 +410,7 @@ fn stripe_q4k_row(sb: &[u8; Q4K_BYTES], i: usize, dst: &mut [u8]) {
 }
 
 /// The GGUF `Q4_K` super-block of row `i` of a stripe's super-block `st` (the inverse of
-/// [`stripe_q4k_row`]); zeros if `st` is short.
+/// `stripe_q4k_row`); zeros if `st` is short.
 pub fn unstripe_q4k_row(st: &[u8], i: usize) -> [u8; Q4K_BYTES] {
     let mut sb = [0u8; Q4K_BYTES];
     if st.len() < STRIPE * Q4K_BYTES || i >= STRIPE {

@@ -6,7 +6,7 @@ use half::f16;
 use half::slice::HalfFloatSliceExt;
 
 use super::rows::Lens;
-use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, decode_k, fifth_bits};
+use crate::engine::lean::blocks::{BLOCK, Decoded, Kind, SUPER, decode_k, fifth_bits};
 use crate::engine::lean::quant::Y;
 
 /// Dot product with eight partial sums (vectorised by the compiler).
@@ -156,28 +156,34 @@ pub(super) fn q8_portable<const N: usize>(l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32;
 /// `dmin * kd` times the second.
 pub(super) fn k_portable<const N: usize>(kind: Kind, l: Lens<'_>, ys: &[Y<'_>; N]) -> [f32; N] {
     let mut out = [0f32; N];
-    let subs = SUPER / BLOCK;
     for (g, sb) in l.qs.chunks_exact(kind.block_bytes()).enumerate() {
         let k = decode_k(kind, sb);
         for (o, y) in out.iter_mut().zip(ys) {
-            let yq = y.kq.get(g * SUPER..(g + 1) * SUPER).unwrap_or_default();
-            let ks = y.ks.get(g * subs..(g + 1) * subs).unwrap_or_default();
-            let kd = y.kd.get(g).copied().unwrap_or(0.0);
-            let ints: i32 =
-                k.q.chunks_exact(16)
-                    .zip(yq.chunks_exact(16))
-                    .zip(k.sc)
-                    .map(|((q, yq), sc)| {
-                        sc * q
-                            .iter()
-                            .zip(yq)
-                            .map(|(a, b)| i32::from(*a) * i32::from(*b))
-                            .sum::<i32>()
-                    })
-                    .sum();
-            let mins: i32 = k.m.iter().zip(ks).map(|(m, s)| m * s).sum();
-            *o += k.d * kd * ints as f32 - k.dmin * kd * mins as f32;
+            *o += k_super(&k, y, g);
         }
     }
     out
+}
+
+/// The product of decoded K-quant super-block `k` with super-block `g` of the activations'
+/// `Q8_K` form `y`, as ggml computes it (see [`k_portable`]).
+pub(super) fn k_super(k: &Decoded, y: &Y<'_>, g: usize) -> f32 {
+    let subs = SUPER / BLOCK;
+    let yq = y.kq.get(g * SUPER..(g + 1) * SUPER).unwrap_or_default();
+    let ks = y.ks.get(g * subs..(g + 1) * subs).unwrap_or_default();
+    let kd = y.kd.get(g).copied().unwrap_or(0.0);
+    let ints: i32 =
+        k.q.chunks_exact(16)
+            .zip(yq.chunks_exact(16))
+            .zip(k.sc)
+            .map(|((q, yq), sc)| {
+                sc * q
+                    .iter()
+                    .zip(yq)
+                    .map(|(a, b)| i32::from(*a) * i32::from(*b))
+                    .sum::<i32>()
+            })
+            .sum();
+    let mins: i32 = k.m.iter().zip(ks).map(|(m, s)| m * s).sum();
+    k.d * kd * ints as f32 - k.dmin * kd * mins as f32
 }

@@ -34,6 +34,7 @@ use std::ops::Range;
 
 use half::f16;
 
+use super::portable::k_super;
 use super::rows::{fits, fits_k};
 use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, decode_k};
 use crate::engine::lean::pack::{
@@ -189,28 +190,11 @@ fn k4_stripe_portable<const N: usize>(st: Stripe<'_>, ys: &[Y<'_>; N]) -> [[f32;
     if !fits_k(st.nb, ys) {
         return out;
     }
-    let subs = SUPER / BLOCK;
     for (g, sts) in st.qs.chunks_exact(STRIPE * Q4K_BYTES).enumerate() {
         for i in 0..STRIPE {
             let k = decode_k(Kind::Q4K, &unstripe_q4k_row(sts, i));
             for (o, y) in out.iter_mut().zip(ys) {
-                let yq = y.kq.get(g * SUPER..(g + 1) * SUPER).unwrap_or_default();
-                let ks = y.ks.get(g * subs..(g + 1) * subs).unwrap_or_default();
-                let kd = y.kd.get(g).copied().unwrap_or(0.0);
-                let ints: i32 =
-                    k.q.chunks_exact(16)
-                        .zip(yq.chunks_exact(16))
-                        .zip(k.sc)
-                        .map(|((q, yq), sc)| {
-                            sc * q
-                                .iter()
-                                .zip(yq)
-                                .map(|(a, b)| i32::from(*a) * i32::from(*b))
-                                .sum::<i32>()
-                        })
-                        .sum();
-                let mins: i32 = k.m.iter().zip(ks).map(|(m, s)| m * s).sum();
-                o[i] += k.d * kd * ints as f32 - k.dmin * kd * mins as f32;
+                o[i] += k_super(&k, y, g);
             }
         }
     }
@@ -277,21 +261,10 @@ mod x86 {
                 let lo = _mm256_and_si256(v, low);
                 let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), low);
                 for t in 0..N {
-                    // Activations 8j..8j + 4 and 8j + 4..8j + 8 of the block, each in every
-                    // 32-bit lane (broadcast loads).
                     // SAFETY: every token's qs holds 32 * nb values (`fits`), and
                     // 32b + 8j + 8 <= 32 * nb.
-                    let (ya, yb) = unsafe {
-                        let p = ys[t].qs.as_ptr().add(BLOCK * b + 8 * j).cast::<i32>();
-                        (
-                            _mm256_set1_epi32(p.read_unaligned()),
-                            _mm256_set1_epi32(p.add(1).read_unaligned()),
-                        )
-                    };
-                    let pair = _mm256_add_epi16(
-                        _mm256_maddubs_epi16(lo, ya),
-                        _mm256_maddubs_epi16(hi, yb),
-                    );
+                    let pair =
+                        unsafe { eight_sums(lo, hi, ys[t].qs.as_ptr().add(BLOCK * b + 8 * j)) };
                     ints[t] = _mm256_add_epi16(ints[t], pair);
                 }
             }
@@ -310,6 +283,26 @@ mod x86 {
             }
         }
         res
+    }
+
+    /// The products of eight weights of each row, `lo` (weights `4k..4k + 4` of row `i` in
+    /// lane `i`) and `hi` (the next four), with the eight activations at `y` (four broadcast
+    /// to every lane for each), as 16-bit sums per row.
+    ///
+    /// # Safety
+    /// `y` points to 8 readable bytes.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    unsafe fn eight_sums(lo: __m256i, hi: __m256i, y: *const i8) -> __m256i {
+        // SAFETY: 8 bytes at y by the caller's contract; the reads are unaligned.
+        let (ya, yb) = unsafe {
+            let q = y.cast::<i32>();
+            (
+                _mm256_set1_epi32(q.read_unaligned()),
+                _mm256_set1_epi32(q.add(1).read_unaligned()),
+            )
+        };
+        _mm256_add_epi16(_mm256_maddubs_epi16(lo, ya), _mm256_maddubs_epi16(hi, yb))
     }
 
     /// The `shuffle_epi8` control that puts byte `b` (below 4) of each 32-bit lane in its
@@ -402,21 +395,13 @@ mod x86 {
                     for t in 0..N {
                         // SAFETY: every token's kq holds 256 * supers values (`fits_k`), and
                         // 256g + 32 sub + 8j + 8 <= 256 (g + 1).
-                        let (ya, yb) = unsafe {
-                            let q = ys[t]
-                                .kq
-                                .as_ptr()
-                                .add(SUPER * g + BLOCK * sub + 8 * j)
-                                .cast::<i32>();
-                            (
-                                _mm256_set1_epi32(q.read_unaligned()),
-                                _mm256_set1_epi32(q.add(1).read_unaligned()),
+                        let pair = unsafe {
+                            eight_sums(
+                                lo,
+                                hi,
+                                ys[t].kq.as_ptr().add(SUPER * g + BLOCK * sub + 8 * j),
                             )
                         };
-                        let pair = _mm256_add_epi16(
-                            _mm256_maddubs_epi16(lo, ya),
-                            _mm256_maddubs_epi16(hi, yb),
-                        );
                         sums[t] = _mm256_add_epi16(sums[t], pair);
                     }
                 }

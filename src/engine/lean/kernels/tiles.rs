@@ -243,11 +243,7 @@ impl KTile {
         {
             return false;
         }
-        self.w.resize(nb * BLOCK_BYTES, 0);
-        self.sc.resize(nb * TILE_ROWS, 0);
-        self.mins.resize(supers * 4 * TILE_ROWS, 0);
-        self.d.resize(supers * TILE_ROWS, 0.0);
-        self.dmin.resize(supers * TILE_ROWS, 0.0);
+        self.size_for(nb);
         let low = _mm256_set1_epi8(0x0F);
         let one = _mm256_set1_epi8(1);
         for g in 0..supers {
@@ -306,6 +302,16 @@ impl KTile {
 }
 
 impl KTile {
+    /// Sizes the buffers for rows of `nb` sub-blocks.
+    fn size_for(&mut self, nb: usize) {
+        let supers = nb / SUBS;
+        self.w.resize(nb * BLOCK_BYTES, 0);
+        self.sc.resize(nb * TILE_ROWS, 0);
+        self.mins.resize(supers * 4 * TILE_ROWS, 0);
+        self.d.resize(supers * TILE_ROWS, 0.0);
+        self.dmin.resize(supers * TILE_ROWS, 0.0);
+    }
+
     /// Unpacks a striped `Q4_K` matrix's stripe `st` (its eight rows' super-blocks, see
     /// `pack::stripe_q4k_row`) of `nb` sub-blocks per row: the weights need no
     /// transposition, only their nibbles split. `false` (and the tile left unusable) if `st`
@@ -318,11 +324,7 @@ impl KTile {
         if !nb.is_multiple_of(SUBS) || st.len() < supers * per {
             return false;
         }
-        self.w.resize(nb * BLOCK_BYTES, 0);
-        self.sc.resize(nb * TILE_ROWS, 0);
-        self.mins.resize(supers * 4 * TILE_ROWS, 0);
-        self.d.resize(supers * TILE_ROWS, 0.0);
-        self.dmin.resize(supers * TILE_ROWS, 0.0);
+        self.size_for(nb);
         let low = _mm256_set1_epi8(0x0F);
         for g in 0..supers {
             let sts = &st[g * per..(g + 1) * per];
