@@ -43,7 +43,8 @@ use crate::engine::lean::pack::{
 use crate::engine::lean::quant::Y;
 
 /// Whole stripes of a striped matrix, with their lengths checked: `nb` blocks per row, and
-/// per stripe `8 * nb` scales `d` (and `Q4_1` minimums `m`) and `128 * nb` bytes of weights.
+/// per stripe `8 * nb` scales `d` (and `Q4_1` minimums `m`) and `128 * nb` bytes of weights;
+/// for `Q4_K`, no `d` or `m` but `144 * nb` bytes of super-blocks (their scales inside).
 #[derive(Clone, Copy)]
 pub(super) struct Stripes<'a> {
     kind: Kind,
@@ -54,7 +55,7 @@ pub(super) struct Stripes<'a> {
 }
 
 /// One stripe's parts, from [`Stripes::stripe`]: `8 * nb` scales (and minimums), `128 * nb`
-/// bytes of weights.
+/// bytes of weights (`Q4_K`: `144 * nb` bytes of super-blocks alone).
 #[derive(Clone, Copy)]
 pub(super) struct Stripe<'a> {
     pub(super) kind: Kind,
