@@ -253,8 +253,7 @@ pub fn pack_in_place(
                 if has_m {
                     ms[di..di + 2].copy_from_slice(&half(blk, 2));
                 }
-                let mut q = [0u8; BLOCK / 2];
-                q.copy_from_slice(blk.get(q_at..q_at + BLOCK / 2).unwrap_or(&[0; BLOCK / 2]));
+                let q = blk.get(q_at..).unwrap_or_default();
                 let dst = &mut qs[sb * STRIPE_BLOCK_BYTES..(sb + 1) * STRIPE_BLOCK_BYTES];
                 // Bytes `4i..4i + 4` of each 32 (`stripe_nibble`), each written once: weights
                 // 8j + w (w < 4) and 8j + 4 + w, in a GGUF block the low nibbles of bytes
@@ -262,7 +261,7 @@ pub fn pack_in_place(
                 for j in 0..4 {
                     for w in 0..4 {
                         let (a, b) = (8 * j + w, 8 * j + 4 + w);
-                        dst[32 * j + 4 * i + w] = gguf_nibble(&q, a) | (gguf_nibble(&q, b) << 4);
+                        dst[32 * j + 4 * i + w] = nibble(q, a) | (nibble(q, b) << 4);
                     }
                 }
             }
@@ -332,10 +331,10 @@ pub fn pack_in_place(
                 for (b, sb) in rows8.chunks_exact(bb).enumerate() {
                     // Super-block `b` of the eight rows is super-block `c` of row `i`.
                     let (i, c) = (b / supers, b % supers);
-                    let mut gguf = [0u8; Q4K_BYTES];
-                    gguf.copy_from_slice(sb);
                     let to = c * STRIPE * bb;
-                    stripe_q4k_row(&gguf, i, &mut stripe[to..to + STRIPE * bb]);
+                    if let Ok(gguf) = <&[u8; Q4K_BYTES]>::try_from(sb) {
+                        stripe_q4k_row(gguf, i, &mut stripe[to..to + STRIPE * bb]);
+                    }
                 }
             }
             l.qs = at;
@@ -432,11 +431,27 @@ pub fn unstripe_q4k_row(st: &[u8], i: usize) -> [u8; Q4K_BYTES] {
     sb
 }
 
-/// The weight of index `k` (0..32) of a GGUF `Q4_*` block's 16 nibble bytes.
-#[inline]
-fn gguf_nibble(q: &[u8; BLOCK / 2], k: usize) -> u8 {
-    let b = q[k % 16];
-    if k < 16 { b & 0x0F } else { b >> 4 }
+/// A 32-weight block's weight of integer `n`, scale `d` and (`Q4_1`, `Q5_1`) minimum `m`, as
+/// ggml dequantises it.
+fn small_weight(kind: Kind, n: u8, d: f32, m: f32) -> f32 {
+    match kind {
+        Kind::Q4_0 => (i32::from(n) - 8) as f32 * d,
+        Kind::Q5_0 => (i32::from(n) - 16) as f32 * d,
+        _ => f32::from(n) * d + m,
+    }
+}
+
+/// K-quant super-block `sb` of `kind` dequantised into `o` (`SUPER` weights), as ggml does.
+fn dequantize_super(kind: Kind, sb: &[u8], o: &mut [f32]) {
+    let k = decode_k(kind, sb);
+    for (i, ov) in o.iter_mut().enumerate().take(SUPER) {
+        let w = k.scale[i / 16] * f32::from(k.q[i]);
+        *ov = if kind == Kind::Q6K {
+            w
+        } else {
+            w - k.min[i / BLOCK]
+        };
+    }
 }
 
 /// The weight of index `j` (0..32) in a GGUF `Q4_*` block's 16 nibble bytes.
@@ -626,11 +641,7 @@ impl Packed {
                         let b = pair.and_then(|p| p.get(j)).copied().unwrap_or(0);
                         let n = if blk % 2 == 0 { b & 0x0F } else { b >> 4 };
                         let n = n | (((hb >> j) & 1) << 4) as u8;
-                        *ov = match kind {
-                            Kind::Q4_0 => (i32::from(n) - 8) as f32 * d,
-                            Kind::Q5_0 => (i32::from(n) - 16) as f32 * d,
-                            _ => f32::from(n) * d + m,
-                        };
+                        *ov = small_weight(kind, n, d, m);
                     }
                 }
             }
@@ -651,15 +662,7 @@ impl Packed {
                     .chunks_exact_mut(SUPER)
                     .zip(qs.chunks_exact(kind.block_bytes()))
                 {
-                    let k = decode_k(kind, sb);
-                    for (i, ov) in o.iter_mut().enumerate() {
-                        let w = k.scale[i / 16] * f32::from(k.q[i]);
-                        *ov = if kind == Kind::Q6K {
-                            w
-                        } else {
-                            w - k.min[i / BLOCK]
-                        };
-                    }
+                    dequantize_super(kind, sb, o);
                 }
             }
         }
@@ -674,10 +677,7 @@ impl Packed {
             for (c, o) in out.chunks_exact_mut(SUPER).enumerate().take(supers) {
                 let at = (r / STRIPE * supers + c) * per;
                 let st = self.qs().get(at..at + per).unwrap_or_default();
-                let k = decode_k(Kind::Q4K, &unstripe_q4k_row(st, r % STRIPE));
-                for (i, ov) in o.iter_mut().enumerate() {
-                    *ov = k.scale[i / 16] * f32::from(k.q[i]) - k.min[i / BLOCK];
-                }
+                dequantize_super(Kind::Q4K, &unstripe_q4k_row(st, r % STRIPE), o);
             }
             return;
         }
@@ -693,11 +693,7 @@ impl Packed {
             for (k, ov) in o.iter_mut().enumerate() {
                 let (byte, shift) = stripe_nibble(i, k);
                 let n = (q.get(byte).copied().unwrap_or(0) >> shift) & 0x0F;
-                *ov = if self.kind() == Kind::Q4_0 {
-                    (i32::from(n) - 8) as f32 * dv
-                } else {
-                    f32::from(n) * dv + mv
-                };
+                *ov = small_weight(self.kind(), n, dv, mv);
             }
         }
     }

@@ -36,7 +36,7 @@ use half::f16;
 pub use self::portable::{axpy_f16, dot_bf16, dot_f16, dot_f32};
 use self::portable::{k_portable, q4_portable, q8_portable};
 use self::rows::{Out, PREFETCH_ROWS, Rows, each_row};
-use self::stripes::{Stripe, Stripes, covering, stripe_portable};
+use self::stripes::{Stripes, covering, stripe_portable};
 use super::pack::STRIPE;
 // The kernels' inputs, also reachable here (their paths before the modules were split).
 pub use super::blocks::{BLOCK, Kind};
@@ -278,7 +278,7 @@ fn striped_matvec<const N: usize>(
 /// registers), then one at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn stripe_avx2_by_fours<const N: usize>(one: Stripe<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
+fn stripe_avx2_by_fours<const N: usize>(one: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
     use self::stripes::stripe_avx2;
     if N <= 4 {
         return stripe_avx2(one, ys);

@@ -42,22 +42,12 @@ use crate::engine::lean::pack::{
 };
 use crate::engine::lean::quant::Y;
 
-/// Whole stripes of a striped matrix, with their lengths checked: `nb` blocks per row, and
-/// per stripe `8 * nb` scales `d` (and `Q4_1` minimums `m`) and `128 * nb` bytes of weights;
-/// for `Q4_K`, no `d` or `m` but `144 * nb` bytes of super-blocks (their scales inside).
+/// Whole stripes of a striped matrix, with their lengths checked: all of the matrix's
+/// ([`Stripes::new`]) or one ([`Stripes::stripe`]). `nb` blocks per row, and per stripe
+/// `8 * nb` scales `d` (and `Q4_1` minimums `m`) and `128 * nb` bytes of weights; for `Q4_K`,
+/// no `d` or `m` but `144 * nb` bytes of super-blocks (their scales inside).
 #[derive(Clone, Copy)]
 pub(super) struct Stripes<'a> {
-    kind: Kind,
-    nb: usize,
-    d: &'a [f16],
-    m: Option<&'a [f16]>,
-    qs: &'a [u8],
-}
-
-/// One stripe's parts, from [`Stripes::stripe`]: `8 * nb` scales (and minimums), `128 * nb`
-/// bytes of weights (`Q4_K`: `144 * nb` bytes of super-blocks alone).
-#[derive(Clone, Copy)]
-pub(super) struct Stripe<'a> {
     pub(super) kind: Kind,
     pub(super) nb: usize,
     pub(super) d: &'a [f16],
@@ -101,10 +91,10 @@ impl<'a> Stripes<'a> {
     }
 
     /// Stripe `s`, `None` past the last.
-    pub(super) fn stripe(&self, s: usize) -> Option<Stripe<'a>> {
+    pub(super) fn stripe(&self, s: usize) -> Option<Self> {
         if self.kind == Kind::Q4K {
             let per = self.nb / (SUPER / BLOCK) * STRIPE * Q4K_BYTES;
-            return Some(Stripe {
+            return Some(Self {
                 kind: self.kind,
                 nb: self.nb,
                 d: &[],
@@ -114,7 +104,7 @@ impl<'a> Stripes<'a> {
         }
         let per = STRIPE * self.nb;
         let scales = s * per..(s + 1) * per;
-        Some(Stripe {
+        Some(Self {
             kind: self.kind,
             nb: self.nb,
             d: self.d.get(scales.clone())?,
@@ -140,7 +130,7 @@ pub(super) fn covering(rows: &Range<usize>) -> Range<usize> {
 /// sum, as the row kernel `q4_portable` computes them. Zeros if the tokens' activations do
 /// not have the stripe's width.
 pub(super) fn stripe_portable<const N: usize>(
-    st: Stripe<'_>,
+    st: Stripes<'_>,
     ys: &[Y<'_>; N],
 ) -> [[f32; STRIPE]; N] {
     let mut out = [[0f32; STRIPE]; N];
@@ -186,7 +176,7 @@ pub(super) fn stripe_portable<const N: usize>(
 /// A `Q4_K` stripe's products in plain Rust: each row's super-blocks rebuilt in GGUF form and
 /// computed as the row kernel `k_portable` computes them (the same sums in the same order).
 /// Zeros if the tokens' activations do not have the stripe's width.
-fn k4_stripe_portable<const N: usize>(st: Stripe<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
+fn k4_stripe_portable<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
     let mut out = [[0f32; STRIPE]; N];
     if !fits_k(st.nb, ys) {
         return out;
@@ -209,7 +199,7 @@ pub(super) use self::x86::stripe_avx2;
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Q4K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, Stripe, fits, fits_k};
+    use super::{Q4K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, Stripes, fits, fits_k};
     use crate::engine::lean::blocks::{BLOCK, Kind, SUPER};
     use crate::engine::lean::kernels::avx2::load256;
     use crate::engine::lean::quant::Y;
@@ -219,7 +209,7 @@ mod x86 {
     /// have the stripe's width or `N` is over 4 (their vectors would not stay in registers).
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(in crate::engine::lean::kernels) fn stripe_avx2<const N: usize>(
-        st: Stripe<'_>,
+        st: Stripes<'_>,
         ys: &[Y<'_>; N],
     ) -> [[f32; STRIPE]; N] {
         if st.kind == Kind::Q4K {
@@ -338,7 +328,7 @@ mod x86 {
     /// token. Zeros if the tokens' activations do not have the stripe's width or `N` is over
     /// 4.
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn k4_stripe_avx2<const N: usize>(st: Stripe<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
+    fn k4_stripe_avx2<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
         const SUBS: usize = SUPER / BLOCK;
         let mut res = [[0f32; STRIPE]; N];
         let supers = st.nb / SUBS;

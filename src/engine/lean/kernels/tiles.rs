@@ -249,18 +249,7 @@ impl KTile {
         for g in 0..supers {
             for (i, l) in rows.iter().enumerate() {
                 let sb = &l.qs[g * bb..(g + 1) * bb];
-                let at = g * TILE_ROWS + i;
-                self.d[at] = f16_at(sb, 0);
-                self.dmin[at] = f16_at(sb, 2);
-                let (scales, mins) = k4_scales_mins(sb);
-                let (s, m) = (scales.to_le_bytes(), mins.to_le_bytes());
-                for (j, sj) in s.iter().enumerate() {
-                    self.sc[(g * SUBS + j) * TILE_ROWS + i] = u32::from(*sj) * 0x1_0001;
-                }
-                for p in 0..4 {
-                    self.mins[(g * 4 + p) * TILE_ROWS + i] =
-                        u32::from(m[2 * p]) | (u32::from(m[2 * p + 1]) << 16);
-                }
+                self.put_scales(g, i, (f16_at(sb, 0), f16_at(sb, 2)), k4_scales_mins(sb));
             }
             for j in 0..4 {
                 let mut lo = [_mm256_setzero_si256(); TILE_ROWS];
@@ -302,6 +291,21 @@ impl KTile {
 }
 
 impl KTile {
+    /// Row `i`'s scales of super-block `g`: `d` and `dmin` (`dd`), and its sub-blocks' scales
+    /// and minimums as `k4_scales_mins` gives them (a byte each).
+    fn put_scales(&mut self, g: usize, i: usize, dd: (f32, f32), (scales, mins): (u64, u64)) {
+        let at = g * TILE_ROWS + i;
+        (self.d[at], self.dmin[at]) = dd;
+        let (s, m) = (scales.to_le_bytes(), mins.to_le_bytes());
+        for (j, sj) in s.iter().enumerate() {
+            self.sc[(g * SUBS + j) * TILE_ROWS + i] = u32::from(*sj) * 0x1_0001;
+        }
+        for p in 0..4 {
+            self.mins[(g * 4 + p) * TILE_ROWS + i] =
+                u32::from(m[2 * p]) | (u32::from(m[2 * p + 1]) << 16);
+        }
+    }
+
     /// Sizes the buffers for rows of `nb` sub-blocks.
     fn size_for(&mut self, nb: usize) {
         let supers = nb / SUBS;
@@ -329,24 +333,14 @@ impl KTile {
         for g in 0..supers {
             let sts = &st[g * per..(g + 1) * per];
             for i in 0..TILE_ROWS {
-                let at = g * TILE_ROWS + i;
-                self.d[at] = f16_at(sts, 2 * i);
-                self.dmin[at] = f16_at(sts, 16 + 2 * i);
                 // Row i's 12 scale bytes (its three words), where `k4_scales_mins` reads them.
                 let mut sb = [0u8; 16];
                 for w in 0..3 {
                     let from = 32 * (w + 1) + 4 * i;
                     sb[4 + 4 * w..8 + 4 * w].copy_from_slice(&sts[from..from + 4]);
                 }
-                let (scales, mins) = k4_scales_mins(&sb);
-                let (s, m) = (scales.to_le_bytes(), mins.to_le_bytes());
-                for (j, sj) in s.iter().enumerate() {
-                    self.sc[(g * SUBS + j) * TILE_ROWS + i] = u32::from(*sj) * 0x1_0001;
-                }
-                for p in 0..4 {
-                    self.mins[(g * 4 + p) * TILE_ROWS + i] =
-                        u32::from(m[2 * p]) | (u32::from(m[2 * p + 1]) << 16);
-                }
+                let dd = (f16_at(sts, 2 * i), f16_at(sts, 16 + 2 * i));
+                self.put_scales(g, i, dd, k4_scales_mins(&sb));
             }
             for sub in 0..SUBS {
                 for j in 0..4 {
