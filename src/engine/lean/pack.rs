@@ -253,7 +253,7 @@ pub fn pack_in_place(
                 if has_m {
                     ms[di..di + 2].copy_from_slice(&half(blk, 2));
                 }
-                let q = blk.get(q_at..).unwrap_or_default();
+                let q = nibble_bytes(blk, q_at);
                 let dst = &mut qs[sb * STRIPE_BLOCK_BYTES..(sb + 1) * STRIPE_BLOCK_BYTES];
                 // Bytes `4i..4i + 4` of each 32 (`stripe_nibble`), each written once: weights
                 // 8j + w (w < 4) and 8j + 4 + w, in a GGUF block the low nibbles of bytes
@@ -261,7 +261,7 @@ pub fn pack_in_place(
                 for j in 0..4 {
                     for w in 0..4 {
                         let (a, b) = (8 * j + w, 8 * j + 4 + w);
-                        dst[32 * j + 4 * i + w] = nibble(q, a) | (nibble(q, b) << 4);
+                        dst[32 * j + 4 * i + w] = nibble(&q, a) | (nibble(&q, b) << 4);
                     }
                 }
             }
@@ -301,12 +301,9 @@ pub fn pack_in_place(
                     h[..4].copy_from_slice(a.get(h_at..h_at + 4).unwrap_or(&[0; 4]));
                     h[4..].copy_from_slice(b.get(h_at..h_at + 4).unwrap_or(&[0; 4]));
                 }
-                let (qa, qb) = (
-                    a.get(q_at..).unwrap_or_default(),
-                    b.get(q_at..).unwrap_or_default(),
-                );
+                let (qa, qb) = (nibble_bytes(a, q_at), nibble_bytes(b, q_at));
                 for (j, o) in q.iter_mut().enumerate() {
-                    *o = nibble(qa, j) | (nibble(qb, j) << 4);
+                    *o = nibble(&qa, j) | (nibble(&qb, j) << 4);
                 }
             }
             l.d = s..s + 2 * n;
@@ -454,9 +451,20 @@ fn dequantize_super(kind: Kind, sb: &[u8], o: &mut [f32]) {
     }
 }
 
+/// The 16 nibble bytes of a GGUF `Q4_*` block `blk`, at `at` (zeros past its end): a fixed
+/// size, so that [`nibble`]'s reads need no checks (packing a model reads every one).
+fn nibble_bytes(blk: &[u8], at: usize) -> [u8; BLOCK / 2] {
+    let mut q = [0u8; BLOCK / 2];
+    if let Some(b) = blk.get(at..at + BLOCK / 2) {
+        q.copy_from_slice(b);
+    }
+    q
+}
+
 /// The weight of index `j` (0..32) in a GGUF `Q4_*` block's 16 nibble bytes.
-fn nibble(qs: &[u8], j: usize) -> u8 {
-    let b = qs.get(j % 16).copied().unwrap_or(0);
+#[inline]
+fn nibble(q: &[u8; BLOCK / 2], j: usize) -> u8 {
+    let b = q[j % 16];
     if j < 16 { b & 0x0F } else { b >> 4 }
 }
 
