@@ -16,12 +16,13 @@
 //! One 32-byte load, a mask and a shift then give the 64 weights of the pair in order, ready
 //! to multiply with the activations as they are stored.
 //!
-//! `Q4_0`, `Q4_1` and `Q4_K` matrices whose rows are whole stripes of eight ([`STRIPE`]) are
-//! striped instead ([`Layout::striped`], [`stripe_nibble`]): each block's scales, minimums
-//! and nibbles of eight rows side by side, so that one vector's lanes are eight rows (the
-//! kernels of `kernels::stripes`). Their kernel computes a generation step's products with
-//! fewer operations per weight than the row kernels (`cargo bench --bench lean_kernels --
-//! 1024x2048_Avx2`: one token, Q4_0 92 → 46 µs, Q4_K 81 → 62 µs).
+//! `Q4_0`, `Q4_1`, `Q4_K` and `Q6_K` matrices whose rows are whole stripes of eight
+//! ([`STRIPE`]) are striped instead ([`Layout::striped`], [`stripe_nibble`]): each block's
+//! scales, minimums and nibbles (`Q6_K`: and top bits, [`stripe_q6_high`]) of eight rows side
+//! by side, so that one vector's lanes are eight rows (the kernels of `kernels::stripes`).
+//! Their kernel computes a generation step's products with fewer operations per weight than
+//! the row kernels (`cargo bench --bench lean_kernels -- 1024x2048_Avx2`: one token, Q4_0
+//! 92 → 46 µs, Q4_K 81 → 62 µs).
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -116,10 +117,11 @@ pub struct Layout {
     pub qs: Range<usize>,
     /// F32 weights.
     pub f: Range<usize>,
-    /// The rows in stripes of [`STRIPE`] (`Q4_0`, `Q4_1`, `Q4_K`; see [`stripe_nibble`]):
-    /// for `Q4_*`, `d` and `m` are then `[stripe][block][row of the stripe]`, and `qs` holds
-    /// [`STRIPE_BLOCK_BYTES`] per stripe and block; for `Q4_K`, `qs` holds each stripe's
-    /// super-blocks, eight rows' worth each (see `stripe_q4k_row`).
+    /// The rows in stripes of [`STRIPE`] (`Q4_0`, `Q4_1`, `Q4_K`, `Q6_K`; see
+    /// [`stripe_nibble`]): for `Q4_*`, `d` and `m` are then `[stripe][block][row of the
+    /// stripe]`, and `qs` holds [`STRIPE_BLOCK_BYTES`] per stripe and block; for `Q4_K` and
+    /// `Q6_K`, `qs` holds each stripe's super-blocks, eight rows' worth each (see
+    /// `stripe_q4k_row`, `stripe_q6k_row`).
     pub striped: bool,
 }
 
@@ -178,7 +180,7 @@ impl Layout {
 /// (native-endian f16), then for `Q4_1` the minimums, then the quantised weights, with the
 /// nibbles of each pair of blocks interleaved (byte j = weight j of the first block | weight
 /// j of the second << 4); F32 weights become native-endian in place. With `stripes`, `Q4_0`,
-/// `Q4_1` and `Q4_K` matrices of whole stripes of rows are striped instead
+/// `Q4_1`, `Q4_K` and `Q6_K` matrices of whole stripes of rows are striped instead
 /// ([`Layout::striped`]).
 /// Refuses shapes the kernels cannot run and sizes or alignments that do not match, saying
 /// which.
@@ -318,7 +320,7 @@ pub fn pack_in_place(
             }
             l.qs = end..at.end;
         }
-        Kind::Q4K if stripes && rows.is_multiple_of(STRIPE) => {
+        Kind::Q4K | Kind::Q6K if stripes && rows.is_multiple_of(STRIPE) => {
             // A stripe's eight rows take the same bytes in both layouts: each is copied
             // aside (kilobytes, not the matrix) and rewritten in place.
             let supers = cols / SUPER;
@@ -329,8 +331,11 @@ pub fn pack_in_place(
                     // Super-block `b` of the eight rows is super-block `c` of row `i`.
                     let (i, c) = (b / supers, b % supers);
                     let to = c * STRIPE * bb;
+                    let dst = &mut stripe[to..to + STRIPE * bb];
                     if let Ok(gguf) = <&[u8; Q4K_BYTES]>::try_from(sb) {
-                        stripe_q4k_row(gguf, i, &mut stripe[to..to + STRIPE * bb]);
+                        stripe_q4k_row(gguf, i, dst);
+                    } else if let Ok(gguf) = <&[u8; Q6K_BYTES]>::try_from(sb) {
+                        stripe_q6k_row(gguf, i, dst);
                     }
                 }
             }
@@ -424,6 +429,109 @@ pub fn unstripe_q4k_row(st: &[u8], i: usize) -> [u8; Q4K_BYTES] {
         let n = (st[128 + STRIPE_BLOCK_BYTES * sub + byte] >> shift) & 0x0F;
         let (g, r64) = (k / 64, k % 64);
         sb[16 + 32 * g + r64 % 32] |= if r64 < 32 { n } else { n << 4 };
+    }
+    sb
+}
+
+/// Bytes of a GGUF `Q6_K` super-block.
+pub const Q6K_BYTES: usize = 210;
+
+/// Bytes of a sub-block of 32 weights of a `Q6_K` stripe's eight rows: their low nibbles as
+/// a `Q4_0` stripe's block ([`stripe_nibble`]), then their top two bits ([`stripe_q6_high`]).
+pub const Q6K_SUB_BYTES: usize = STRIPE_BLOCK_BYTES + STRIPE * BLOCK / 4;
+
+/// Where the top two bits of weight `k` (0..32) of row `i` of a `Q6_K` stripe's sub-block
+/// are, from the start of the sub-block: the byte and the shift. The weights whose nibbles
+/// are in 32-byte group `j` of the sub-block (`8j..8j + 8` of each row, [`stripe_nibble`])
+/// have theirs in bytes `4i..4i + 4` of 32-byte group `j / 2` after the nibbles, at bits
+/// `4 (j % 2)` (weights `8j..8j + 4`) and `4 (j % 2) + 2` (the next four): one 32-byte load
+/// holds the top bits of two groups of nibbles, and a shift and a mask put each group's
+/// under its nibbles.
+pub fn stripe_q6_high(i: usize, k: usize) -> (usize, u32) {
+    let (j, w) = (k / 8, k % 8);
+    (
+        STRIPE_BLOCK_BYTES + 32 * (j / 2) + 4 * i + w % 4,
+        (4 * (j % 2) + 2 * (w / 4)) as u32,
+    )
+}
+
+/// The 256 six-bit integers (0..64, before ggml's offset of 32) of a GGUF `Q6_K`
+/// super-block, in order: weight `128h + 32k + l` has the nibble `k / 2` of byte
+/// `64h + 32 (k % 2) + l` and the bits `2k..2k + 2` of byte `128 + 32h + l` above it.
+fn q6_integers(sb: &[u8; Q6K_BYTES]) -> [u8; SUPER] {
+    let mut q = [0u8; SUPER];
+    for h in 0..2 {
+        for k in 0..4 {
+            for l in 0..BLOCK {
+                let lo = (sb[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0F;
+                let hi = (sb[128 + 32 * h + l] >> (2 * k)) & 3;
+                q[128 * h + 32 * k + l] = lo | (hi << 4);
+            }
+        }
+    }
+    q
+}
+
+/// Writes a GGUF `Q6_K` super-block `sb` as row `i` of its stripe's super-block `dst`
+/// ([`STRIPE`] times [`Q6K_BYTES`]): the eight rows' `d` (f16, bytes 0..16); their sixteen
+/// scales (i8) by sub-block of 32 weights, `16 * sub + 2i` and `+ 1` from byte 16 the two of
+/// sub-block `sub` of row `i`, so that one load gives a sub-block's scales of all eight rows
+/// as 16-bit pairs; then from byte 144 each sub-block's weights in [`Q6K_SUB_BYTES`] (see
+/// [`stripe_q6_high`]). Row `i` owns bytes `4i..4i + 4` of every 32 there, each written once.
+fn stripe_q6k_row(sb: &[u8; Q6K_BYTES], i: usize, dst: &mut [u8]) {
+    let Some(dst) = dst.get_mut(..STRIPE * Q6K_BYTES) else {
+        return;
+    };
+    let Ok(dst) = <&mut [u8; STRIPE * Q6K_BYTES]>::try_from(dst) else {
+        return;
+    };
+    let i = i % STRIPE;
+    dst[2 * i..2 * i + 2].copy_from_slice(&sb[208..210]);
+    for sub in 0..SUPER / BLOCK {
+        let at = 16 + 16 * sub + 2 * i;
+        dst[at..at + 2].copy_from_slice(&sb[192 + 2 * sub..194 + 2 * sub]);
+    }
+    let q = q6_integers(sb);
+    for (sub, q) in q.chunks_exact(BLOCK).enumerate() {
+        let to = 144 + Q6K_SUB_BYTES * sub + 4 * i;
+        for w in 0..4 {
+            for j in 0..4 {
+                let (a, b) = (q[8 * j + w], q[8 * j + 4 + w]);
+                dst[to + 32 * j + w] = (a & 0x0F) | ((b & 0x0F) << 4);
+            }
+            for j in 0..2 {
+                let top = |k: usize| q[k] >> 4;
+                let (e, o) = (16 * j, 16 * j + 8);
+                dst[to + STRIPE_BLOCK_BYTES + 32 * j + w] =
+                    top(e + w) | (top(e + 4 + w) << 2) | (top(o + w) << 4) | (top(o + 4 + w) << 6);
+            }
+        }
+    }
+}
+
+/// The GGUF `Q6_K` super-block of row `i` of a stripe's super-block `st` (the inverse of
+/// `stripe_q6k_row`); zeros if `st` is short.
+pub fn unstripe_q6k_row(st: &[u8], i: usize) -> [u8; Q6K_BYTES] {
+    let mut sb = [0u8; Q6K_BYTES];
+    if st.len() < STRIPE * Q6K_BYTES || i >= STRIPE {
+        return sb;
+    }
+    sb[208..210].copy_from_slice(&st[2 * i..2 * i + 2]);
+    for sub in 0..SUPER / BLOCK {
+        let at = 16 + 16 * sub + 2 * i;
+        sb[192 + 2 * sub..194 + 2 * sub].copy_from_slice(&st[at..at + 2]);
+    }
+    for v in 0..SUPER {
+        let (sub, k) = (v / BLOCK, v % BLOCK);
+        let from = 144 + Q6K_SUB_BYTES * sub;
+        let (byte, shift) = stripe_nibble(i, k);
+        let lo = (st[from + byte] >> shift) & 0x0F;
+        let (byte, shift) = stripe_q6_high(i, k);
+        let hi = (st[from + byte] >> shift) & 3;
+        let (h, l) = (v / 128, v % 128);
+        let (k, l) = (l / 32, l % 32);
+        sb[64 * h + 32 * (k % 2) + l] |= lo << (4 * (k / 2));
+        sb[128 + 32 * h + l] |= hi << (2 * k);
     }
     sb
 }
@@ -679,13 +787,18 @@ impl Packed {
     /// [`Self::dequantize_row`] of a striped matrix.
     fn dequantize_striped_row(&self, r: usize, out: &mut [f32]) {
         let nb = self.cols() / BLOCK;
-        if self.kind() == Kind::Q4K {
+        let kind = self.kind();
+        if kind.is_k() {
             let supers = self.cols() / SUPER;
-            let per = STRIPE * Q4K_BYTES;
+            let per = STRIPE * kind.block_bytes();
             for (c, o) in out.chunks_exact_mut(SUPER).enumerate().take(supers) {
                 let at = (r / STRIPE * supers + c) * per;
                 let st = self.qs().get(at..at + per).unwrap_or_default();
-                dequantize_super(Kind::Q4K, &unstripe_q4k_row(st, r % STRIPE), o);
+                if kind == Kind::Q6K {
+                    dequantize_super(kind, &unstripe_q6k_row(st, r % STRIPE), o);
+                } else {
+                    dequantize_super(kind, &unstripe_q4k_row(st, r % STRIPE), o);
+                }
             }
             return;
         }

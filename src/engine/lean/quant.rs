@@ -22,8 +22,9 @@ use super::level::Level;
 /// Activations that a K-quant matrix multiplies ([`QAct::with_k_form`], and every [`QAct::new`]),
 /// in rows whose width is a multiple of 256, are also quantised as ggml's `Q8_K`, the
 /// activations llama.cpp multiplies K-quants with: per 256 values one f32 scale `kd` (the value of
-/// largest magnitude becomes -127, rounded to nearest, ties to even), and the integers' sum
-/// per 32 (`ks`, for the K-quants' minimums). The K-quant kernels read that form, so their
+/// largest magnitude becomes -127, rounded to nearest, ties to even), and the integers' sums
+/// per 32 (`ks`, for the K-quants' minimums) and per 16 (`kh`, ggml's `bsums`, for the
+/// striped `Q6_K` kernel's offset of 32). The K-quant kernels read that form, so their
 /// integer sums are llama.cpp's too.
 #[derive(Debug, Default)]
 pub struct QAct {
@@ -35,6 +36,7 @@ pub struct QAct {
     kq: Vec<i8>,
     kd: Vec<f32>,
     ks: Vec<i32>,
+    kh: Vec<i16>,
     /// Whether the `Q8_K` form is made (rows of 256s feeding a K-quant matrix).
     k_form: bool,
 }
@@ -52,26 +54,32 @@ pub struct Chunk<'a> {
     kq: &'a mut [i8],
     kd: &'a mut [f32],
     ks: &'a mut [i32],
+    kh: &'a mut [i16],
 }
 
 impl Chunk<'_> {
     /// Quantises the run's values, as [`QAct::quantize`] does.
     pub fn quantize(&mut self) {
         quantize_blocks(Level::best(), self.f, self.qs, self.d, self.s);
-        quantize_k(self.f, self.kq, self.kd, self.ks);
+        quantize_k(self.f, self.kq, self.kd, (self.ks, self.kh));
     }
 }
 
 /// Quantises the whole super-blocks (256 values) of `f` as ggml's `Q8_K` (see [`QAct`]) into
-/// `kq`, `kd` and `ks`, as far as they reach.
-fn quantize_k(f: &[f32], kq: &mut [i8], kd: &mut [f32], ks: &mut [i32]) {
-    for (((xs, q), d), s) in f
+/// `kq`, `kd` and the sums `ks` (per 32) and `kh` (per 16), as far as they reach.
+fn quantize_k(f: &[f32], kq: &mut [i8], kd: &mut [f32], (ks, kh): (&mut [i32], &mut [i16])) {
+    for ((((xs, q), d), s), h) in f
         .chunks_exact(SUPER)
         .zip(kq.chunks_exact_mut(SUPER))
         .zip(kd.iter_mut())
         .zip(ks.chunks_exact_mut(SUPER / BLOCK))
+        .zip(kh.chunks_exact_mut(SUPER / 16))
     {
         *d = quantize_super(xs, q, s);
+        for (sum, c) in h.iter_mut().zip(q.chunks_exact(16)) {
+            // At most 16 * 128 in magnitude.
+            *sum = c.iter().map(|v| i16::from(*v)).sum();
+        }
     }
 }
 
@@ -176,6 +184,8 @@ pub struct Y<'a> {
     pub kd: &'a [f32],
     /// `Q8_K` integers' sum per 32.
     pub ks: &'a [i32],
+    /// `Q8_K` integers' sum per 16 (ggml's `bsums`).
+    pub kh: &'a [i16],
 }
 
 impl QAct {
@@ -228,7 +238,12 @@ impl QAct {
     fn quantize_at(&mut self, level: Level) {
         self.fit_blocks();
         quantize_blocks(level, &self.f, &mut self.qs, &mut self.d, &mut self.s);
-        quantize_k(&self.f, &mut self.kq, &mut self.kd, &mut self.ks);
+        quantize_k(
+            &self.f,
+            &mut self.kq,
+            &mut self.kd,
+            (&mut self.ks, &mut self.kh),
+        );
     }
 
     /// Sizes the quantised values, scales and sums to the whole blocks of the f32 values (and
@@ -242,6 +257,7 @@ impl QAct {
         self.kq.resize(k * BLOCK, 0);
         self.kd.resize(k / (SUPER / BLOCK), 0.0);
         self.ks.resize(k, 0);
+        self.kh.resize(2 * k, 0);
     }
 
     /// Whether the rows are also quantised as `Q8_K` (their width is a multiple of 256).
@@ -280,6 +296,12 @@ impl QAct {
                     .chunks_mut(blocks)
                     .map(Some)
                     .chain(std::iter::repeat_with(|| None)),
+            )
+            .zip(
+                self.kh
+                    .chunks_mut(2 * blocks)
+                    .map(Some)
+                    .chain(std::iter::repeat_with(|| None)),
             );
         self.f
             .chunks_mut(run)
@@ -288,7 +310,7 @@ impl QAct {
             .zip(self.s.chunks_mut(blocks))
             .zip(kparts)
             .enumerate()
-            .map(|(i, ((((f, qs), d), s), ((kq, kd), ks)))| Chunk {
+            .map(|(i, ((((f, qs), d), s), (((kq, kd), ks), kh)))| Chunk {
                 start: i * run,
                 f,
                 qs,
@@ -297,6 +319,7 @@ impl QAct {
                 kq: kq.unwrap_or_default(),
                 kd: kd.unwrap_or_default(),
                 ks: ks.unwrap_or_default(),
+                kh: kh.unwrap_or_default(),
             })
             .collect()
     }
@@ -329,6 +352,10 @@ impl QAct {
                 .get(t * self.cols / SUPER..(t + 1) * self.cols / SUPER)
                 .unwrap_or_default(),
             ks: self.ks.get(t * nb..(t + 1) * nb).unwrap_or_default(),
+            kh: self
+                .kh
+                .get(2 * t * nb..2 * (t + 1) * nb)
+                .unwrap_or_default(),
         }
     }
 }
@@ -478,7 +505,10 @@ pub(super) mod tests {
         let x = QAct::new(f.clone(), cols);
         for t in 0..2 {
             let y = x.token(t);
-            assert_eq!((y.kq.len(), y.kd.len(), y.ks.len()), (cols, 2, 16));
+            assert_eq!(
+                (y.kq.len(), y.kd.len(), y.ks.len(), y.kh.len()),
+                (cols, 2, 16, 32)
+            );
             for (g, xs) in f[t * cols..(t + 1) * cols].chunks_exact(SUPER).enumerate() {
                 let max = xs
                     .iter()
@@ -498,6 +528,10 @@ pub(super) mod tests {
                 for (s, c) in want.chunks_exact(BLOCK).enumerate() {
                     let sum: i32 = c.iter().map(|v| i32::from(*v)).sum();
                     assert_eq!(y.ks[g * 8 + s], sum);
+                }
+                for (s, c) in want.chunks_exact(16).enumerate() {
+                    let sum: i32 = c.iter().map(|v| i32::from(*v)).sum();
+                    assert_eq!(i32::from(y.kh[g * 16 + s]), sum);
                 }
             }
         }
@@ -524,7 +558,7 @@ pub(super) mod tests {
         }
         for t in 0..2 {
             let (a, b) = (c.token(t), x.token(t));
-            assert_eq!((a.kq, a.ks), (b.kq, b.ks));
+            assert_eq!((a.kq, a.ks, a.kh), (b.kq, b.ks, b.kh));
             assert_eq!(a.kd, b.kd);
         }
     }

@@ -210,7 +210,10 @@ pub(super) fn fits_for<const N: usize>(kind: Kind, nb: usize, ys: &[Y<'_>; N]) -
 pub(super) fn fits_k<const N: usize>(nb: usize, ys: &[Y<'_>; N]) -> bool {
     nb.is_multiple_of(SUPER / BLOCK)
         && ys.iter().all(|y| {
-            y.kq.len() == nb * BLOCK && y.kd.len() == nb / (SUPER / BLOCK) && y.ks.len() == nb
+            y.kq.len() == nb * BLOCK
+                && y.kd.len() == nb / (SUPER / BLOCK)
+                && y.ks.len() == nb
+                && y.kh.len() == 2 * nb
         })
 }
 

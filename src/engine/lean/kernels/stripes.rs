@@ -38,14 +38,16 @@ use super::portable::k_super;
 use super::rows::{fits, fits_k};
 use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, decode_k};
 use crate::engine::lean::pack::{
-    Packed, Q4K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, stripe_nibble, unstripe_q4k_row,
+    Packed, Q4K_BYTES, Q6K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, stripe_nibble, unstripe_q4k_row,
+    unstripe_q6k_row,
 };
 use crate::engine::lean::quant::Y;
 
 /// Whole stripes of a striped matrix, with their lengths checked: all of the matrix's
 /// ([`Stripes::new`]) or one ([`Stripes::stripe`]). `nb` blocks per row, and per stripe
-/// `8 * nb` scales `d` (and `Q4_1` minimums `m`) and `128 * nb` bytes of weights; for `Q4_K`,
-/// no `d` or `m` but `144 * nb` bytes of super-blocks (their scales inside).
+/// `8 * nb` scales `d` (and `Q4_1` minimums `m`) and `128 * nb` bytes of weights; for `Q4_K`
+/// and `Q6_K`, no `d` or `m` but `nb / 8` super-blocks of eight rows (144 or 210 bytes per
+/// row, their scales inside).
 #[derive(Clone, Copy)]
 pub(super) struct Stripes<'a> {
     pub(super) kind: Kind,
@@ -61,11 +63,11 @@ impl<'a> Stripes<'a> {
         let nb = p.cols() / BLOCK;
         let blocks = p.rows().checked_mul(nb)?;
         let kind = p.kind();
-        let four = matches!(kind, Kind::Q4_0 | Kind::Q4_1 | Kind::Q4K);
-        if !p.striped() || !four || !p.rows().is_multiple_of(STRIPE) || nb == 0 {
+        let kinds = matches!(kind, Kind::Q4_0 | Kind::Q4_1 | Kind::Q4K | Kind::Q6K);
+        if !p.striped() || !kinds || !p.rows().is_multiple_of(STRIPE) || nb == 0 {
             return None;
         }
-        if kind == Kind::Q4K {
+        if kind.is_k() {
             if !p.cols().is_multiple_of(SUPER) {
                 return None;
             }
@@ -74,7 +76,9 @@ impl<'a> Stripes<'a> {
                 nb,
                 d: &[],
                 m: None,
-                qs: p.qs().get(..blocks / (SUPER / BLOCK) * Q4K_BYTES)?,
+                qs: p
+                    .qs()
+                    .get(..blocks / (SUPER / BLOCK) * kind.block_bytes())?,
             });
         }
         Some(Self {
@@ -92,8 +96,8 @@ impl<'a> Stripes<'a> {
 
     /// Stripe `s`, `None` past the last.
     pub(super) fn stripe(&self, s: usize) -> Option<Self> {
-        if self.kind == Kind::Q4K {
-            let per = self.nb / (SUPER / BLOCK) * STRIPE * Q4K_BYTES;
+        if self.kind.is_k() {
+            let per = self.nb / (SUPER / BLOCK) * STRIPE * self.kind.block_bytes();
             return Some(Self {
                 kind: self.kind,
                 nb: self.nb,
@@ -134,8 +138,8 @@ pub(super) fn stripe_portable<const N: usize>(
     ys: &[Y<'_>; N],
 ) -> [[f32; STRIPE]; N] {
     let mut out = [[0f32; STRIPE]; N];
-    if st.kind == Kind::Q4K {
-        return k4_stripe_portable(st, ys);
+    if st.kind.is_k() {
+        return k_stripe_portable(st, ys);
     }
     if !fits(st.nb, ys) {
         return out;
@@ -173,17 +177,23 @@ pub(super) fn stripe_portable<const N: usize>(
     out
 }
 
-/// A `Q4_K` stripe's products in plain Rust: each row's super-blocks rebuilt in GGUF form and
-/// computed as the row kernel `k_portable` computes them (the same sums in the same order).
-/// Zeros if the tokens' activations do not have the stripe's width.
-fn k4_stripe_portable<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
+/// A `Q4_K` or `Q6_K` stripe's products in plain Rust: each row's super-blocks rebuilt in
+/// GGUF form and computed as the row kernel `k_portable` computes them (the same sums in the
+/// same order). Zeros if the tokens' activations do not have the stripe's width.
+fn k_stripe_portable<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
     let mut out = [[0f32; STRIPE]; N];
     if !fits_k(st.nb, ys) {
         return out;
     }
-    for (g, sts) in st.qs.chunks_exact(STRIPE * Q4K_BYTES).enumerate() {
+    let six = st.kind == Kind::Q6K;
+    let per = STRIPE * if six { Q6K_BYTES } else { Q4K_BYTES };
+    for (g, sts) in st.qs.chunks_exact(per).enumerate() {
         for i in 0..STRIPE {
-            let k = decode_k(Kind::Q4K, &unstripe_q4k_row(sts, i));
+            let k = if six {
+                decode_k(Kind::Q6K, &unstripe_q6k_row(sts, i))
+            } else {
+                decode_k(Kind::Q4K, &unstripe_q4k_row(sts, i))
+            };
             for (o, y) in out.iter_mut().zip(ys) {
                 o[i] += k_super(&k, y, g);
             }
@@ -199,9 +209,10 @@ pub(super) use self::x86::stripe_avx2;
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Q4K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, Stripes, fits, fits_k};
+    use super::{Q4K_BYTES, Q6K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, Stripes, fits, fits_k};
     use crate::engine::lean::blocks::{BLOCK, Kind, SUPER};
     use crate::engine::lean::kernels::avx2::load256;
+    use crate::engine::lean::pack::Q6K_SUB_BYTES;
     use crate::engine::lean::quant::Y;
 
     /// A stripe's products with `N` (at most 4) tokens' activations, AVX2 (see the module
@@ -212,8 +223,10 @@ mod x86 {
         st: Stripes<'_>,
         ys: &[Y<'_>; N],
     ) -> [[f32; STRIPE]; N] {
-        if st.kind == Kind::Q4K {
-            return k4_stripe_avx2(st, ys);
+        match st.kind {
+            Kind::Q4K => return k4_stripe_avx2(st, ys),
+            Kind::Q6K => return k6_stripe_avx2(st, ys),
+            _ => {}
         }
         let mut res = [[0f32; STRIPE]; N];
         let nb = st.nb;
@@ -419,5 +432,123 @@ mod x86 {
             }
         }
         res
+    }
+    /// A `Q6_K` stripe's products with `N` (at most 4) tokens' activations in their `Q8_K`
+    /// form, AVX2 (see `pack::stripe_q6k_row` for the layout): per 32 bytes of nibbles, the
+    /// eight rows' six-bit integers (0..64) rebuilt from them and their top bits (one load of
+    /// top bits serves two of nibbles), multiplied as `Q4_0`'s eight weights per row (four
+    /// products of at most 63 · 128 in each 16-bit half: within `i16`), then by the rows'
+    /// integer scale of those sixteen weights in a `madd`, added up as 32-bit integers over
+    /// the super-block; ggml's offset of 32 as 32 times the scales times the activations'
+    /// sums per 16 (`kh`), one `madd` per sub-block and token. The integers are ggml's; one
+    /// float product per super-block and token. Zeros if the tokens' activations do not
+    /// have the stripe's width or `N` is over 4.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn k6_stripe_avx2<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
+        const SUBS: usize = SUPER / BLOCK;
+        let mut res = [[0f32; STRIPE]; N];
+        let supers = st.nb / SUBS;
+        let per = STRIPE * Q6K_BYTES;
+        if N > 4 || !fits_k(st.nb, ys) || st.qs.len() < supers * per {
+            return res;
+        }
+        let (low, top) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x30));
+        // Per 32-bit lane (a row), its 16-bit scale of the first or second half of the
+        // sub-block in both halves of the lane.
+        let (first, second) = (lane_pair(0), lane_pair(1));
+        let mut acc = [_mm256_setzero_ps(); N];
+        let p = st.qs.as_ptr();
+        for g in 0..supers {
+            let base = g * per;
+            // SAFETY: qs holds supers * 1680 bytes (checked above) and base + 16 <= that.
+            let dv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.add(base).cast()) });
+            let mut ints = [_mm256_setzero_si256(); N];
+            for sub in 0..SUBS {
+                // SAFETY: base + 16 + 16 sub + 16 <= base + 144 <= qs.len().
+                let pairs = _mm256_cvtepi8_epi16(unsafe {
+                    _mm_loadu_si128(p.add(base + 16 + 16 * sub).cast())
+                });
+                let scales = [
+                    _mm256_shuffle_epi8(pairs, first),
+                    _mm256_shuffle_epi8(pairs, second),
+                ];
+                let from = base + 144 + Q6K_SUB_BYTES * sub;
+                for (h, scale) in scales.into_iter().enumerate() {
+                    // SAFETY: from + 192 <= base + 1680 <= qs.len() (checked above).
+                    let hv = unsafe { load256(p, from + STRIPE_BLOCK_BYTES + 32 * h) };
+                    // The top bits of groups 2h (bits 0..4 of each byte) and 2h + 1 (4..8),
+                    // each pair moved to bits 4..6 under the low and high nibbles.
+                    let tops = [
+                        (_mm256_slli_epi16(hv, 4), _mm256_slli_epi16(hv, 2)),
+                        (hv, _mm256_srli_epi16(hv, 2)),
+                    ];
+                    for (jj, (tl, th)) in tops.into_iter().enumerate() {
+                        let j = 2 * h + jj;
+                        // SAFETY: as above, from + 32j + 32 <= from + 128.
+                        let v = unsafe { load256(p, from + 32 * j) };
+                        let lo =
+                            _mm256_or_si256(_mm256_and_si256(v, low), _mm256_and_si256(tl, top));
+                        let hi = _mm256_or_si256(
+                            _mm256_and_si256(_mm256_srli_epi16(v, 4), low),
+                            _mm256_and_si256(th, top),
+                        );
+                        for t in 0..N {
+                            // SAFETY: every token's kq holds 256 * supers values (`fits_k`),
+                            // and 256g + 32 sub + 8j + 8 <= 256 (g + 1).
+                            let e = unsafe {
+                                eight_sums(
+                                    lo,
+                                    hi,
+                                    ys[t].kq.as_ptr().add(SUPER * g + BLOCK * sub + 8 * j),
+                                )
+                            };
+                            ints[t] = _mm256_add_epi32(ints[t], _mm256_madd_epi16(e, scale));
+                        }
+                    }
+                }
+                for t in 0..N {
+                    // The activations' sums of the sub-block's two halves (`fits_k`: kh
+                    // holds 32 per super-block), as one 32-bit pair for the `madd`.
+                    let at = 2 * (SUBS * g + sub);
+                    let kh = i32::from(ys[t].kh[at].cast_unsigned())
+                        | (i32::from(ys[t].kh[at + 1]) << 16);
+                    let off = _mm256_madd_epi16(pairs, _mm256_set1_epi32(kh));
+                    ints[t] = _mm256_sub_epi32(ints[t], _mm256_slli_epi32(off, 5));
+                }
+            }
+            for t in 0..N {
+                let kd = _mm256_set1_ps(ys[t].kd[g]);
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(dv, kd), _mm256_cvtepi32_ps(ints[t]), acc[t]);
+            }
+        }
+        for t in 0..N {
+            // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
+            unsafe {
+                _mm256_storeu_ps(res[t].as_mut_ptr(), acc[t]);
+            }
+        }
+        res
+    }
+
+    /// The `shuffle_epi8` control that puts 16-bit half `h` (0 or 1) of each 32-bit lane in
+    /// both its halves.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn lane_pair(h: usize) -> __m256i {
+        let ctl = |lane: usize| {
+            let at = (4 * lane + 2 * h) as u8;
+            i32::from_le_bytes([at, at + 1, at, at + 1])
+        };
+        _mm256_setr_epi32(
+            ctl(0),
+            ctl(1),
+            ctl(2),
+            ctl(3),
+            ctl(0),
+            ctl(1),
+            ctl(2),
+            ctl(3),
+        )
     }
 }
