@@ -16,7 +16,7 @@
 //! One 32-byte load, a mask and a shift then give the 64 weights of the pair in order, ready
 //! to multiply with the activations as they are stored.
 //!
-//! `Q4_0`, `Q4_1`, `Q4_K` and `Q6_K` matrices whose rows are whole stripes of eight
+//! `Q4_0`, `Q4_1`, `Q8_0`, `Q4_K` and `Q6_K` matrices whose rows are whole stripes of eight
 //! ([`STRIPE`]) are striped instead ([`Layout::striped`], [`stripe_nibble`]): each block's
 //! scales, minimums and nibbles (`Q6_K`: and top bits, [`stripe_q6_high`]) of eight rows side
 //! by side, so that one vector's lanes are eight rows (the kernels of `kernels::stripes`).
@@ -117,9 +117,10 @@ pub struct Layout {
     pub qs: Range<usize>,
     /// F32 weights.
     pub f: Range<usize>,
-    /// The rows in stripes of [`STRIPE`] (`Q4_0`, `Q4_1`, `Q4_K`, `Q6_K`; see
-    /// [`stripe_nibble`]): for `Q4_*`, `d` and `m` are then `[stripe][block][row of the
-    /// stripe]`, and `qs` holds [`STRIPE_BLOCK_BYTES`] per stripe and block; for `Q4_K` and
+    /// The rows in stripes of [`STRIPE`] (`Q4_0`, `Q4_1`, `Q8_0`, `Q4_K`, `Q6_K`; see
+    /// [`stripe_nibble`]): for `Q4_*` and `Q8_0`, `d` and `m` are then `[stripe][block][row
+    /// of the stripe]`, and `qs` holds [`STRIPE_BLOCK_BYTES`] per stripe and block
+    /// ([`STRIPE_Q8_BYTES`] for `Q8_0`, [`stripe_q8_byte`]); for `Q4_K` and
     /// `Q6_K`, `qs` holds each stripe's super-blocks, eight rows' worth each (see
     /// `stripe_q4k_row`, `stripe_q6k_row`).
     pub striped: bool,
@@ -132,6 +133,17 @@ pub const STRIPE: usize = 8;
 
 /// Bytes of a stripe's block: 32 nibbles of each of its rows.
 pub const STRIPE_BLOCK_BYTES: usize = STRIPE * BLOCK / 2;
+
+/// Bytes of a striped `Q8_0` matrix's block of eight rows: 32 weights of each.
+pub const STRIPE_Q8_BYTES: usize = STRIPE * BLOCK;
+
+/// Where weight `k` (0..32) of row `i` (0..[`STRIPE`]) of a striped `Q8_0` block is in its
+/// [`STRIPE_Q8_BYTES`]: each 32 bytes `j` hold weights `4j..4j + 4` of row `i` in bytes
+/// `4i..4i + 4`, so that one 32-byte load gives a vector whose 32-bit lane `i` holds four
+/// consecutive weights of row `i`.
+pub fn stripe_q8_byte(i: usize, k: usize) -> usize {
+    32 * (k / 4) + 4 * i + k % 4
+}
 
 /// Where weight `k` (0..32) of row `i` (0..[`STRIPE`]) of a block is in the stripe's
 /// [`STRIPE_BLOCK_BYTES`]: the byte, and the shift of its nibble (0 or 4). Each 32 bytes `j`
@@ -180,7 +192,7 @@ impl Layout {
 /// (native-endian f16), then for `Q4_1` the minimums, then the quantised weights, with the
 /// nibbles of each pair of blocks interleaved (byte j = weight j of the first block | weight
 /// j of the second << 4); F32 weights become native-endian in place. With `stripes`, `Q4_0`,
-/// `Q4_1`, `Q4_K` and `Q6_K` matrices of whole stripes of rows are striped instead
+/// `Q4_1`, `Q8_0`, `Q4_K` and `Q6_K` matrices of whole stripes of rows are striped instead
 /// ([`Layout::striped`]).
 /// Refuses shapes the kernels cannot run and sizes or alignments that do not match, saying
 /// which.
@@ -350,6 +362,26 @@ pub fn pack_in_place(
             }
             l.qs = at;
         }
+        Kind::Q8_0 if stripes && rows.is_multiple_of(STRIPE) => {
+            let src = Zeroizing::new(region.to_vec());
+            let (ds, qs) = region.split_at_mut(2 * n);
+            let nb = cols / BLOCK;
+            for (b, blk) in src.chunks_exact(bb).enumerate() {
+                // Block `b` of the GGUF is block `c` of row `r`: row `i` of stripe `r / 8`.
+                let (r, c) = (b / nb, b % nb);
+                let (i, sb) = (r % STRIPE, r / STRIPE * nb + c);
+                let di = 2 * (sb * STRIPE + i);
+                ds[di..di + 2].copy_from_slice(&half(blk, 0));
+                let dst = &mut qs[sb * STRIPE_Q8_BYTES..(sb + 1) * STRIPE_Q8_BYTES];
+                // Bytes `4i..4i + 4` of each 32 (`stripe_q8_byte`): weights `4j..4j + 4`.
+                for (j, four) in blk.get(2..).unwrap_or_default().chunks_exact(4).enumerate() {
+                    dst[32 * j + 4 * i..32 * j + 4 * i + 4].copy_from_slice(four);
+                }
+            }
+            l.d = s..s + 2 * n;
+            l.qs = l.d.end..at.end;
+            l.striped = true;
+        }
         Kind::Q8_0 => {
             let src = Zeroizing::new(region.to_vec());
             let (ds, qs) = region.split_at_mut(2 * n);
@@ -456,16 +488,24 @@ pub fn stripe_q6_high(i: usize, k: usize) -> (usize, u32) {
 }
 
 /// The 256 six-bit integers (0..64, before ggml's offset of 32) of a GGUF `Q6_K`
-/// super-block, in order: weight `128h + 32k + l` has the nibble `k / 2` of byte
-/// `64h + 32 (k % 2) + l` and the bits `2k..2k + 2` of byte `128 + 32h + l` above it.
-fn q6_integers(sb: &[u8; Q6K_BYTES]) -> [u8; SUPER] {
-    let mut q = [0u8; SUPER];
+/// super-block, eight at a time in order (word `w` holds weights `8w..8w + 8`): weight
+/// `128h + 32k + l` has the nibble `k / 2` of byte `64h + 32 (k % 2) + l` and the bits
+/// `2k..2k + 2` of byte `128 + 32h + l` above it. Words rather than bytes: packing a model
+/// reads every weight (the 1B shape's tied output alone is 262 million).
+fn q6_integers(sb: &[u8; Q6K_BYTES]) -> [u64; SUPER / 8] {
+    let word = |at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&sb[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let mut q = [0u64; SUPER / 8];
     for h in 0..2 {
         for k in 0..4 {
-            for l in 0..BLOCK {
-                let lo = (sb[64 * h + 32 * (k % 2) + l] >> (4 * (k / 2))) & 0x0F;
-                let hi = (sb[128 + 32 * h + l] >> (2 * k)) & 3;
-                q[128 * h + 32 * k + l] = lo | (hi << 4);
+            for l in 0..BLOCK / 8 {
+                let lo =
+                    (word(64 * h + 32 * (k % 2) + 8 * l) >> (4 * (k / 2))) & 0x0F0F_0F0F_0F0F_0F0F;
+                let hi = (word(128 + 32 * h + 8 * l) >> (2 * k)) & 0x0303_0303_0303_0303;
+                q[16 * h + 4 * k + l] = lo | (hi << 4);
             }
         }
     }
@@ -491,20 +531,25 @@ fn stripe_q6k_row(sb: &[u8; Q6K_BYTES], i: usize, dst: &mut [u8]) {
         let at = 16 + 16 * sub + 2 * i;
         dst[at..at + 2].copy_from_slice(&sb[192 + 2 * sub..194 + 2 * sub]);
     }
-    let q = q6_integers(sb);
-    for (sub, q) in q.chunks_exact(BLOCK).enumerate() {
+    // Per word of eight weights, the first four's and the last four's bytes.
+    let halves = |w: u64| (w & 0xFFFF_FFFF, w >> 32);
+    let (nib, top) = (0x0F0F_0F0F, 0x0303_0303);
+    for (sub, q) in q6_integers(sb).chunks_exact(BLOCK / 8).enumerate() {
         let to = 144 + Q6K_SUB_BYTES * sub + 4 * i;
-        for w in 0..4 {
-            for j in 0..4 {
-                let (a, b) = (q[8 * j + w], q[8 * j + 4 + w]);
-                dst[to + 32 * j + w] = (a & 0x0F) | ((b & 0x0F) << 4);
-            }
-            for j in 0..2 {
-                let top = |k: usize| q[k] >> 4;
-                let (e, o) = (16 * j, 16 * j + 8);
-                dst[to + STRIPE_BLOCK_BYTES + 32 * j + w] =
-                    top(e + w) | (top(e + 4 + w) << 2) | (top(o + w) << 4) | (top(o + 4 + w) << 6);
-            }
+        let mut put = |at: usize, v: u64| {
+            dst[to + at..to + at + 4].copy_from_slice(&(v as u32).to_le_bytes());
+        };
+        for (j, w) in q.iter().enumerate() {
+            let (a, b) = halves(*w);
+            put(32 * j, (a & nib) | ((b & nib) << 4));
+        }
+        for j in 0..2 {
+            let ((ea, eb), (oa, ob)) = (halves(q[2 * j]), halves(q[2 * j + 1]));
+            let bits = |v: u64, at: u32| ((v >> 4) & top) << at;
+            put(
+                STRIPE_BLOCK_BYTES + 32 * j,
+                bits(ea, 0) | bits(eb, 2) | bits(oa, 4) | bits(ob, 6),
+            );
         }
     }
 }
@@ -808,13 +853,20 @@ impl Packed {
             let sb = stripe * nb + c;
             let scale = |v: &[f16]| v.get(sb * STRIPE + i).map_or(0.0, |x| x.to_f32());
             let (dv, mv) = (scale(d), scale(m));
+            if kind == Kind::Q8_0 {
+                for (k, ov) in o.iter_mut().enumerate() {
+                    let at = sb * STRIPE_Q8_BYTES + stripe_q8_byte(i, k);
+                    *ov = dv * f32::from(qs.get(at).map_or(0, |b| *b as i8));
+                }
+                continue;
+            }
             let q = qs
                 .get(sb * STRIPE_BLOCK_BYTES..(sb + 1) * STRIPE_BLOCK_BYTES)
                 .unwrap_or_default();
             for (k, ov) in o.iter_mut().enumerate() {
                 let (byte, shift) = stripe_nibble(i, k);
                 let n = (q.get(byte).copied().unwrap_or(0) >> shift) & 0x0F;
-                *ov = small_weight(self.kind(), n, dv, mv);
+                *ov = small_weight(kind, n, dv, mv);
             }
         }
     }

@@ -398,7 +398,11 @@ mod tests {
             assert_eq!(p.bytes(), bytes.len(), "{kind:?}: repacking adds no bytes");
             assert_eq!(
                 p.striped(),
-                rows == 16 && matches!(kind, Kind::Q4_0 | Kind::Q4_1 | Kind::Q4K | Kind::Q6K),
+                rows == 16
+                    && matches!(
+                        kind,
+                        Kind::Q4_0 | Kind::Q4_1 | Kind::Q8_0 | Kind::Q4K | Kind::Q6K
+                    ),
                 "{kind:?} {rows} rows"
             );
             let x = QAct::new(rand_f32(8 * cols, &mut seed), cols);
@@ -554,7 +558,7 @@ mod tests {
     fn striped_matrices_give_the_unstriped_products() {
         let mut seed = 13;
         let rows = 24;
-        for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q4K, Kind::Q6K] {
+        for kind in [Kind::Q4_0, Kind::Q4_1, Kind::Q8_0, Kind::Q4K, Kind::Q6K] {
             let cols = if kind.is_k() { 768 } else { 576 };
             let bytes = candle_quantized(kind.ggml(), rows, cols, &mut seed)
                 .data()

@@ -1,4 +1,5 @@
-//! The kernels of striped matrices (`Q4_0`, `Q4_1` and `Q4_K` in stripes of eight rows, see
+//! The kernels of striped matrices (`Q4_0`, `Q4_1`, `Q8_0`, `Q4_K` and `Q6_K` in stripes of
+//! eight rows, see
 //! [`Layout::striped`]): the products of a stripe's eight rows with up to four tokens'
 //! activations at once, as eight lanes of one vector per token.
 //!
@@ -14,6 +15,10 @@
 //! after unpacking a task's rows; striped at load, a generation step needs no unpacking.
 //! `Q4_K` sub-blocks of 32 are multiplied as `Q4_0` blocks, then by the eight rows' integer
 //! scales in the `madd`, added up as integers over the super-block (as ggml does per row).
+//! `Q6_K` sub-blocks likewise, their six-bit integers rebuilt from the nibbles and the top
+//! bits stored under them, ggml's offset of 32 from the activations' sums per 16; `Q8_0`
+//! blocks with the weights' magnitudes and the activations given their signs, each
+//! `maddubs` widened at once (two would not add within `i16`).
 //!
 //! # Safety
 //! The `unsafe` here is unaligned loads within slices whose lengths [`Stripes::stripe`] and
@@ -38,8 +43,8 @@ use super::portable::k_super;
 use super::rows::{fits, fits_k};
 use crate::engine::lean::blocks::{BLOCK, Kind, SUPER, decode_k};
 use crate::engine::lean::pack::{
-    Packed, Q4K_BYTES, Q6K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, stripe_nibble, unstripe_q4k_row,
-    unstripe_q6k_row,
+    Packed, Q4K_BYTES, Q6K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, STRIPE_Q8_BYTES, stripe_nibble,
+    stripe_q8_byte, unstripe_q4k_row, unstripe_q6k_row,
 };
 use crate::engine::lean::quant::Y;
 
@@ -63,7 +68,10 @@ impl<'a> Stripes<'a> {
         let nb = p.cols() / BLOCK;
         let blocks = p.rows().checked_mul(nb)?;
         let kind = p.kind();
-        let kinds = matches!(kind, Kind::Q4_0 | Kind::Q4_1 | Kind::Q4K | Kind::Q6K);
+        let kinds = matches!(
+            kind,
+            Kind::Q4_0 | Kind::Q4_1 | Kind::Q8_0 | Kind::Q4K | Kind::Q6K
+        );
         if !p.striped() || !kinds || !p.rows().is_multiple_of(STRIPE) || nb == 0 {
             return None;
         }
@@ -90,7 +98,7 @@ impl<'a> Stripes<'a> {
             } else {
                 None
             },
-            qs: p.qs().get(..blocks / STRIPE * STRIPE_BLOCK_BYTES)?,
+            qs: p.qs().get(..blocks / STRIPE * block_bytes(kind))?,
         })
     }
 
@@ -116,10 +124,19 @@ impl<'a> Stripes<'a> {
                 Some(m) => Some(m.get(scales)?),
                 None => None,
             },
-            qs: self
-                .qs
-                .get(s * self.nb * STRIPE_BLOCK_BYTES..(s + 1) * self.nb * STRIPE_BLOCK_BYTES)?,
+            qs: self.qs.get(
+                s * self.nb * block_bytes(self.kind)..(s + 1) * self.nb * block_bytes(self.kind),
+            )?,
         })
+    }
+}
+
+/// Bytes of a stripe's block of a striped `Q4_0`, `Q4_1` or `Q8_0` matrix.
+fn block_bytes(kind: Kind) -> usize {
+    if kind == Kind::Q8_0 {
+        STRIPE_Q8_BYTES
+    } else {
+        STRIPE_BLOCK_BYTES
     }
 }
 
@@ -143,6 +160,9 @@ pub(super) fn stripe_portable<const N: usize>(
     }
     if !fits(st.nb, ys) {
         return out;
+    }
+    if st.kind == Kind::Q8_0 {
+        return q8_stripe_portable(st, ys);
     }
     for (o, y) in out.iter_mut().zip(ys) {
         for (b, q) in st
@@ -171,6 +191,40 @@ pub(super) fn stripe_portable<const N: usize>(
                 let mv =
                     st.m.map_or(-8.0 * dv, |m| m.get(at).map_or(0.0, |v| v.to_f32()));
                 *ov += dv * yd * isum as f32 + mv * ysum;
+            }
+        }
+    }
+    out
+}
+
+/// A `Q8_0` stripe's products in plain Rust, as the row kernel `q8_portable` computes them
+/// (the same sums in the same order). Zeros if the tokens' activations do not have the
+/// stripe's width.
+fn q8_stripe_portable<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
+    let mut out = [[0f32; STRIPE]; N];
+    if !fits(st.nb, ys) {
+        return out;
+    }
+    for (o, y) in out.iter_mut().zip(ys) {
+        for (b, (q, yq)) in st
+            .qs
+            .chunks_exact(STRIPE_Q8_BYTES)
+            .zip(y.qs.chunks_exact(BLOCK))
+            .enumerate()
+            .take(st.nb)
+        {
+            let yd = y.d.get(b).copied().unwrap_or(0.0);
+            for (i, ov) in o.iter_mut().enumerate() {
+                let isum: i32 = yq
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| {
+                        let w = q.get(stripe_q8_byte(i, k)).map_or(0, |w| *w as i8);
+                        i32::from(w) * i32::from(*v)
+                    })
+                    .sum();
+                let dv = st.d.get(b * STRIPE + i).map_or(0.0, |v| v.to_f32());
+                *ov += dv * yd * isum as f32;
             }
         }
     }
@@ -209,7 +263,9 @@ pub(super) use self::x86::stripe_avx2;
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Q4K_BYTES, Q6K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, Stripes, fits, fits_k};
+    use super::{
+        Q4K_BYTES, Q6K_BYTES, STRIPE, STRIPE_BLOCK_BYTES, STRIPE_Q8_BYTES, Stripes, fits, fits_k,
+    };
     use crate::engine::lean::blocks::{BLOCK, Kind, SUPER};
     use crate::engine::lean::kernels::avx2::load256;
     use crate::engine::lean::pack::Q6K_SUB_BYTES;
@@ -226,6 +282,7 @@ mod x86 {
         match st.kind {
             Kind::Q4K => return k4_stripe_avx2(st, ys),
             Kind::Q6K => return k6_stripe_avx2(st, ys),
+            Kind::Q8_0 => return q8_stripe_avx2(st, ys),
             _ => {}
         }
         let mut res = [[0f32; STRIPE]; N];
@@ -284,6 +341,62 @@ mod x86 {
             // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
             unsafe {
                 _mm256_storeu_ps(res[t].as_mut_ptr(), _mm256_add_ps(acc[t], off[t]));
+            }
+        }
+        res
+    }
+
+    /// A `Q8_0` stripe's products with `N` (at most 4) tokens' activations, AVX2: a 32-byte
+    /// load gives weights `4j..4j + 4` of the eight rows (lane `i`, row `i`), their
+    /// magnitudes (`maddubs` wants an unsigned left operand) multiplied by four activations
+    /// broadcast to every lane and given the weights' signs; each `maddubs` (two products of
+    /// at most 127 · 127) widened by a `madd`, as two would not add within `i16`; then per
+    /// block one conversion and multiply-add for the eight rows. Zeros if the tokens'
+    /// activations do not have the stripe's width or `N` is over 4.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn q8_stripe_avx2<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
+        let mut res = [[0f32; STRIPE]; N];
+        let nb = st.nb;
+        if N > 4 || !fits(nb, ys) || st.d.len() < nb * STRIPE || st.qs.len() < nb * STRIPE_Q8_BYTES
+        {
+            return res;
+        }
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = [_mm256_setzero_ps(); N];
+        for b in 0..nb {
+            // SAFETY: d holds 8 * nb f16 (checked above): 16 bytes from 8b.
+            let dv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(st.d.as_ptr().add(8 * b).cast()) });
+            let mut ints = [_mm256_setzero_si256(); N];
+            for j in 0..BLOCK / 4 {
+                // SAFETY: qs holds 256 * nb bytes (checked above); 256b + 32j + 32 <= that.
+                let v = unsafe { load256(st.qs.as_ptr(), STRIPE_Q8_BYTES * b + 32 * j) };
+                let mag = _mm256_sign_epi8(v, v);
+                for t in 0..N {
+                    // SAFETY: every token's qs holds 32 * nb values (`fits`), and
+                    // 32b + 4j + 4 <= 32 * nb.
+                    let y = _mm256_set1_epi32(unsafe {
+                        ys[t]
+                            .qs
+                            .as_ptr()
+                            .add(BLOCK * b + 4 * j)
+                            .cast::<i32>()
+                            .read_unaligned()
+                    });
+                    let p = _mm256_maddubs_epi16(mag, _mm256_sign_epi8(y, v));
+                    ints[t] = _mm256_add_epi32(ints[t], _mm256_madd_epi16(p, ones));
+                }
+            }
+            for t in 0..N {
+                // `fits`: d holds nb values.
+                let yd = _mm256_set1_ps(ys[t].d[b]);
+                acc[t] =
+                    _mm256_fmadd_ps(_mm256_mul_ps(dv, yd), _mm256_cvtepi32_ps(ints[t]), acc[t]);
+            }
+        }
+        for t in 0..N {
+            // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
+            unsafe {
+                _mm256_storeu_ps(res[t].as_mut_ptr(), acc[t]);
             }
         }
         res
