@@ -3,8 +3,8 @@
 //! rows fit (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0; the K-quants Q4_K, Q5_K, Q6_K need rows of 256s),
 //! and of 1024 x 2048 in every type,
 //! one row at a time, on one thread, at every kernel level this CPU runs (portable, AVX2,
-//! AVX-512 VNNI), for one token (decode) and four at once (prompt processing); Q4_0 and Q4_1
-//! striped (as a model's matrices are) and not (`_unstriped`).
+//! AVX-512 VNNI), for one token (decode) and four at once (prompt processing); Q4_0, Q4_1,
+//! Q8_0, Q4_K and Q6_K striped (as a model's matrices are) and not (`_unstriped`).
 #![allow(missing_docs, clippy::unwrap_used, reason = "benchmark harness")]
 
 use candle_core::quantized::QTensor;

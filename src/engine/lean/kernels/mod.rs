@@ -6,7 +6,8 @@
 //! `avx512` (and `stripes` for striped matrices, whose rows are interleaved eight at a time),
 //! and `rows` holds what they share: the checked slices of a matrix's rows and the
 //! row loop, which prefetches the rows ahead for the AVX-512 and portable kernels (not for
-//! AVX2's, which it slowed: `rows::AVX2_PREFETCH_ROWS`).
+//! AVX2's, which it slowed: `rows::AVX2_PREFETCH_ROWS`; the stripes' kernels prefetch their
+//! own bytes a short way ahead, which sped them: `stripes::x86::AHEAD`).
 //!
 //! Three instruction-set levels, chosen once at run time ([`Level::best`]): AVX-512 with VNNI
 //! (one `vpdpbusd` per pair of blocks and token, the scales of 16 blocks converted at once),

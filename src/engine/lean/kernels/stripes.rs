@@ -1,7 +1,6 @@
 //! The kernels of striped matrices (`Q4_0`, `Q4_1`, `Q8_0`, `Q4_K` and `Q6_K` in stripes of
-//! eight rows, see
-//! [`Layout::striped`]): the products of a stripe's eight rows with up to four tokens'
-//! activations at once, as eight lanes of one vector per token.
+//! eight rows, see [`Layout::striped`]): the products of a stripe's eight rows with up to
+//! four tokens' activations at once, as eight lanes of one vector per token.
 //!
 //! The row kernels (`avx2::blocks_avx2`) sum each block's 32 products of one row in the lanes
 //! of a vector: every block then costs a `maddubs`, a `madd`, a conversion and a multiply-add
@@ -269,6 +268,20 @@ mod x86 {
     use crate::engine::lean::blocks::{BLOCK, Kind, SUPER};
     use crate::engine::lean::kernels::avx2::load256;
     use crate::engine::lean::pack::Q6K_SUB_BYTES;
+
+    /// How far ahead of the kernels' loads the stripe's bytes are prefetched (`_MM_HINT_T0`,
+    /// once per 64 bytes read). A stripe is one contiguous run of bytes, read once per
+    /// token; the hardware prefetcher alone left the kernels waiting on it. Generation,
+    /// tokens/s per alternating run (`rempart bench -t 2 -p 0 -n 32 -r 2`, 2026-12-06, the
+    /// AVX2-only EPYC VM), without the prefetch against 1024 bytes ahead: the 1B Q4_K_M
+    /// shape 30.2/28.2/30.3/27.9/28.7/29.3 against 32.8/32.9/31.8/34.3/33.7/32.4, the 1B
+    /// Q4_0 31.4/34.6/32.0/30.5/30.0/30.9 against 39.7/38.0/34.1/36.0/35.4/35.4; 2048
+    /// bytes against 1024 about the same (Q4_K_M 32.0-34.4 against 30.1-32.7, Q4_0
+    /// 32.1-40.3 against 32.1-36.8); without against 2048: SmolLM2 Q4_1 192-237 against
+    /// 200-255 (`-n 64`), Gemma 3 270M 78-92 against 86-94, the 7B shape 5.1/5.2 against
+    /// 7.1/5.9 (`-n 16`). (The row kernels' prefetch of whole rows ahead, `_MM_HINT_NTA`,
+    /// slowed them: `rows::AVX2_PREFETCH_ROWS`.)
+    const AHEAD: usize = 2048;
     use crate::engine::lean::quant::Y;
 
     /// A stripe's products with `N` (at most 4) tokens' activations, AVX2 (see the module
@@ -317,6 +330,9 @@ mod x86 {
             };
             let mut ints = [_mm256_setzero_si256(); N];
             for j in 0..BLOCK / 8 {
+                if j % 2 == 0 {
+                    ahead(st.qs.as_ptr(), STRIPE_BLOCK_BYTES * b + 32 * j);
+                }
                 // SAFETY: qs holds 128 * nb bytes (checked above); 128b + 32j + 32 <= that.
                 let v = unsafe { load256(st.qs.as_ptr(), STRIPE_BLOCK_BYTES * b + 32 * j) };
                 let lo = _mm256_and_si256(v, low);
@@ -368,6 +384,9 @@ mod x86 {
             let dv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(st.d.as_ptr().add(8 * b).cast()) });
             let mut ints = [_mm256_setzero_si256(); N];
             for j in 0..BLOCK / 4 {
+                if j % 2 == 0 {
+                    ahead(st.qs.as_ptr(), STRIPE_Q8_BYTES * b + 32 * j);
+                }
                 // SAFETY: qs holds 256 * nb bytes (checked above); 256b + 32j + 32 <= that.
                 let v = unsafe { load256(st.qs.as_ptr(), STRIPE_Q8_BYTES * b + 32 * j) };
                 let mag = _mm256_sign_epi8(v, v);
@@ -400,6 +419,14 @@ mod x86 {
             }
         }
         res
+    }
+
+    /// Asks for the line `AHEAD` bytes past `at` in the stripe at `p` in the cache.
+    #[inline(always)]
+    fn ahead(p: *const u8, at: usize) {
+        // SAFETY: SSE is part of every x86-64 CPU; a prefetch is a hint that never faults
+        // (the address may be past the stripe: `wrapping_add` makes no claim on it).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at + AHEAD).cast()) };
     }
 
     /// The products of eight weights of each row, `lo` (weights `4k..4k + 4` of row `i` in
@@ -505,6 +532,9 @@ mod x86 {
                 let mut sums = [_mm256_setzero_si256(); N];
                 for j in 0..BLOCK / 8 {
                     let at = base + 128 + STRIPE_BLOCK_BYTES * sub + 32 * j;
+                    if j % 2 == 0 {
+                        ahead(p, at);
+                    }
                     // SAFETY: at + 32 <= base + 1152 <= qs.len() (checked above).
                     let v = unsafe { load256(p, at) };
                     let lo = _mm256_and_si256(v, low);
@@ -597,6 +627,7 @@ mod x86 {
                     ];
                     for (jj, (tl, th)) in tops.into_iter().enumerate() {
                         let j = 2 * h + jj;
+                        ahead(p, from + 48 * j);
                         // SAFETY: as above, from + 32j + 32 <= from + 128.
                         let v = unsafe { load256(p, from + 32 * j) };
                         let lo =
