@@ -251,13 +251,18 @@ pub fn pack_in_place(
             }
             l.f = at;
         }
-        Kind::Q4_0 | Kind::Q4_1 if stripes && rows.is_multiple_of(STRIPE) => {
+        Kind::Q4_0 | Kind::Q4_1 | Kind::Q8_0 if stripes && rows.is_multiple_of(STRIPE) => {
             let src = Zeroizing::new(region.to_vec());
             let has_m = kind == Kind::Q4_1;
             let (ds, rest) = region.split_at_mut(2 * n);
             let (ms, qs) = rest.split_at_mut(if has_m { 2 * n } else { 0 });
             let nb = cols / BLOCK;
             let q_at = if has_m { 4 } else { 2 };
+            let per = if kind == Kind::Q8_0 {
+                STRIPE_Q8_BYTES
+            } else {
+                STRIPE_BLOCK_BYTES
+            };
             for (b, blk) in src.chunks_exact(bb).enumerate() {
                 // Block `b` of the GGUF is block `c` of row `r`: row `i` of stripe `r / 8`.
                 let (r, c) = (b / nb, b % nb);
@@ -267,8 +272,15 @@ pub fn pack_in_place(
                 if has_m {
                     ms[di..di + 2].copy_from_slice(&half(blk, 2));
                 }
+                let dst = &mut qs[sb * per..(sb + 1) * per];
+                if kind == Kind::Q8_0 {
+                    // Bytes `4i..4i + 4` of each 32 (`stripe_q8_byte`): weights `4j..4j + 4`.
+                    for (j, four) in blk.get(2..).unwrap_or_default().chunks_exact(4).enumerate() {
+                        dst[32 * j + 4 * i..32 * j + 4 * i + 4].copy_from_slice(four);
+                    }
+                    continue;
+                }
                 let q = nibble_bytes(blk, q_at);
-                let dst = &mut qs[sb * STRIPE_BLOCK_BYTES..(sb + 1) * STRIPE_BLOCK_BYTES];
                 // Bytes `4i..4i + 4` of each 32 (`stripe_nibble`), each written once: weights
                 // 8j + w (w < 4) and 8j + 4 + w, in a GGUF block the low nibbles of bytes
                 // 0..16 for weights 0..16 and the high ones for 16..32.
@@ -362,26 +374,6 @@ pub fn pack_in_place(
             }
             l.qs = at;
         }
-        Kind::Q8_0 if stripes && rows.is_multiple_of(STRIPE) => {
-            let src = Zeroizing::new(region.to_vec());
-            let (ds, qs) = region.split_at_mut(2 * n);
-            let nb = cols / BLOCK;
-            for (b, blk) in src.chunks_exact(bb).enumerate() {
-                // Block `b` of the GGUF is block `c` of row `r`: row `i` of stripe `r / 8`.
-                let (r, c) = (b / nb, b % nb);
-                let (i, sb) = (r % STRIPE, r / STRIPE * nb + c);
-                let di = 2 * (sb * STRIPE + i);
-                ds[di..di + 2].copy_from_slice(&half(blk, 0));
-                let dst = &mut qs[sb * STRIPE_Q8_BYTES..(sb + 1) * STRIPE_Q8_BYTES];
-                // Bytes `4i..4i + 4` of each 32 (`stripe_q8_byte`): weights `4j..4j + 4`.
-                for (j, four) in blk.get(2..).unwrap_or_default().chunks_exact(4).enumerate() {
-                    dst[32 * j + 4 * i..32 * j + 4 * i + 4].copy_from_slice(four);
-                }
-            }
-            l.d = s..s + 2 * n;
-            l.qs = l.d.end..at.end;
-            l.striped = true;
-        }
         Kind::Q8_0 => {
             let src = Zeroizing::new(region.to_vec());
             let (ds, qs) = region.split_at_mut(2 * n);
@@ -400,6 +392,11 @@ pub fn pack_in_place(
     Ok(l)
 }
 
+/// The first `N` bytes of `dst` as an array (`None` if it is shorter).
+fn fixed_mut<const N: usize>(dst: &mut [u8]) -> Option<&mut [u8; N]> {
+    dst.get_mut(..N)?.try_into().ok()
+}
+
 /// Bytes of a GGUF `Q4_K` super-block.
 pub const Q4K_BYTES: usize = 144;
 
@@ -411,10 +408,7 @@ pub const Q4K_BYTES: usize = 144;
 /// weights as a `Q4_0` stripe's block (128 bytes, [`stripe_nibble`]).
 fn stripe_q4k_row(sb: &[u8; Q4K_BYTES], i: usize, dst: &mut [u8]) {
     // A fixed size and row, so that the indices below need no checks.
-    let Some(dst) = dst.get_mut(..STRIPE * Q4K_BYTES) else {
-        return;
-    };
-    let Ok(dst) = <&mut [u8; STRIPE * Q4K_BYTES]>::try_from(dst) else {
+    let Some(dst) = fixed_mut::<{ STRIPE * Q4K_BYTES }>(dst) else {
         return;
     };
     let i = i % STRIPE;
@@ -519,10 +513,7 @@ fn q6_integers(sb: &[u8; Q6K_BYTES]) -> [u64; SUPER / 8] {
 /// as 16-bit pairs; then from byte 144 each sub-block's weights in [`Q6K_SUB_BYTES`] (see
 /// [`stripe_q6_high`]). Row `i` owns bytes `4i..4i + 4` of every 32 there, each written once.
 fn stripe_q6k_row(sb: &[u8; Q6K_BYTES], i: usize, dst: &mut [u8]) {
-    let Some(dst) = dst.get_mut(..STRIPE * Q6K_BYTES) else {
-        return;
-    };
-    let Ok(dst) = <&mut [u8; STRIPE * Q6K_BYTES]>::try_from(dst) else {
+    let Some(dst) = fixed_mut::<{ STRIPE * Q6K_BYTES }>(dst) else {
         return;
     };
     let i = i % STRIPE;

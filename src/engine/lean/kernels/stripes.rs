@@ -238,11 +238,13 @@ fn k_stripe_portable<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32;
     if !fits_k(st.nb, ys) {
         return out;
     }
-    let six = st.kind == Kind::Q6K;
-    let per = STRIPE * if six { Q6K_BYTES } else { Q4K_BYTES };
-    for (g, sts) in st.qs.chunks_exact(per).enumerate() {
+    for (g, sts) in st
+        .qs
+        .chunks_exact(STRIPE * st.kind.block_bytes())
+        .enumerate()
+    {
         for i in 0..STRIPE {
-            let k = if six {
+            let k = if st.kind == Kind::Q6K {
                 decode_k(Kind::Q6K, &unstripe_q6k_row(sts, i))
             } else {
                 decode_k(Kind::Q4K, &unstripe_q4k_row(sts, i))
@@ -298,7 +300,7 @@ mod x86 {
             Kind::Q8_0 => return q8_stripe_avx2(st, ys),
             _ => {}
         }
-        let mut res = [[0f32; STRIPE]; N];
+        let res = [[0f32; STRIPE]; N];
         let nb = st.nb;
         if N > 4
             || !fits(nb, ys)
@@ -353,13 +355,7 @@ mod x86 {
                 off[t] = _mm256_fmadd_ps(mv, _mm256_set1_ps(k * ysum), off[t]);
             }
         }
-        for t in 0..N {
-            // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
-            unsafe {
-                _mm256_storeu_ps(res[t].as_mut_ptr(), _mm256_add_ps(acc[t], off[t]));
-            }
-        }
-        res
+        rows_of(std::array::from_fn(|t| _mm256_add_ps(acc[t], off[t])))
     }
 
     /// A `Q8_0` stripe's products with `N` (at most 4) tokens' activations, AVX2: a 32-byte
@@ -371,7 +367,7 @@ mod x86 {
     /// activations do not have the stripe's width or `N` is over 4.
     #[target_feature(enable = "avx2,fma,f16c")]
     fn q8_stripe_avx2<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
-        let mut res = [[0f32; STRIPE]; N];
+        let res = [[0f32; STRIPE]; N];
         let nb = st.nb;
         if N > 4 || !fits(nb, ys) || st.d.len() < nb * STRIPE || st.qs.len() < nb * STRIPE_Q8_BYTES
         {
@@ -412,11 +408,17 @@ mod x86 {
                     _mm256_fmadd_ps(_mm256_mul_ps(dv, yd), _mm256_cvtepi32_ps(ints[t]), acc[t]);
             }
         }
-        for t in 0..N {
-            // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
-            unsafe {
-                _mm256_storeu_ps(res[t].as_mut_ptr(), acc[t]);
-            }
+        rows_of(acc)
+    }
+
+    /// Each token's eight rows' results, from its vector.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    fn rows_of<const N: usize>(v: [__m256; N]) -> [[f32; STRIPE]; N] {
+        let mut res = [[0f32; STRIPE]; N];
+        for (r, v) in res.iter_mut().zip(v) {
+            // SAFETY: r holds 8 f32, 32 bytes; the store is unaligned.
+            unsafe { _mm256_storeu_ps(r.as_mut_ptr(), v) };
         }
         res
     }
@@ -483,7 +485,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     fn k4_stripe_avx2<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
         const SUBS: usize = SUPER / BLOCK;
-        let mut res = [[0f32; STRIPE]; N];
+        let res = [[0f32; STRIPE]; N];
         let supers = st.nb / SUBS;
         let per = STRIPE * Q4K_BYTES;
         if N > 4 || !fits_k(st.nb, ys) || st.qs.len() < supers * per {
@@ -568,13 +570,7 @@ mod x86 {
                     _mm256_fmadd_ps(_mm256_mul_ps(dm, kd), _mm256_cvtepi32_ps(mins[t]), off[t]);
             }
         }
-        for t in 0..N {
-            // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
-            unsafe {
-                _mm256_storeu_ps(res[t].as_mut_ptr(), _mm256_sub_ps(acc[t], off[t]));
-            }
-        }
-        res
+        rows_of(std::array::from_fn(|t| _mm256_sub_ps(acc[t], off[t])))
     }
     /// A `Q6_K` stripe's products with `N` (at most 4) tokens' activations in their `Q8_K`
     /// form, AVX2 (see `pack::stripe_q6k_row` for the layout): per 32 bytes of nibbles, the
@@ -589,7 +585,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma,f16c")]
     fn k6_stripe_avx2<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
         const SUBS: usize = SUPER / BLOCK;
-        let mut res = [[0f32; STRIPE]; N];
+        let res = [[0f32; STRIPE]; N];
         let supers = st.nb / SUBS;
         let per = STRIPE * Q6K_BYTES;
         if N > 4 || !fits_k(st.nb, ys) || st.qs.len() < supers * per {
@@ -666,13 +662,7 @@ mod x86 {
                     _mm256_fmadd_ps(_mm256_mul_ps(dv, kd), _mm256_cvtepi32_ps(ints[t]), acc[t]);
             }
         }
-        for t in 0..N {
-            // SAFETY: res[t] holds 8 f32, 32 bytes; the store is unaligned.
-            unsafe {
-                _mm256_storeu_ps(res[t].as_mut_ptr(), acc[t]);
-            }
-        }
-        res
+        rows_of(acc)
     }
 
     /// The `shuffle_epi8` control that puts 16-bit half `h` (0 or 1) of each 32-bit lane in
