@@ -451,15 +451,14 @@ mod x86 {
         _mm256_add_epi16(_mm256_maddubs_epi16(lo, ya), _mm256_maddubs_epi16(hi, yb))
     }
 
-    /// The `shuffle_epi8` control that puts byte `b` (below 4) of each 32-bit lane in its
-    /// low 16 bits, and also in its high 16 bits with `both` (else zeros there).
+    /// The `shuffle_epi8` control that puts byte `b` (below 4) of each 32-bit lane in both of
+    /// its 16-bit halves (their high bytes zero).
     #[inline]
     #[target_feature(enable = "avx2")]
-    fn lane_byte(b: usize, both: bool) -> __m256i {
+    fn lane_byte(b: usize) -> __m256i {
         let ctl = |lane: usize| {
             let at = (4 * lane + b) as u8;
-            let high = if both { at } else { 0x80 };
-            i32::from_le_bytes([at, 0x80, high, 0x80])
+            i32::from_le_bytes([at, 0x80, at, 0x80])
         };
         _mm256_setr_epi32(
             ctl(0),
@@ -478,9 +477,10 @@ mod x86 {
     /// rows' sub-block scales and minimums decoded at once from their scale words (as
     /// `blocks::k4_scales_mins` decodes one row's); per sub-block, its products added as
     /// 16-bit integers (as `Q4_0`'s blocks), then multiplied by the eight rows' scales in one
-    /// `madd` and added up as 32-bit integers over the super-block, the minimums times the
-    /// activations' sums per 32 likewise; one float product of each per super-block and
-    /// token. Zeros if the tokens' activations do not have the stripe's width or `N` is over
+    /// `madd` and added up as 32-bit integers over the super-block; the minimums times the
+    /// activations' sums per 32 in one `madd` per two sub-blocks (the minimums as 16-bit
+    /// pairs; one per sub-block before 2026-12-06); one float product of each per
+    /// super-block and token. Zeros if the tokens' activations do not have the stripe's width or `N` is over
     /// 4.
     #[target_feature(enable = "avx2,fma,f16c")]
     fn k4_stripe_avx2<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
@@ -525,12 +525,30 @@ mod x86 {
                 _mm256_and_si256(_mm256_srli_epi32(c, 4), m4),
                 _mm256_and_si256(_mm256_srli_epi32(m, 2), m2),
             );
+            // The minimums of sub-blocks (0, 2), (1, 3), (4, 6) and (5, 7) as 16-bit pairs per
+            // row, for one `madd` per pair of sub-blocks with the activations' sums.
+            let even = _mm256_set1_epi32(0x00ff_00ff);
+            let m_pairs = [
+                _mm256_and_si256(m_lo, even),
+                _mm256_srli_epi16(m_lo, 8),
+                _mm256_and_si256(m_hi, even),
+                _mm256_srli_epi16(m_hi, 8),
+            ];
             let mut ints = [_mm256_setzero_si256(); N];
             let mut mins = [_mm256_setzero_si256(); N];
+            for t in 0..N {
+                // The activations' sums of the super-block's sub-blocks (each |sum| <= 32 *
+                // 128, an i16; `fits_k`: ks holds 8 per super-block), paired as the minimums.
+                let k = |i: usize| ys[t].ks[SUBS * g + i];
+                let pair = |a: usize, b: usize| _mm256_set1_epi32((k(a) & 0xffff) | (k(b) << 16));
+                let ks = [pair(0, 2), pair(1, 3), pair(4, 6), pair(5, 7)];
+                for (m, k) in m_pairs.iter().zip(ks) {
+                    mins[t] = _mm256_add_epi32(mins[t], _mm256_madd_epi16(*m, k));
+                }
+            }
             for sub in 0..SUBS {
-                let (sv, mv) = if sub < 4 { (s_lo, m_lo) } else { (s_hi, m_hi) };
-                let sc = _mm256_shuffle_epi8(sv, lane_byte(sub % 4, true));
-                let mn = _mm256_shuffle_epi8(mv, lane_byte(sub % 4, false));
+                let sv = if sub < 4 { s_lo } else { s_hi };
+                let sc = _mm256_shuffle_epi8(sv, lane_byte(sub % 4));
                 let mut sums = [_mm256_setzero_si256(); N];
                 for j in 0..BLOCK / 8 {
                     let at = base + 128 + STRIPE_BLOCK_BYTES * sub + 32 * j;
@@ -556,10 +574,6 @@ mod x86 {
                 }
                 for t in 0..N {
                     ints[t] = _mm256_add_epi32(ints[t], _mm256_madd_epi16(sums[t], sc));
-                    // The activations' sum of the sub-block (|sum| <= 32 * 128, an i16) times
-                    // each row's minimum, in the low half of the lane.
-                    let ks = _mm256_set1_epi32(ys[t].ks[SUBS * g + sub]);
-                    mins[t] = _mm256_add_epi32(mins[t], _mm256_madd_epi16(mn, ks));
                 }
             }
             for t in 0..N {
@@ -602,6 +616,20 @@ mod x86 {
             // SAFETY: qs holds supers * 1680 bytes (checked above) and base + 16 <= that.
             let dv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.add(base).cast()) });
             let mut ints = [_mm256_setzero_si256(); N];
+            // Per token, the activations' sums of each sub-block's two halves as one 32-bit
+            // pair for the `madd` with the scales (`fits_k`: kh holds 32 per super-block),
+            // and the offsets' integers over the super-block (times 32 at its end).
+            let kh: [[i32; SUBS]; N] = std::array::from_fn(|t| {
+                let k = &ys[t].kh[2 * SUBS * g..2 * SUBS * (g + 1)];
+                std::array::from_fn(|sub| {
+                    i32::from(k[2 * sub].cast_unsigned()) | (i32::from(k[2 * sub + 1]) << 16)
+                })
+            });
+            let mut offs = [_mm256_setzero_si256(); N];
+            #[expect(
+                clippy::needless_range_loop,
+                reason = "sub also places the sub-block's bytes and activations"
+            )]
             for sub in 0..SUBS {
                 // SAFETY: base + 16 + 16 sub + 16 <= base + 144 <= qs.len().
                 let pairs = _mm256_cvtepi8_epi16(unsafe {
@@ -647,16 +675,12 @@ mod x86 {
                     }
                 }
                 for t in 0..N {
-                    // The activations' sums of the sub-block's two halves (`fits_k`: kh
-                    // holds 32 per super-block), as one 32-bit pair for the `madd`.
-                    let at = 2 * (SUBS * g + sub);
-                    let kh = i32::from(ys[t].kh[at].cast_unsigned())
-                        | (i32::from(ys[t].kh[at + 1]) << 16);
-                    let off = _mm256_madd_epi16(pairs, _mm256_set1_epi32(kh));
-                    ints[t] = _mm256_sub_epi32(ints[t], _mm256_slli_epi32(off, 5));
+                    let off = _mm256_madd_epi16(pairs, _mm256_set1_epi32(kh[t][sub]));
+                    offs[t] = _mm256_add_epi32(offs[t], off);
                 }
             }
             for t in 0..N {
+                ints[t] = _mm256_sub_epi32(ints[t], _mm256_slli_epi32(offs[t], 5));
                 let kd = _mm256_set1_ps(ys[t].kd[g]);
                 acc[t] =
                     _mm256_fmadd_ps(_mm256_mul_ps(dv, kd), _mm256_cvtepi32_ps(ints[t]), acc[t]);
