@@ -282,7 +282,13 @@ mod x86 {
     /// 32.1-40.3 against 32.1-36.8); without against 2048: SmolLM2 Q4_1 192-237 against
     /// 200-255 (`-n 64`), Gemma 3 270M 78-92 against 86-94, the 7B shape 5.1/5.2 against
     /// 7.1/5.9 (`-n 16`). (The row kernels' prefetch of whole rows ahead, `_MM_HINT_NTA`,
-    /// slowed them: `rows::AVX2_PREFETCH_ROWS`.)
+    /// slowed them: `rows::AVX2_PREFETCH_ROWS`.) 4096 bytes against 2048 (1B Q4_K_M, five
+    /// alternating rounds): 35.1-37.8 against 35.7-42.0, kept at 2048.
+    ///
+    /// One token's products only (`N == 1`): a prompt's groups of tokens go over a task's
+    /// stripes again and again from the cache, and the prefetches slowed them (SmolLM2 Q8_0
+    /// pp128, alternating: 376-414 tokens/s with them, 540-561 without; 1024x2048, four
+    /// tokens, one thread: Q8_0 204.5 -> 172.4 us, Q4_0 140.3 -> 123.3).
     const AHEAD: usize = 2048;
     use crate::engine::lean::quant::Y;
 
@@ -332,7 +338,7 @@ mod x86 {
             };
             let mut ints = [_mm256_setzero_si256(); N];
             for j in 0..BLOCK / 8 {
-                if j % 2 == 0 {
+                if N == 1 && j % 2 == 0 {
                     ahead(st.qs.as_ptr(), STRIPE_BLOCK_BYTES * b + 32 * j);
                 }
                 // SAFETY: qs holds 128 * nb bytes (checked above); 128b + 32j + 32 <= that.
@@ -380,7 +386,7 @@ mod x86 {
             let dv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(st.d.as_ptr().add(8 * b).cast()) });
             let mut ints = [_mm256_setzero_si256(); N];
             for j in 0..BLOCK / 4 {
-                if j % 2 == 0 {
+                if N == 1 && j % 2 == 0 {
                     ahead(st.qs.as_ptr(), STRIPE_Q8_BYTES * b + 32 * j);
                 }
                 // SAFETY: qs holds 256 * nb bytes (checked above); 256b + 32j + 32 <= that.
@@ -552,7 +558,7 @@ mod x86 {
                 let mut sums = [_mm256_setzero_si256(); N];
                 for j in 0..BLOCK / 8 {
                     let at = base + 128 + STRIPE_BLOCK_BYTES * sub + 32 * j;
-                    if j % 2 == 0 {
+                    if N == 1 && j % 2 == 0 {
                         ahead(p, at);
                     }
                     // SAFETY: at + 32 <= base + 1152 <= qs.len() (checked above).
@@ -651,7 +657,9 @@ mod x86 {
                     ];
                     for (jj, (tl, th)) in tops.into_iter().enumerate() {
                         let j = 2 * h + jj;
-                        ahead(p, from + 48 * j);
+                        if N == 1 {
+                            ahead(p, from + 48 * j);
+                        }
                         // SAFETY: as above, from + 32j + 32 <= from + 128.
                         let v = unsafe { load256(p, from + 32 * j) };
                         let lo =
