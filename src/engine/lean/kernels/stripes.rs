@@ -486,8 +486,8 @@ mod x86 {
     /// `madd` and added up as 32-bit integers over the super-block; the minimums times the
     /// activations' sums per 32 in one `madd` per two sub-blocks (the minimums as 16-bit
     /// pairs; one per sub-block before 2026-12-06); one float product of each per
-    /// super-block and token. Zeros if the tokens' activations do not have the stripe's width or `N` is over
-    /// 4.
+    /// super-block and token. Zeros if the tokens' activations do not have the stripe's
+    /// width or `N` is over 4.
     #[target_feature(enable = "avx2,fma,f16c")]
     fn k4_stripe_avx2<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
         const SUBS: usize = SUPER / BLOCK;
@@ -599,9 +599,10 @@ mod x86 {
     /// products of at most 63 · 128 in each 16-bit half: within `i16`), then by the rows'
     /// integer scale of those sixteen weights in a `madd`, added up as 32-bit integers over
     /// the super-block; ggml's offset of 32 as 32 times the scales times the activations'
-    /// sums per 16 (`kh`), one `madd` per sub-block and token. The integers are ggml's; one
-    /// float product per super-block and token. Zeros if the tokens' activations do not
-    /// have the stripe's width or `N` is over 4.
+    /// sums per 16 (`kh`), one `madd` per sub-block and token, added up over the
+    /// super-block before one shift by 5. The integers are ggml's (the offsets' total is at
+    /// most 8 · 2 · 128 · 2048 · 32 < 2^31); one float product per super-block and token.
+    /// Zeros if the tokens' activations do not have the stripe's width or `N` is over 4.
     #[target_feature(enable = "avx2,fma,f16c")]
     fn k6_stripe_avx2<const N: usize>(st: Stripes<'_>, ys: &[Y<'_>; N]) -> [[f32; STRIPE]; N] {
         const SUBS: usize = SUPER / BLOCK;
