@@ -27,11 +27,7 @@ pub(super) struct Governor {
     step: u64,
     /// The latest step times of each way, `[pool, alone]`, oldest first.
     times: [Vec<f64>; 2],
-    /// Whether the current step is a probe of the way not in use.
-    probing: bool,
-    /// Whether the previous step was one.
-    probed: bool,
-    /// The first step of the next probe.
+    /// The step of the next (or current) probe, one step on the way not in use.
     next_probe: u64,
     /// Steps from one probe to the next.
     interval: u64,
@@ -44,8 +40,6 @@ impl Default for Governor {
         Self {
             step: 0,
             times: [Vec::new(), Vec::new()],
-            probing: false,
-            probed: false,
             // The first probe early: the pool's first steps include waking its workers.
             next_probe: 3,
             interval: Self::PROBE_EVERY,
@@ -78,12 +72,10 @@ impl Governor {
             (Some(p), Some(a)) => a < p,
             _ => false,
         };
-        self.probed = self.probing;
         // A probe is one step on the way not in use: under a busy neighbour each step on the
         // pool is the costly one, and a single step cannot send the choice the wrong way (a
         // slow step only confirms the way in use; the way in use is judged by a median).
-        self.probing = self.step == self.next_probe;
-        if self.probing {
+        if self.probing() {
             return self.alone;
         }
         if alone_faster != self.alone {
@@ -91,7 +83,7 @@ impl Governor {
             self.alone = alone_faster;
             self.interval = Self::PROBE_EVERY;
             self.next_probe = self.step.saturating_add(self.interval);
-        } else if self.probed {
+        } else if self.step == self.next_probe.saturating_add(1) {
             // A probe just confirmed the way in use.
             self.interval = (self.interval * 2).min(Self::PROBE_MAX);
             self.next_probe = self.step.saturating_add(self.interval);
@@ -99,13 +91,19 @@ impl Governor {
         !self.alone
     }
 
+    /// Whether the current step is a probe (`next_probe` stays on it until the step after).
+    fn probing(&self) -> bool {
+        self.step == self.next_probe
+    }
+
     /// Records a step's time. A new probe replaces what was known of the other way (it may
     /// be minutes old).
     pub(super) fn record(&mut self, parallel: bool, secs: f64) {
+        let probing = self.probing();
         let Some(times) = self.times.get_mut(usize::from(!parallel)) else {
             return;
         };
-        if self.probing && !self.probed {
+        if probing {
             times.clear();
         }
         times.push(secs);

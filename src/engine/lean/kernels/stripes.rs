@@ -338,8 +338,8 @@ mod x86 {
             };
             let mut ints = [_mm256_setzero_si256(); N];
             for j in 0..BLOCK / 8 {
-                if N == 1 && j % 2 == 0 {
-                    ahead(st.qs.as_ptr(), STRIPE_BLOCK_BYTES * b + 32 * j);
+                if j % 2 == 0 {
+                    ahead::<N>(st.qs.as_ptr(), STRIPE_BLOCK_BYTES * b + 32 * j);
                 }
                 // SAFETY: qs holds 128 * nb bytes (checked above); 128b + 32j + 32 <= that.
                 let v = unsafe { load256(st.qs.as_ptr(), STRIPE_BLOCK_BYTES * b + 32 * j) };
@@ -386,8 +386,8 @@ mod x86 {
             let dv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(st.d.as_ptr().add(8 * b).cast()) });
             let mut ints = [_mm256_setzero_si256(); N];
             for j in 0..BLOCK / 4 {
-                if N == 1 && j % 2 == 0 {
-                    ahead(st.qs.as_ptr(), STRIPE_Q8_BYTES * b + 32 * j);
+                if j % 2 == 0 {
+                    ahead::<N>(st.qs.as_ptr(), STRIPE_Q8_BYTES * b + 32 * j);
                 }
                 // SAFETY: qs holds 256 * nb bytes (checked above); 256b + 32j + 32 <= that.
                 let v = unsafe { load256(st.qs.as_ptr(), STRIPE_Q8_BYTES * b + 32 * j) };
@@ -429,9 +429,13 @@ mod x86 {
         res
     }
 
-    /// Asks for the line `AHEAD` bytes past `at` in the stripe at `p` in the cache.
+    /// Asks for the line `AHEAD` bytes past `at` in the stripe at `p` in the cache, when the
+    /// kernel runs one token (`N == 1`, see [`AHEAD`]); nothing for a prompt's groups.
     #[inline(always)]
-    fn ahead(p: *const u8, at: usize) {
+    fn ahead<const N: usize>(p: *const u8, at: usize) {
+        if N != 1 {
+            return;
+        }
         // SAFETY: SSE is part of every x86-64 CPU; a prefetch is a hint that never faults
         // (the address may be past the stripe: `wrapping_add` makes no claim on it).
         unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at + AHEAD).cast()) };
@@ -545,8 +549,8 @@ mod x86 {
             for t in 0..N {
                 // The activations' sums of the super-block's sub-blocks (each |sum| <= 32 *
                 // 128, an i16; `fits_k`: ks holds 8 per super-block), paired as the minimums.
-                let k = |i: usize| ys[t].ks[SUBS * g + i];
-                let pair = |a: usize, b: usize| _mm256_set1_epi32((k(a) & 0xffff) | (k(b) << 16));
+                let k = &ys[t].ks[SUBS * g..SUBS * (g + 1)];
+                let pair = |a: usize, b: usize| _mm256_set1_epi32((k[a] & 0xffff) | (k[b] << 16));
                 let ks = [pair(0, 2), pair(1, 3), pair(4, 6), pair(5, 7)];
                 for (m, k) in m_pairs.iter().zip(ks) {
                     mins[t] = _mm256_add_epi32(mins[t], _mm256_madd_epi16(*m, k));
@@ -558,8 +562,8 @@ mod x86 {
                 let mut sums = [_mm256_setzero_si256(); N];
                 for j in 0..BLOCK / 8 {
                     let at = base + 128 + STRIPE_BLOCK_BYTES * sub + 32 * j;
-                    if N == 1 && j % 2 == 0 {
-                        ahead(p, at);
+                    if j % 2 == 0 {
+                        ahead::<N>(p, at);
                     }
                     // SAFETY: at + 32 <= base + 1152 <= qs.len() (checked above).
                     let v = unsafe { load256(p, at) };
@@ -658,9 +662,7 @@ mod x86 {
                     ];
                     for (jj, (tl, th)) in tops.into_iter().enumerate() {
                         let j = 2 * h + jj;
-                        if N == 1 {
-                            ahead(p, from + 48 * j);
-                        }
+                        ahead::<N>(p, from + 48 * j);
                         // SAFETY: as above, from + 32j + 32 <= from + 128.
                         let v = unsafe { load256(p, from + 32 * j) };
                         let lo =
