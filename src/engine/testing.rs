@@ -338,18 +338,24 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
     out.into_inner()
 }
 
-/// The shape of a llama-family model, for GGUFs of real models' sizes with random weights
-/// (speed and memory do not depend on the values): [`TINY`], [`LLAMA_1B`], [`MISTRAL_7B`].
+/// The shape of a model of a family the lean path runs, for GGUFs of real models' sizes with
+/// random weights (speed and memory do not depend on the values): [`TINY`], [`LLAMA_1B`],
+/// [`MISTRAL_7B`], [`QWEN2_05B`], [`QWEN3_06B`], [`PHI3_MINI`].
 #[derive(Debug, Clone, Copy)]
 pub struct Shape {
     /// Name (`general.name`).
     pub name: &'static str,
+    /// `general.architecture`: `llama`, `qwen2` (biases on the queries, keys and values),
+    /// `qwen3` (norms of the queries and keys) or `phi3` (fused matrices).
+    pub arch: &'static str,
     /// Model width.
     pub dim: usize,
     /// Transformer blocks.
     pub layers: usize,
     /// Attention heads and key/value heads.
     pub heads: (usize, usize),
+    /// Width of a head (the model's width per head but for Qwen 3's, which are wider).
+    pub head_dim: usize,
     /// Feed-forward width.
     pub ffn: usize,
     /// Vocabulary size (the tiny byte-level vocabulary, padded with filler tokens).
@@ -365,9 +371,11 @@ pub struct Shape {
 /// A small model every block type can quantise (rows a multiple of 256).
 pub const TINY: Shape = Shape {
     name: "random-tiny",
+    arch: "llama",
     dim: 256,
     layers: 2,
     heads: (4, 2),
+    head_dim: 64,
     ffn: 512,
     vocab: 1024,
     context: 512,
@@ -379,9 +387,11 @@ pub const TINY: Shape = Shape {
 /// feed-forward 8192, 128 256 tokens, tied embeddings.
 pub const LLAMA_1B: Shape = Shape {
     name: "random-llama-3.2-1b-shape",
+    arch: "llama",
     dim: 2048,
     layers: 16,
     heads: (32, 8),
+    head_dim: 64,
     ffn: 8192,
     vocab: 128_256,
     context: 8192,
@@ -393,13 +403,68 @@ pub const LLAMA_1B: Shape = Shape {
 /// feed-forward 14336, 32 000 tokens, untied output.
 pub const MISTRAL_7B: Shape = Shape {
     name: "random-mistral-7b-shape",
+    arch: "llama",
     dim: 4096,
     layers: 32,
     heads: (32, 8),
+    head_dim: 128,
     ffn: 14336,
     vocab: 32_000,
     context: 8192,
     rope_base: 1_000_000.0,
+    tied: false,
+};
+
+/// Qwen2.5-0.5B's shape: 24 blocks of width 896 (not a multiple of 256: llama-quantize's
+/// K-quant mixes fall back to Q5_0 and Q8_0 there), 14 heads over 2 key/value heads of 64,
+/// biased queries, keys and values, feed-forward 4864, 151 936 tokens, tied embeddings.
+pub const QWEN2_05B: Shape = Shape {
+    name: "random-qwen2.5-0.5b-shape",
+    arch: "qwen2",
+    dim: 896,
+    layers: 24,
+    heads: (14, 2),
+    head_dim: 64,
+    ffn: 4864,
+    vocab: 151_936,
+    context: 32_768,
+    rope_base: 1_000_000.0,
+    tied: true,
+};
+
+/// Qwen3-0.6B's shape: 28 blocks of width 1024, 16 heads of 128 (wider than the width per
+/// head) over 8 key/value heads, norms of the queries and keys, feed-forward 3072,
+/// 151 936 tokens, tied embeddings.
+pub const QWEN3_06B: Shape = Shape {
+    name: "random-qwen3-0.6b-shape",
+    arch: "qwen3",
+    dim: 1024,
+    layers: 28,
+    heads: (16, 8),
+    head_dim: 128,
+    ffn: 3072,
+    vocab: 151_936,
+    context: 40_960,
+    rope_base: 1_000_000.0,
+    tied: true,
+};
+
+/// Phi-3-mini's shape (3.8 B): 32 blocks of width 3072, 32 heads of 96 (no grouping), the
+/// queries, keys and values in one fused matrix and the gate and up in another,
+/// feed-forward 8192, 32 064 tokens, untied output. (Its name leaves out "phi-3" and "phi3":
+/// llama.cpp gives the special tokens of files so named attributes, and refuses a file
+/// without Phi 3's own special tokens.)
+pub const PHI3_MINI: Shape = Shape {
+    name: "random-phi-mini-3.8b-shape",
+    arch: "phi3",
+    dim: 3072,
+    layers: 32,
+    heads: (32, 32),
+    head_dim: 96,
+    ffn: 8192,
+    vocab: 32_064,
+    context: 4096,
+    rope_base: 10_000.0,
     tied: false,
 };
 
@@ -427,26 +492,34 @@ pub fn random_gguf(s: &Shape, dtype: GgmlDType, seed: u64) -> Vec<u8> {
     let (heads, kv_heads) = s.heads;
     let mut md = metadata(
         &Dims {
-            arch: "llama",
+            arch: s.arch,
             name: s.name,
             context: s.context,
             dim: s.dim,
             layers: s.layers,
             ffn: s.ffn,
             heads: s.heads,
-            head_dim: s.dim / s.heads.0,
+            head_dim: s.head_dim,
             rope_base: s.rope_base,
         },
         &merges,
         &types,
     );
+    if s.head_dim * s.heads.0 != s.dim {
+        for k in ["key_length", "value_length"] {
+            md.push((
+                format!("{}.attention.{k}", s.arch),
+                Value::U32(u32::try_from(s.head_dim).unwrap_or(u32::MAX)),
+            ));
+        }
+    }
     md.push((
         "tokenizer.ggml.tokens".into(),
         Value::Array(tokens.iter().map(|t| str_v(t)).collect()),
     ));
     md.push(("tokenizer.chat_template".into(), str_v(super::chat::CHATML)));
     let mut seed = seed;
-    let kv = s.dim / heads * kv_heads;
+    let (qd, kv) = (heads * s.head_dim, kv_heads * s.head_dim);
     let ones = |n: usize| {
         QTensor::quantize(
             &Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).expect("ones"),
@@ -454,8 +527,14 @@ pub fn random_gguf(s: &Shape, dtype: GgmlDType, seed: u64) -> Vec<u8> {
         )
         .expect("f32")
     };
+    // Matrices in `dtype`, vectors (biases) in F32.
     let mut quantised = |shape: &[usize]| {
-        QTensor::quantize(&rand_tensor(shape, &mut seed), dtype).expect("quantize")
+        let dt = if shape.len() == 2 {
+            dtype
+        } else {
+            GgmlDType::F32
+        };
+        QTensor::quantize(&rand_tensor(shape, &mut seed), dt).expect("quantize")
     };
     let mut qt: Vec<(String, QTensor)> = vec![
         ("token_embd.weight".into(), quantised(&[vocab, s.dim])),
@@ -468,12 +547,29 @@ pub fn random_gguf(s: &Shape, dtype: GgmlDType, seed: u64) -> Vec<u8> {
         let p = |n: &str| format!("blk.{l}.{n}.weight");
         qt.push((p("attn_norm"), ones(s.dim)));
         qt.push((p("ffn_norm"), ones(s.dim)));
-        qt.push((p("attn_q"), quantised(&[s.dim, s.dim])));
-        qt.push((p("attn_k"), quantised(&[kv, s.dim])));
-        qt.push((p("attn_v"), quantised(&[kv, s.dim])));
-        qt.push((p("attn_output"), quantised(&[s.dim, s.dim])));
-        qt.push((p("ffn_gate"), quantised(&[s.ffn, s.dim])));
-        qt.push((p("ffn_up"), quantised(&[s.ffn, s.dim])));
+        if s.arch == "phi3" {
+            qt.push((p("attn_qkv"), quantised(&[qd + 2 * kv, s.dim])));
+        } else {
+            qt.push((p("attn_q"), quantised(&[qd, s.dim])));
+            qt.push((p("attn_k"), quantised(&[kv, s.dim])));
+            qt.push((p("attn_v"), quantised(&[kv, s.dim])));
+        }
+        if s.arch == "qwen2" {
+            for (n, len) in [("attn_q", qd), ("attn_k", kv), ("attn_v", kv)] {
+                qt.push((format!("blk.{l}.{n}.bias"), quantised(&[len])));
+            }
+        }
+        if s.arch == "qwen3" {
+            qt.push((p("attn_q_norm"), ones(s.head_dim)));
+            qt.push((p("attn_k_norm"), ones(s.head_dim)));
+        }
+        qt.push((p("attn_output"), quantised(&[s.dim, qd])));
+        if s.arch == "phi3" {
+            qt.push((p("ffn_up"), quantised(&[2 * s.ffn, s.dim])));
+        } else {
+            qt.push((p("ffn_gate"), quantised(&[s.ffn, s.dim])));
+            qt.push((p("ffn_up"), quantised(&[s.ffn, s.dim])));
+        }
         qt.push((p("ffn_down"), quantised(&[s.dim, s.ffn])));
     }
     let md_ref: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();

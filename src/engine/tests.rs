@@ -697,35 +697,71 @@ fn zero_alignment_is_refused_before_candle_parses() {
     assert!(read_content(&file(32)).is_ok());
 }
 
-/// The real-size generator (`examples/random_gguf`) on its small shape: every block type it
-/// offers writes a model the engine loads, with the shape's vocabulary and context and the
-/// parameter count the shape gives (tied and untied).
+/// The real-size generator (`examples/random_gguf`) on its small shape, in each family it
+/// writes: every block type it offers writes a model the engine loads on the lean path, with
+/// the shape's vocabulary and context and the parameter count the shape gives (tied and
+/// untied, Qwen 2's biases, Qwen 3's wide heads and their norms, Phi 3's fused matrices).
 #[test]
 fn random_gguf_writes_loadable_models_of_the_shape() {
     use super::testing::{Shape, TINY, random_gguf};
     use candle_core::quantized::GgmlDType;
     let count = |s: &Shape| {
-        let kv = s.dim / s.heads.0 * s.heads.1;
+        let (q, kv) = (s.heads.0 * s.head_dim, s.heads.1 * s.head_dim);
         let output = if s.tied { 1 } else { 2 };
+        let extra = match s.arch {
+            "qwen2" => q + 2 * kv,
+            "qwen3" => 2 * s.head_dim,
+            _ => 0,
+        };
         (s.vocab * s.dim * output
             + s.dim
-            + s.layers * (2 * s.dim + 2 * s.dim * s.dim + 2 * kv * s.dim + 3 * s.ffn * s.dim))
+            + s.layers * (2 * s.dim + 2 * q * s.dim + 2 * kv * s.dim + 3 * s.ffn * s.dim + extra))
             as u64
     };
     for (dtype, shape) in [
         (GgmlDType::Q4K, TINY),
         (GgmlDType::Q8_0, Shape { tied: true, ..TINY }),
         (GgmlDType::Q4_0, TINY),
+        (
+            GgmlDType::Q8_0,
+            Shape {
+                arch: "qwen2",
+                tied: true,
+                ..TINY
+            },
+        ),
+        (
+            GgmlDType::Q4K,
+            Shape {
+                arch: "qwen3",
+                head_dim: 128,
+                ..TINY
+            },
+        ),
+        (
+            GgmlDType::Q6K,
+            Shape {
+                arch: "phi3",
+                heads: (4, 4),
+                ..TINY
+            },
+        ),
     ] {
+        let what = format!("{} {dtype:?}", shape.arch);
         let g = random_gguf(&shape, dtype, 7);
         let f = facts(&g).unwrap();
-        assert_eq!(f.parameters, count(&shape), "{dtype:?}");
+        assert_eq!(f.parameters, count(&shape), "{what}");
         assert_eq!(f.vocabulary_size, Some(1024));
         let l = load(&g, &Device::Cpu).unwrap();
         assert_eq!(
-            (l.info.vocab_size, l.info.context_length),
-            (1024, 512),
-            "{dtype:?}"
+            (
+                l.info.vocab_size,
+                l.info.context_length,
+                l.info.architecture.as_str()
+            ),
+            (1024, 512, shape.arch),
+            "{what}"
         );
+        assert_eq!(l.model.backend(), "lean", "{what}");
     }
 }
