@@ -429,16 +429,32 @@ mod x86 {
         res
     }
 
-    /// Asks for the line `AHEAD` bytes past `at` in the stripe at `p` in the cache, when the
-    /// kernel runs one token (`N == 1`, see [`AHEAD`]); nothing for a prompt's groups.
+    /// How far ahead the stripe's bytes are also asked for in the second-level cache
+    /// (`_MM_HINT_T1`, besides [`AHEAD`]'s first-level prefetch). On the Sapphire Rapids VM
+    /// (2026-12-06, sixth session; one core's bandwidth there is bounded by its misses in
+    /// flight) this second prefetch sped generation, alternating runs (`rempart bench -t 2
+    /// -p 0 -n 32 -r 1`, tokens/s, without against with): the 1B Q4_0 shape
+    /// 29.1/29.8/28.4/28.5 against 32.5/31.3/30.4/30.9, the 1B Q4_K_M shape
+    /// 26.5/26.5/27.8/27.1 against 28.7/28.2/29.2/28.9, SmolLM2 Q4_1 (`-n 64`)
+    /// 271.9/265.5/254.4 against 318.6/333.1/318.4, Gemma 3 270M 72.7/64.2/71.8 against
+    /// 79.2/81.6/77.1. There, the first-level prefetch alone 4096 bytes ahead was slower
+    /// than 2048 (1B Q4_0 28.2-29.2 against 29.8-30.6), and 1024 no faster.
+    const AHEAD_L2: usize = 3 * AHEAD;
+
+    /// Asks for the line `AHEAD` bytes past `at` in the stripe at `p` in the first-level
+    /// cache and the line `AHEAD_L2` past it in the second-level one, when the kernel runs
+    /// one token (`N == 1`, see [`AHEAD`]); nothing for a prompt's groups.
     #[inline(always)]
     fn ahead<const N: usize>(p: *const u8, at: usize) {
         if N != 1 {
             return;
         }
         // SAFETY: SSE is part of every x86-64 CPU; a prefetch is a hint that never faults
-        // (the address may be past the stripe: `wrapping_add` makes no claim on it).
-        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at + AHEAD).cast()) };
+        // (the addresses may be past the stripe: `wrapping_add` makes no claim on them).
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(at + AHEAD).cast());
+            _mm_prefetch::<_MM_HINT_T1>(p.wrapping_add(at + AHEAD_L2).cast());
+        }
     }
 
     /// The products of eight weights of each row, `lo` (weights `4k..4k + 4` of row `i` in
