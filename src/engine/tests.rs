@@ -703,8 +703,9 @@ fn zero_alignment_is_refused_before_candle_parses() {
 /// untied, Qwen 2's biases, Qwen 3's wide heads and their norms, Phi 3's fused matrices).
 #[test]
 fn random_gguf_writes_loadable_models_of_the_shape() {
-    use super::testing::{Shape, TINY, random_gguf};
+    use super::testing::{PHI3_MINI, QWEN2_05B, QWEN3_06B, Shape, TINY, random_gguf};
     use candle_core::quantized::GgmlDType;
+    use candle_core::quantized::gguf_file::Content;
     let count = |s: &Shape| {
         let (q, kv) = (s.heads.0 * s.head_dim, s.heads.1 * s.head_dim);
         let output = if s.tied { 1 } else { 2 };
@@ -763,5 +764,26 @@ fn random_gguf_writes_loadable_models_of_the_shape() {
             "{what}"
         );
         assert_eq!(l.model.backend(), "lean", "{what}");
+        // The family's own tensors are there by name (the loader takes biases and the
+        // queries' and keys' norms as optional, and the count does not see names).
+        let ct = Content::read(&mut std::io::Cursor::new(&g)).unwrap();
+        let own: &[&str] = match shape.arch {
+            "qwen2" => &["attn_q.bias", "attn_k.bias", "attn_v.bias"],
+            "qwen3" => &["attn_q_norm.weight", "attn_k_norm.weight"],
+            "phi3" => &["attn_qkv.weight"],
+            _ => &["attn_q.weight", "ffn_gate.weight"],
+        };
+        for n in own {
+            let name = format!("blk.1.{n}");
+            assert!(ct.tensor_infos.contains_key(&name), "{what}: {name}");
+        }
+    }
+    // The real shapes' parameter counts are their models' published ones.
+    for (shape, n) in [
+        (QWEN2_05B, 494_032_768),
+        (QWEN3_06B, 596_049_920),
+        (PHI3_MINI, 3_821_079_552),
+    ] {
+        assert_eq!(count(&shape), n, "{}", shape.name);
     }
 }
