@@ -169,6 +169,71 @@ fn metadata(d: &Dims<'_>, merges: &[String], types: &[i32]) -> Vec<(String, Valu
     ]
 }
 
+/// What a block's tensor is, for the fixtures' choice of its values.
+#[derive(Debug, Clone, Copy)]
+enum Part {
+    Norm,
+    Bias,
+    Matrix,
+}
+
+/// The widths of a block's tensors.
+struct Widths {
+    dim: usize,
+    /// Queries (heads times their width), keys and values, one head.
+    q: usize,
+    kv: usize,
+    head: usize,
+    ffn: usize,
+}
+
+/// The length of a norm's or bias's one dimension.
+fn dim_of(shape: &[usize]) -> usize {
+    shape.first().copied().unwrap_or(0)
+}
+
+/// The tensors of block `l` of a model of family `arch`, in the order the fixtures write
+/// them (and draw their values): name, shape, part. Qwen 2's biases on the queries, keys
+/// and values; Qwen 3's and Gemma 3's norms of the queries and keys; Gemma 3's norms after
+/// the attention and the feed-forward; Phi 3's fused queries, keys and values, and gate and
+/// up.
+fn block_tensors(arch: &str, l: usize, w: &Widths) -> Vec<(String, Vec<usize>, Part)> {
+    let p = |n: &str| format!("blk.{l}.{n}.weight");
+    let mut v = vec![
+        (p("attn_norm"), vec![w.dim], Part::Norm),
+        (p("ffn_norm"), vec![w.dim], Part::Norm),
+    ];
+    if arch == "phi3" {
+        v.push((p("attn_qkv"), vec![w.q + 2 * w.kv, w.dim], Part::Matrix));
+    } else {
+        v.push((p("attn_q"), vec![w.q, w.dim], Part::Matrix));
+        v.push((p("attn_k"), vec![w.kv, w.dim], Part::Matrix));
+        v.push((p("attn_v"), vec![w.kv, w.dim], Part::Matrix));
+    }
+    if arch == "qwen2" {
+        for (n, len) in [("attn_q", w.q), ("attn_k", w.kv), ("attn_v", w.kv)] {
+            v.push((format!("blk.{l}.{n}.bias"), vec![len], Part::Bias));
+        }
+    }
+    if matches!(arch, "qwen3" | "gemma3") {
+        v.push((p("attn_q_norm"), vec![w.head], Part::Norm));
+        v.push((p("attn_k_norm"), vec![w.head], Part::Norm));
+    }
+    if arch == "gemma3" {
+        v.push((p("post_attention_norm"), vec![w.dim], Part::Norm));
+        v.push((p("post_ffw_norm"), vec![w.dim], Part::Norm));
+    }
+    v.push((p("attn_output"), vec![w.dim, w.q], Part::Matrix));
+    if arch == "phi3" {
+        v.push((p("ffn_up"), vec![2 * w.ffn, w.dim], Part::Matrix));
+    } else {
+        v.push((p("ffn_gate"), vec![w.ffn, w.dim], Part::Matrix));
+        v.push((p("ffn_up"), vec![w.ffn, w.dim], Part::Matrix));
+    }
+    v.push((p("ffn_down"), vec![w.dim, w.ffn], Part::Matrix));
+    v
+}
+
 fn rand_tensor(shape: &[usize], seed: &mut u64) -> Tensor {
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n)
@@ -287,38 +352,21 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
             (ones + rand_tensor(&[n], seed)).expect("same shape")
         }
     };
-    for l in 0..layers {
-        let p = |n: &str| format!("blk.{l}.{n}.weight");
-        tensors.push((p("attn_norm"), norm(dim, &mut seed)));
-        tensors.push((p("ffn_norm"), norm(dim, &mut seed)));
-        if arch == "phi3" {
-            tensors.push((p("attn_qkv"), rand_tensor(&[qd + 2 * kv, dim], &mut seed)));
-        } else {
-            tensors.push((p("attn_q"), rand_tensor(&[qd, dim], &mut seed)));
-            tensors.push((p("attn_k"), rand_tensor(&[kv, dim], &mut seed)));
-            tensors.push((p("attn_v"), rand_tensor(&[kv, dim], &mut seed)));
+    let w = Widths {
+        dim,
+        q: qd,
+        kv,
+        head: hd,
+        ffn,
+    };
+    for l in 0..layers as usize {
+        for (name, shape, part) in block_tensors(arch, l, &w) {
+            let t = match part {
+                Part::Norm => norm(dim_of(&shape), &mut seed),
+                Part::Bias | Part::Matrix => rand_tensor(&shape, &mut seed),
+            };
+            tensors.push((name, t));
         }
-        if arch == "qwen2" {
-            for (n, len) in [("attn_q", qd), ("attn_k", kv), ("attn_v", kv)] {
-                tensors.push((format!("blk.{l}.{n}.bias"), rand_tensor(&[len], &mut seed)));
-            }
-        }
-        if wide {
-            tensors.push((p("attn_q_norm"), norm(hd, &mut seed)));
-            tensors.push((p("attn_k_norm"), norm(hd, &mut seed)));
-        }
-        if arch == "gemma3" {
-            tensors.push((p("post_attention_norm"), norm(dim, &mut seed)));
-            tensors.push((p("post_ffw_norm"), norm(dim, &mut seed)));
-        }
-        tensors.push((p("attn_output"), rand_tensor(&[dim, qd], &mut seed)));
-        if arch == "phi3" {
-            tensors.push((p("ffn_up"), rand_tensor(&[2 * ffn, dim], &mut seed)));
-        } else {
-            tensors.push((p("ffn_gate"), rand_tensor(&[ffn, dim], &mut seed)));
-            tensors.push((p("ffn_up"), rand_tensor(&[ffn, dim], &mut seed)));
-        }
-        tensors.push((p("ffn_down"), rand_tensor(&[dim, ffn], &mut seed)));
     }
     let qt: Vec<(String, QTensor)> = tensors
         .into_iter()
@@ -543,34 +591,21 @@ pub fn random_gguf(s: &Shape, dtype: GgmlDType, seed: u64) -> Vec<u8> {
     if !s.tied {
         qt.push(("output.weight".into(), quantised(&[vocab, s.dim])));
     }
+    let w = Widths {
+        dim: s.dim,
+        q: qd,
+        kv,
+        head: s.head_dim,
+        ffn: s.ffn,
+    };
     for l in 0..s.layers {
-        let p = |n: &str| format!("blk.{l}.{n}.weight");
-        qt.push((p("attn_norm"), ones(s.dim)));
-        qt.push((p("ffn_norm"), ones(s.dim)));
-        if s.arch == "phi3" {
-            qt.push((p("attn_qkv"), quantised(&[qd + 2 * kv, s.dim])));
-        } else {
-            qt.push((p("attn_q"), quantised(&[qd, s.dim])));
-            qt.push((p("attn_k"), quantised(&[kv, s.dim])));
-            qt.push((p("attn_v"), quantised(&[kv, s.dim])));
+        for (name, shape, part) in block_tensors(s.arch, l, &w) {
+            let t = match part {
+                Part::Norm => ones(dim_of(&shape)),
+                Part::Bias | Part::Matrix => quantised(&shape),
+            };
+            qt.push((name, t));
         }
-        if s.arch == "qwen2" {
-            for (n, len) in [("attn_q", qd), ("attn_k", kv), ("attn_v", kv)] {
-                qt.push((format!("blk.{l}.{n}.bias"), quantised(&[len])));
-            }
-        }
-        if s.arch == "qwen3" {
-            qt.push((p("attn_q_norm"), ones(s.head_dim)));
-            qt.push((p("attn_k_norm"), ones(s.head_dim)));
-        }
-        qt.push((p("attn_output"), quantised(&[s.dim, qd])));
-        if s.arch == "phi3" {
-            qt.push((p("ffn_up"), quantised(&[2 * s.ffn, s.dim])));
-        } else {
-            qt.push((p("ffn_gate"), quantised(&[s.ffn, s.dim])));
-            qt.push((p("ffn_up"), quantised(&[s.ffn, s.dim])));
-        }
-        qt.push((p("ffn_down"), quantised(&[s.dim, s.ffn])));
     }
     let md_ref: Vec<(&str, &Value)> = md.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let t_ref: Vec<(&str, &QTensor)> = qt.iter().map(|(k, v)| (k.as_str(), v)).collect();
