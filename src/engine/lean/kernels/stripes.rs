@@ -441,6 +441,21 @@ mod x86 {
     /// than 2048 (1B Q4_0 28.2-29.2 against 29.8-30.6), and 1024 no faster.
     const AHEAD_L2: usize = 3 * AHEAD;
 
+    /// Bytes of a striped `Q4_K` super-block's header (the eight rows' `d`, `dmin` and scale
+    /// words), before its sub-blocks. The K-quant kernels ask for the lines past their
+    /// headers too (before 2026-12-07 they asked only past the sub-blocks' lines, so two or
+    /// three lines of each super-block came in on demand): on the Sapphire Rapids VM,
+    /// alternating runs (`rempart bench -t 2 -p 0 -n 64 -r 1`, tokens/s, before against
+    /// after) the 1B Q4_K_M shape 33.5-34.2 against 34.7-35.2, Gemma 3 270M 85.3-86.8 against
+    /// 86.1-89.5, SmolLM2 Q6_K 210.7-224.4 against 219.0-226.8; the 1B Q4_0 (its Q6_K output)
+    /// unchanged. (Asking for the `Q4_0` scales' own stream too made no difference, nor did
+    /// one ask per `Q6_K` line instead of one per 48 bytes: 1B Q4_0 36.7-36.8 against
+    /// 35.5-36.1.)
+    const Q4K_HEADER: usize = 128;
+
+    /// Bytes of a striped `Q6_K` super-block's header (the eight rows' `d` and scales).
+    const Q6K_HEADER: usize = 144;
+
     /// Asks for the line `AHEAD` bytes past `at` in the stripe at `p` in the first-level
     /// cache and the line `AHEAD_L2` past it in the second-level one, when the kernel runs
     /// one token (`N == 1`, see [`AHEAD`]); nothing for a prompt's groups.
@@ -528,6 +543,12 @@ mod x86 {
         let p = st.qs.as_ptr();
         for g in 0..supers {
             let base = g * per;
+            // The lines as far past the super-block's header (`Q4K_HEADER` bytes) as the
+            // sub-blocks' loop asks for past each of its lines: the loop starts after the
+            // header, so without these the lines `AHEAD` past each header were never asked for.
+            for at in (0..Q4K_HEADER).step_by(64) {
+                ahead::<N>(p, base + at);
+            }
             // SAFETY: qs holds supers * 1152 bytes (checked above) and base + 128 <= that.
             let (dv, dm, a, m, c) = unsafe {
                 (
@@ -640,6 +661,10 @@ mod x86 {
         let p = st.qs.as_ptr();
         for g in 0..supers {
             let base = g * per;
+            // As in `k4_stripe_avx2`: the lines past the header (`Q6K_HEADER` bytes).
+            for at in (0..Q6K_HEADER).step_by(64) {
+                ahead::<N>(p, base + at);
+            }
             // SAFETY: qs holds supers * 1680 bytes (checked above) and base + 16 <= that.
             let dv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.add(base).cast()) });
             let mut ints = [_mm256_setzero_si256(); N];
