@@ -11,7 +11,8 @@
 // Sapphire Rapids-class VM of 2026-12 reports a 480 MiB L3, so that 96 MB buffers were read
 // partly from it.
 //
-// Session 8 (AMD EPYC VM, 2 cores): 16-17 / 24-25 GB/s on 1 / 2 threads with small pages,
+// Session 8 (AMD EPYC VM, 2 cores; 96 MB buffers and the old read loop, which prefetched
+// 256 bytes ahead with _MM_HINT_NTA): 16-17 / 24-25 GB/s on 1 / 2 threads with small pages,
 // 20-21 / 28-31 GB/s with huge pages.
 //
 // With a third argument `triad` (`read`, or nothing, for the read), STREAM's triad instead

@@ -448,9 +448,9 @@ mod x86 {
     /// alternating runs (`rempart bench -t 2 -p 0 -n 64 -r 1`, tokens/s, before against
     /// after) the 1B Q4_K_M shape 33.5-34.2 against 34.7-35.2, Gemma 3 270M 85.3-86.8 against
     /// 86.1-89.5, SmolLM2 Q6_K 210.7-224.4 against 219.0-226.8; the 1B Q4_0 (its Q6_K output)
-    /// unchanged. (Asking for the `Q4_0` scales' own stream too made no difference, nor did
-    /// one ask per `Q6_K` line instead of one per 48 bytes: 1B Q4_0 36.7-36.8 against
-    /// 35.5-36.1.)
+    /// unchanged. (Asking for the `Q4_0` scales' own stream too made no difference; one ask
+    /// per `Q6_K` line instead of one per 48 bytes was slower: 1B Q4_0 35.5-36.1 against
+    /// 36.7-36.8.)
     const Q4K_HEADER: usize = 128;
 
     /// Bytes of a striped `Q6_K` super-block's header (the eight rows' `d` and scales).
