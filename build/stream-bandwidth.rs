@@ -16,8 +16,9 @@
 // 20-21 / 28-31 GB/s with huge pages.
 //
 // With a third argument `triad` (`read`, or nothing, for the read), STREAM's triad instead
-// (a[i] = b[i] + 3 c[i] over three arrays of f64, 24 bytes counted per element as STREAM counts them: two read, one
-// written, the write's read for ownership not counted), the figure issue 19 names:
+// (a[i] = b[i] + 3 c[i] over three arrays of f64, 24 bytes counted per element as STREAM
+// counts them: two read, one written, the write's read for ownership not counted), the
+// figure issue 19 names:
 //
 //     /tmp/stream-bandwidth 2 huge triad
 use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};

@@ -172,9 +172,10 @@ fn metadata(d: &Dims<'_>, merges: &[String], types: &[i32]) -> Vec<(String, Valu
 /// What a block's tensor is, for the fixtures' choice of its values.
 #[derive(Debug, Clone, Copy)]
 enum Part {
+    /// A norm's weights (near one in `tiny_gguf`, ones in `random_gguf`).
     Norm,
-    Bias,
-    Matrix,
+    /// A matrix or a bias (random values, quantised in `random_gguf`).
+    Weights,
 }
 
 /// The widths of a block's tensors.
@@ -204,15 +205,15 @@ fn block_tensors(arch: &str, l: usize, w: &Widths) -> Vec<(String, Vec<usize>, P
         (p("ffn_norm"), vec![w.dim], Part::Norm),
     ];
     if arch == "phi3" {
-        v.push((p("attn_qkv"), vec![w.q + 2 * w.kv, w.dim], Part::Matrix));
+        v.push((p("attn_qkv"), vec![w.q + 2 * w.kv, w.dim], Part::Weights));
     } else {
-        v.push((p("attn_q"), vec![w.q, w.dim], Part::Matrix));
-        v.push((p("attn_k"), vec![w.kv, w.dim], Part::Matrix));
-        v.push((p("attn_v"), vec![w.kv, w.dim], Part::Matrix));
+        v.push((p("attn_q"), vec![w.q, w.dim], Part::Weights));
+        v.push((p("attn_k"), vec![w.kv, w.dim], Part::Weights));
+        v.push((p("attn_v"), vec![w.kv, w.dim], Part::Weights));
     }
     if arch == "qwen2" {
         for (n, len) in [("attn_q", w.q), ("attn_k", w.kv), ("attn_v", w.kv)] {
-            v.push((format!("blk.{l}.{n}.bias"), vec![len], Part::Bias));
+            v.push((format!("blk.{l}.{n}.bias"), vec![len], Part::Weights));
         }
     }
     if matches!(arch, "qwen3" | "gemma3") {
@@ -223,14 +224,14 @@ fn block_tensors(arch: &str, l: usize, w: &Widths) -> Vec<(String, Vec<usize>, P
         v.push((p("post_attention_norm"), vec![w.dim], Part::Norm));
         v.push((p("post_ffw_norm"), vec![w.dim], Part::Norm));
     }
-    v.push((p("attn_output"), vec![w.dim, w.q], Part::Matrix));
+    v.push((p("attn_output"), vec![w.dim, w.q], Part::Weights));
     if arch == "phi3" {
-        v.push((p("ffn_up"), vec![2 * w.ffn, w.dim], Part::Matrix));
+        v.push((p("ffn_up"), vec![2 * w.ffn, w.dim], Part::Weights));
     } else {
-        v.push((p("ffn_gate"), vec![w.ffn, w.dim], Part::Matrix));
-        v.push((p("ffn_up"), vec![w.ffn, w.dim], Part::Matrix));
+        v.push((p("ffn_gate"), vec![w.ffn, w.dim], Part::Weights));
+        v.push((p("ffn_up"), vec![w.ffn, w.dim], Part::Weights));
     }
-    v.push((p("ffn_down"), vec![w.dim, w.ffn], Part::Matrix));
+    v.push((p("ffn_down"), vec![w.dim, w.ffn], Part::Weights));
     v
 }
 
@@ -363,7 +364,7 @@ pub fn tiny_gguf(o: &TinyOpts) -> Vec<u8> {
         for (name, shape, part) in block_tensors(arch, l, &w) {
             let t = match part {
                 Part::Norm => norm(dim_of(&shape), &mut seed),
-                Part::Bias | Part::Matrix => rand_tensor(&shape, &mut seed),
+                Part::Weights => rand_tensor(&shape, &mut seed),
             };
             tensors.push((name, t));
         }
@@ -602,7 +603,7 @@ pub fn random_gguf(s: &Shape, dtype: GgmlDType, seed: u64) -> Vec<u8> {
         for (name, shape, part) in block_tensors(s.arch, l, &w) {
             let t = match part {
                 Part::Norm => ones(dim_of(&shape)),
-                Part::Bias | Part::Matrix => quantised(&shape),
+                Part::Weights => quantised(&shape),
             };
             qt.push((name, t));
         }

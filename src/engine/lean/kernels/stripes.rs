@@ -472,6 +472,16 @@ mod x86 {
         }
     }
 
+    /// [`ahead`] for each line of the `len`-byte header of the super-block at `base`: the
+    /// K-quant kernels' loops over sub-blocks start after it, so without this the lines
+    /// `AHEAD` (and `AHEAD_L2`) past each header were never asked for.
+    #[inline(always)]
+    fn ahead_header<const N: usize>(p: *const u8, base: usize, len: usize) {
+        for at in (0..len).step_by(64) {
+            ahead::<N>(p, base + at);
+        }
+    }
+
     /// The products of eight weights of each row, `lo` (weights `4k..4k + 4` of row `i` in
     /// lane `i`) and `hi` (the next four), with the eight activations at `y` (four broadcast
     /// to every lane for each), as 16-bit sums per row.
@@ -543,12 +553,7 @@ mod x86 {
         let p = st.qs.as_ptr();
         for g in 0..supers {
             let base = g * per;
-            // The lines as far past the super-block's header (`Q4K_HEADER` bytes) as the
-            // sub-blocks' loop asks for past each of its lines: the loop starts after the
-            // header, so without these the lines `AHEAD` past each header were never asked for.
-            for at in (0..Q4K_HEADER).step_by(64) {
-                ahead::<N>(p, base + at);
-            }
+            ahead_header::<N>(p, base, Q4K_HEADER);
             // SAFETY: qs holds supers * 1152 bytes (checked above) and base + 128 <= that.
             let (dv, dm, a, m, c) = unsafe {
                 (
@@ -661,10 +666,7 @@ mod x86 {
         let p = st.qs.as_ptr();
         for g in 0..supers {
             let base = g * per;
-            // As in `k4_stripe_avx2`: the lines past the header (`Q6K_HEADER` bytes).
-            for at in (0..Q6K_HEADER).step_by(64) {
-                ahead::<N>(p, base + at);
-            }
+            ahead_header::<N>(p, base, Q6K_HEADER);
             // SAFETY: qs holds supers * 1680 bytes (checked above) and base + 16 <= that.
             let dv = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(p.add(base).cast()) });
             let mut ints = [_mm256_setzero_si256(); N];
