@@ -22,6 +22,19 @@
 /// by such a step. A later version also wanted one thread 10 % faster: with a busy neighbour
 /// the pool was then kept at 5 % slower than one thread (0.93-0.96x of one thread's speed
 /// over 4 rounds, against 1.01-1.06x without the margin; no difference on an idle machine).
+///
+/// Timing alone has to run the pool to learn that it is slow: a generation that starts
+/// beside a busy core ran its first two steps and a probe on the pool, which kept it 1-3 %
+/// below one thread's speed (the Qwen3 shape at 0.97x). The kernel already knows: before a
+/// step on the pool while one thread is in use, and before the first step, the governor asks
+/// [`crowded`] whether the machine has a core free for the pool's workers, and where it has
+/// none it starts on one thread and puts the probe off ([`Governor::PUT_OFF_MAX`] times at
+/// most in a row, so that a wrong answer costs at most that many probe intervals). The answer
+/// only spares steps on the pool: the pool is used only once measured faster. Deciding layer
+/// by layer instead (probes a layer long) was tried and dropped: a worker woken for a
+/// one-layer probe runs it on its wake-up credit before the scheduler shares its core again,
+/// so under a busy neighbour such probes looked fast, and the pool was taken up and left
+/// again over and over (SmolLM2 at 0.96-0.97x of one thread against 0.99x a step at a time).
 #[derive(Debug)]
 pub(super) struct Governor {
     step: u64,
@@ -33,6 +46,8 @@ pub(super) struct Governor {
     interval: u64,
     /// Whether the way in use is one thread alone.
     alone: bool,
+    /// Probes of the pool put off in a row because the machine was crowded.
+    put_off: u32,
 }
 
 impl Default for Governor {
@@ -44,6 +59,7 @@ impl Default for Governor {
             next_probe: 3,
             interval: Self::PROBE_EVERY,
             alone: false,
+            put_off: 0,
         }
     }
 }
@@ -63,19 +79,38 @@ impl Governor {
     const PROBE_EVERY: u64 = 64;
     const PROBE_MAX: u64 = 256;
     const WINDOW: usize = 8;
+    /// Probes of the pool put off in a row, at most, on the word of [`crowded`]: a probe
+    /// runs at least every `(PUT_OFF_MAX + 1) * PROBE_EVERY` steps whatever it says.
+    const PUT_OFF_MAX: u32 = 3;
 
-    /// Whether the next step runs on the pool.
-    pub(super) fn parallel(&mut self) -> bool {
+    /// Whether the next step runs on the pool. `crowded` says whether the machine has no core
+    /// free for the pool's workers now (see [`crowded`]); it is asked only before a step on
+    /// the pool while one thread is in use (and at the first step), where it can spare the
+    /// costly way's steps.
+    pub(super) fn parallel(&mut self, mut crowded: impl FnMut() -> bool) -> bool {
         self.step += 1;
+        if self.step == 1 && crowded() {
+            // A busy machine from the start: one thread until the pool is measured.
+            self.alone = true;
+        }
         let [pool, alone] = &self.times;
         let alone_faster = match (median(pool), median(alone)) {
             (Some(p), Some(a)) => a < p,
-            _ => false,
+            // Until both ways are measured, the way in use stays.
+            _ => self.alone,
         };
         // A probe is one step on the way not in use: under a busy neighbour each step on the
         // pool is the costly one, and a single step cannot send the choice the wrong way (a
         // slow step only confirms the way in use; the way in use is judged by a median).
         if self.probing() {
+            if self.alone && self.put_off < Self::PUT_OFF_MAX && crowded() {
+                // No core for the pool now: put the probe off rather than pay for a step
+                // that would only confirm one thread.
+                self.put_off += 1;
+                self.next_probe = self.step.saturating_add(Self::PROBE_EVERY);
+                return false;
+            }
+            self.put_off = 0;
             return self.alone;
         }
         if alone_faster != self.alone {
@@ -113,6 +148,56 @@ impl Governor {
     }
 }
 
+/// Whether the machine has fewer idle cores than `workers` right now, by the kernel's word:
+/// its runnable tasks (`/proc/loadavg`'s fourth field, the calling thread included) against
+/// its online cores (`/sys/devices/system/cpu/online`). Called while the pool's workers sleep
+/// (one thread in use, or before the first step). `false` where either cannot be read: the
+/// timing alone decides then. A hint, not a verdict: [`Governor`] still measures the pool
+/// before it uses it, and probes it now and then whatever this says.
+pub(super) fn crowded(workers: usize) -> bool {
+    let read = |path: &str| -> Option<String> {
+        use std::io::Read;
+        let mut text = String::new();
+        // Both files are a line; a bounded read all the same.
+        std::fs::File::open(path)
+            .ok()?
+            .take(4096)
+            .read_to_string(&mut text)
+            .ok()?;
+        Some(text)
+    };
+    let runnable = read("/proc/loadavg").as_deref().and_then(runnable);
+    let online = read("/sys/devices/system/cpu/online")
+        .as_deref()
+        .and_then(cpu_count);
+    match (runnable, online) {
+        (Some(r), Some(n)) => r.saturating_add(workers) > n,
+        _ => false,
+    }
+}
+
+/// The runnable tasks in a `/proc/loadavg` text (`0.43 1.04 1.37 2/109 30513`: the `2`).
+fn runnable(loadavg: &str) -> Option<usize> {
+    let field = loadavg.split_ascii_whitespace().nth(3)?;
+    field.split_once('/')?.0.parse().ok()
+}
+
+/// The CPUs in a kernel CPU list (`0-3,5,7-8`: 7).
+fn cpu_count(list: &str) -> Option<usize> {
+    let mut n = 0usize;
+    for part in list.trim().split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (lo.parse::<usize>().ok()?, hi.parse::<usize>().ok()?),
+            None => {
+                let one = part.parse::<usize>().ok()?;
+                (one, one)
+            }
+        };
+        n = n.checked_add(hi.checked_sub(lo)?.checked_add(1)?)?;
+    }
+    (n > 0).then_some(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::Governor;
@@ -122,7 +207,7 @@ mod tests {
     fn drive(g: &mut Governor, steps: usize, pool: f64, alone: f64) -> usize {
         let mut on_pool = 0;
         for _ in 0..steps {
-            let p = g.parallel();
+            let p = g.parallel(|| false);
             g.record(p, if p { pool } else { alone });
             on_pool += usize::from(p);
         }
@@ -147,7 +232,7 @@ mod tests {
         let mut g = Governor::default();
         let mut on_pool = 0;
         for i in 0..512 {
-            let p = g.parallel();
+            let p = g.parallel(|| false);
             let spike = if i % 10 == 9 { 8.0 } else { 1.0 };
             g.record(p, spike * if p { 0.008 } else { 0.016 });
             on_pool += usize::from(p);
@@ -182,6 +267,76 @@ mod tests {
         // It stops: that probe brings the pool back (about 30 steps later).
         let n = drive(&mut g, 128, 0.008, 0.012);
         assert!(n >= 128 - 40, "{n} of 128 steps back on the pool");
+    }
+
+    /// Runs `steps` steps as [`drive`] does, the machine `crowded` or not; returns how many
+    /// ran on the pool.
+    fn drive_crowded(
+        g: &mut Governor,
+        steps: usize,
+        pool: f64,
+        alone: f64,
+        crowded: bool,
+    ) -> usize {
+        let mut on_pool = 0;
+        for _ in 0..steps {
+            let p = g.parallel(|| crowded);
+            g.record(p, if p { pool } else { alone });
+            on_pool += usize::from(p);
+        }
+        on_pool
+    }
+
+    #[test]
+    fn a_crowded_machine_spares_the_pool_steps_and_a_wrong_word_costs_little() {
+        // A busy neighbour from the start, seen by the kernel's count: no step on the pool
+        // in a generation of 128 tokens (against three on timing alone, below).
+        let mut g = Governor::default();
+        assert_eq!(drive_crowded(&mut g, 128, 0.020, 0.012, true), 0);
+        // Over a long generation the pool is still probed now and then, every
+        // (PUT_OFF_MAX + 1) * PROBE_EVERY steps: a wrong word cannot keep it off for good.
+        let n = drive_crowded(&mut g, 1024, 0.020, 0.012, true);
+        assert!(
+            (3..=5).contains(&n),
+            "{n} of 1024 crowded steps on the pool"
+        );
+        // The word was wrong (the pool is faster): the next such probe brings the pool back,
+        // and it stays.
+        let mut g = Governor::default();
+        let n = drive_crowded(&mut g, 1024, 0.008, 0.012, true);
+        assert!(n >= 1024 - 256 - 8, "{n} of 1024 steps on the faster pool");
+        // The neighbour stops: the next probe, no longer put off, brings the pool back.
+        let mut g = Governor::default();
+        drive_crowded(&mut g, 128, 0.020, 0.012, true);
+        let n = drive_crowded(&mut g, 256, 0.008, 0.012, false);
+        assert!(n >= 256 - 64 - 8, "{n} of 256 steps back on the pool");
+        // An idle machine is not asked to prove it: the pool from the first step.
+        let mut g = Governor::default();
+        let n = drive_crowded(&mut g, 128, 0.008, 0.012, false);
+        assert!(n >= 128 - 2, "{n} of 128 steps on the pool");
+    }
+
+    #[test]
+    fn the_kernels_counts_are_read_or_refused() {
+        assert_eq!(super::runnable("0.43 1.04 1.37 2/109 30513\n"), Some(2));
+        assert_eq!(super::runnable("0.43 1.04 1.37 2 30513"), None);
+        assert_eq!(super::runnable("0.43 1.04"), None);
+        assert_eq!(super::runnable("a b c x/1 2"), None);
+        assert_eq!(super::cpu_count("0-1\n"), Some(2));
+        assert_eq!(super::cpu_count("0-3,5,7-8"), Some(7));
+        assert_eq!(super::cpu_count("0"), Some(1));
+        for bad in ["", "3-1", "0-", "x", "0-1,,2", "0-18446744073709551615"] {
+            assert_eq!(super::cpu_count(bad), None, "{bad:?}");
+        }
+        // This machine's own, as the governor reads them (a Linux test machine has both).
+        if ["/proc/loadavg", "/sys/devices/system/cpu/online"]
+            .iter()
+            .all(|p| std::path::Path::new(p).exists())
+        {
+            let n = std::thread::available_parallelism().map_or(1, usize::from);
+            // More workers than cores: crowded whatever else runs.
+            assert!(super::crowded(n.saturating_mul(1024)));
+        }
     }
 
     #[test]

@@ -353,7 +353,7 @@ impl Forward for LeanModel {
             }
             return Ok(logits);
         }
-        self.parallel = self.governor.parallel();
+        self.parallel = self.governor.parallel(|| governor::crowded(threads - 1));
         if self.parallel && self.team.as_ref().map(Team::threads) != Some(threads) {
             // Without threads (the system refused them) the step runs on this one alone.
             self.team = Team::new(threads).ok();
