@@ -202,16 +202,10 @@ fn cpu_count(list: &str) -> Option<usize> {
 mod tests {
     use super::Governor;
 
-    /// Runs `steps` steps, the pool taking `pool` seconds a step and one thread `alone`;
-    /// returns how many ran on the pool.
+    /// Runs `steps` steps, the pool taking `pool` seconds a step and one thread `alone`, the
+    /// kernel's count saying a core is free; returns how many ran on the pool.
     fn drive(g: &mut Governor, steps: usize, pool: f64, alone: f64) -> usize {
-        let mut on_pool = 0;
-        for _ in 0..steps {
-            let p = g.parallel(|| false);
-            g.record(p, if p { pool } else { alone });
-            on_pool += usize::from(p);
-        }
-        on_pool
+        drive_crowded(g, steps, pool, alone, false)
     }
 
     #[test]
@@ -269,8 +263,9 @@ mod tests {
         assert!(n >= 128 - 40, "{n} of 128 steps back on the pool");
     }
 
-    /// Runs `steps` steps as [`drive`] does, the machine `crowded` or not; returns how many
-    /// ran on the pool.
+    /// Runs `steps` steps, the pool taking `pool` seconds a step and one thread `alone`, the
+    /// kernel's count saying the machine is `crowded` or not; returns how many ran on the
+    /// pool.
     fn drive_crowded(
         g: &mut Governor,
         steps: usize,
