@@ -411,7 +411,7 @@ fn grant_write(paths: impl Iterator<Item = PathBuf>) -> Result<Vec<PathBuf>, Err
 
 /// Paths every command may read besides its own: this process's /proc entries (status for
 /// `selftest`, cgroup limits for the thread count), the count of runnable tasks and the online
-/// CPUs (whether a generation step has a core free for its second thread), and the kernel's
+/// CPUs (whether a generation step has a core free for its other threads), and the kernel's
 /// random devices: in the static build, the `getrandom` crate cannot find glibc's
 /// `getrandom` symbol and falls back to reading `/dev/urandom` (after polling `/dev/random`).
 /// The terminal is in `BASE_WRITE`.

@@ -22,8 +22,9 @@
 //! - a generation step's attention is one task per query head, reading its key/value head's
 //!   f16 cache directly (stored per head, so that the positions stream from memory);
 //! - a one-token (generation) step runs on the team or on the calling thread alone, whichever
-//!   a governor (`Governor`) measured faster: a busy neighbour on one core then costs that core's
-//!   share, not every parallel region's wait for the worker it holds up;
+//!   a governor (`Governor`) measured faster, the team only tried where the kernel counts a
+//!   core free for it: a busy neighbour on one core then costs that core's share, not every
+//!   parallel region's wait for the worker it holds up;
 //! - the token embedding stays quantised: one row is dequantised per token;
 //! - the KV cache is per layer, f16, written in place at the token's position and grown in
 //!   steps of [`KV_STEP`] positions;
