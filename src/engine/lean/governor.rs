@@ -16,11 +16,10 @@
 /// use, whose median of [`Governor::WINDOW`] steps a spike does not move); the back-off
 /// makes that a few tenths of a percent on a steady machine, and a change of load is still
 /// followed within [`Governor::PROBE_MAX`] steps (two seconds here; see below for probes
-/// put off on the kernel's word). Each way is judged by
-/// the median of its last [`Governor::WINDOW`] steps, and the faster median wins: a first
-/// version compared smoothed means, and this VM's occasional slow step sent an idle machine's
-/// generation to one thread for 64 steps at a time (6 to 25 % slower); medians are not moved
-/// by such a step. A later version also wanted one thread 10 % faster: with a busy neighbour
+/// put off on the kernel's word). Each way is judged by the median of its last
+/// [`Governor::WINDOW`] steps, and the faster median wins: a first version compared smoothed
+/// means, and this VM's occasional slow step sent an idle machine's generation to one thread
+/// for 64 steps at a time (6 to 25 % slower); medians are not moved by such a step. A later version also wanted one thread 10 % faster: with a busy neighbour
 /// the pool was then kept at 5 % slower than one thread (0.93-0.96x of one thread's speed
 /// over 4 rounds, against 1.01-1.06x without the margin; no difference on an idle machine).
 ///
@@ -36,11 +35,11 @@
 /// at least every 449 steps once they are spaced out). The answer only spares steps on the
 /// pool: the pool is used only once measured faster. A neighbour that starts while the model
 /// already runs on the pool is seen by the timing (the pool's median crosses one thread's
-/// within a few steps), and the probes after it are put off. Deciding layer
-/// by layer instead (probes a layer long) was tried and dropped: a worker woken for a
-/// one-layer probe runs it on its wake-up credit before the scheduler shares its core again,
-/// so under a busy neighbour such probes looked fast, and the pool was taken up and left
-/// again over and over (SmolLM2 at 0.96-0.97x of one thread against 0.99x a step at a time).
+/// within a few steps), and the probes after it are put off. Deciding layer by layer
+/// instead (probes a layer long) was tried and dropped: a worker woken for a one-layer probe
+/// runs it on its wake-up credit before the scheduler shares its core again, so under a busy
+/// neighbour such probes looked fast, and the pool was taken up and left again over and over
+/// (SmolLM2 at 0.96-0.97x of one thread against 0.99x a step at a time).
 #[derive(Debug)]
 pub(super) struct Governor {
     step: u64,
@@ -161,20 +160,14 @@ impl Governor {
 /// its online cores (`/sys/devices/system/cpu/online`). Called while the team's workers sleep
 /// (one thread in use, or before the first step; the rayon pool's idle threads may still be
 /// polling for work just after a prompt, a false "crowded" that the next probe corrects).
-/// `false` where either cannot be read: the
-/// timing alone decides then. A hint, not a verdict: [`Governor`] still measures the pool
-/// before it uses it, and probes it now and then whatever this says.
+/// `false` where either cannot be read: the timing alone decides then. A hint, not a
+/// verdict: [`Governor`] still measures the pool before it uses it, and probes it now and
+/// then whatever this says.
 pub(super) fn crowded(workers: usize) -> bool {
-    let read = |path: &str| -> Option<String> {
-        use std::io::Read;
-        let mut text = String::new();
-        // Both files are a line; a bounded read all the same.
-        std::fs::File::open(path)
-            .ok()?
-            .take(4096)
-            .read_to_string(&mut text)
-            .ok()?;
-        Some(text)
+    // Both files are a line (sysfs reports 4096 bytes): a bounded read all the same.
+    let read = |path: &str| {
+        let bytes = crate::secure::fs::read_capped(std::path::Path::new(path), 4096).ok()?;
+        String::from_utf8(bytes).ok()
     };
     let runnable = read("/proc/loadavg").as_deref().and_then(runnable);
     let online = read("/sys/devices/system/cpu/online")
